@@ -1,0 +1,334 @@
+// Package protocol defines Canopy's signaling messages: the JSON envelopes that
+// peers and the server exchange over one WebSocket per peer, their validation
+// and their size limits. It imports nothing of pion; static/js/protocol.js
+// mirrors it for browsers.
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+)
+
+// Version is the protocol version a hello carries; the server rejects others.
+const Version = 1
+
+// MaxMessageSize bounds one signaling message in bytes. An SDP offer with a
+// few tracks and all their candidates is well under 16 KiB.
+const MaxMessageSize = 64 * 1024
+
+// Limits on individual fields.
+const (
+	MaxIDLength        = 64
+	MaxSDPLength       = 48 * 1024
+	MaxCandidateLength = 1024
+	MaxTokenLength     = 4096
+	MaxTracks          = 8
+	MaxCapacity        = 1000
+	MaxReasonLength    = 512
+)
+
+// Type names a message.
+type Type string
+
+// Message types. The direction is the usual one; the server rejects a type a
+// peer may not send.
+const (
+	TypeHello   Type = "hello"   // peer → server: join a stream
+	TypeWelcome Type = "welcome" // server → peer: your id, the stream's tracks
+	TypeParent  Type = "parent"  // server → child: this peer is your parent now; expect its offer
+	TypeAttach  Type = "attach"  // server → parent: offer to this new child
+	TypeDetach  Type = "detach"  // server → parent or child: close the connection to this peer
+	TypeSignal  Type = "signal"  // both ways: SDP or ICE candidate for a tree neighbour
+	TypeLeave   Type = "leave"   // peer → server: leaving on purpose
+	TypeOffline Type = "offline" // server → peer: the stream's source is gone
+	TypeError   Type = "error"   // server → peer: a request failed
+)
+
+// Role is a peer's place in a stream.
+type Role string
+
+// Roles.
+const (
+	RoleSource Role = "source"
+	RoleRelay  Role = "relay"
+	RoleViewer Role = "viewer"
+)
+
+// Kind is what runs a peer.
+type Kind string
+
+// Kinds.
+const (
+	KindGo      Kind = "go"
+	KindBrowser Kind = "browser"
+)
+
+// SignalKind names what a Signal carries.
+type SignalKind string
+
+// Signal kinds.
+const (
+	SignalOffer     SignalKind = "offer"
+	SignalAnswer    SignalKind = "answer"
+	SignalCandidate SignalKind = "candidate"
+)
+
+// Error codes carried by an error message.
+const (
+	CodeBadMessage   = "bad_message"   // not JSON, unknown type, a field out of bounds
+	CodeTooLarge     = "too_large"     // over MaxMessageSize
+	CodeNotFound     = "not_found"     // no such stream
+	CodeStreamTaken  = "stream_taken"  // the stream already has a source
+	CodeNotNeighbour = "not_neighbour" // a signal to a peer this one is not connected to
+	CodeState        = "bad_state"     // e.g. a second hello, or a signal before hello
+	CodeFull         = "full"          // no free slot in the tree
+	CodeInternal     = "internal"      // the server failed; try again
+)
+
+// Track describes one media track of a stream, as the source declares it.
+type Track struct {
+	ID        string `json:"id"`
+	Kind      string `json:"kind"`     // "video" or "audio"
+	MimeType  string `json:"mimeType"` // e.g. "video/VP8", "video/H264", "audio/opus"
+	ClockRate uint32 `json:"clockRate"`
+	Channels  uint16 `json:"channels,omitempty"`
+	Fmtp      string `json:"fmtp,omitempty"`
+}
+
+// ICEServer is a STUN or TURN server a peer may use.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// Signal is an SDP description or an ICE candidate. Candidate is the JSON of
+// an RTCIceCandidateInit, passed through untouched.
+type Signal struct {
+	Kind      SignalKind      `json:"kind"`
+	SDP       string          `json:"sdp,omitempty"`
+	Candidate json.RawMessage `json:"candidate,omitempty"`
+}
+
+// Message is the one envelope every signaling message uses; Type says which
+// fields matter.
+type Message struct {
+	Type Type `json:"type"`
+
+	// hello
+	Version  int     `json:"v,omitempty"`
+	Role     Role    `json:"role,omitempty"`
+	Kind     Kind    `json:"kind,omitempty"`
+	Stream   string  `json:"stream,omitempty"`
+	Capacity int     `json:"capacity,omitempty"`
+	Token    string  `json:"token,omitempty"`
+	Tracks   []Track `json:"tracks,omitempty"` // hello from a source; welcome
+
+	// welcome
+	ID         string      `json:"id,omitempty"`
+	ICEServers []ICEServer `json:"iceServers,omitempty"`
+
+	// parent, attach, detach, signal: the other peer. A peer sends a signal
+	// with Peer set to its neighbour; the server rewrites it to the sender.
+	Peer  string  `json:"peer,omitempty"`
+	Depth int     `json:"depth,omitempty"`
+	Sig   *Signal `json:"signal,omitempty"`
+
+	// error, leave, offline, detach
+	Code   string `json:"code,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Errors returned by Decode and Validate.
+var (
+	// ErrTooLarge means the message exceeds MaxMessageSize.
+	ErrTooLarge = errors.New("protocol: message too large")
+	// ErrMalformed means the message is not a JSON object of the envelope's shape.
+	ErrMalformed = errors.New("protocol: malformed message")
+	// ErrUnknownType means the type field names no message.
+	ErrUnknownType = errors.New("protocol: unknown message type")
+	// ErrInvalid means a field is missing or out of bounds.
+	ErrInvalid = errors.New("protocol: invalid field")
+)
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidID reports whether s may name a stream or a peer: 1–64 of [A-Za-z0-9_-].
+func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// Decode parses and validates one message.
+func Decode(data []byte) (*Message, error) {
+	if len(data) > MaxMessageSize {
+		return nil, ErrTooLarge
+	}
+	var m Message
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data", ErrMalformed)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Encode validates and marshals a message.
+func Encode(m *Message) ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxMessageSize {
+		return nil, ErrTooLarge
+	}
+	return data, nil
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// Validate checks the fields that the message's type needs.
+func (m *Message) Validate() error {
+	if len(m.Reason) > MaxReasonLength {
+		return invalid("reason longer than %d", MaxReasonLength)
+	}
+	switch m.Type {
+	case TypeHello:
+		return m.validateHello()
+	case TypeWelcome:
+		if !ValidID(m.ID) || !ValidID(m.Stream) {
+			return invalid("welcome needs id and stream")
+		}
+		return validateTracks(m.Tracks, false)
+	case TypeParent, TypeAttach, TypeDetach:
+		if !ValidID(m.Peer) {
+			return invalid("%s needs a peer id", m.Type)
+		}
+		if m.Depth < 0 || m.Depth > 1<<16 {
+			return invalid("depth out of range")
+		}
+		return nil
+	case TypeSignal:
+		if !ValidID(m.Peer) {
+			return invalid("signal needs a peer id")
+		}
+		return m.Sig.validate()
+	case TypeLeave, TypeOffline:
+		return nil
+	case TypeError:
+		if m.Code == "" {
+			return invalid("error needs a code")
+		}
+		return nil
+	case "":
+		return fmt.Errorf("%w: missing type", ErrMalformed)
+	default:
+		return fmt.Errorf("%w: %q", ErrUnknownType, truncate(string(m.Type), 32))
+	}
+}
+
+func (m *Message) validateHello() error {
+	if m.Version != Version {
+		return invalid("unsupported protocol version %d (want %d)", m.Version, Version)
+	}
+	if !ValidID(m.Stream) {
+		return invalid("stream must be 1-64 of [A-Za-z0-9_-]")
+	}
+	switch m.Role {
+	case RoleSource, RoleRelay, RoleViewer:
+	default:
+		return invalid("unknown role %q", truncate(string(m.Role), 32))
+	}
+	switch m.Kind {
+	case KindGo, KindBrowser:
+	default:
+		return invalid("unknown kind %q", truncate(string(m.Kind), 32))
+	}
+	if m.Capacity < 0 || m.Capacity > MaxCapacity {
+		return invalid("capacity must be 0-%d", MaxCapacity)
+	}
+	if len(m.Token) > MaxTokenLength {
+		return invalid("token longer than %d", MaxTokenLength)
+	}
+	if m.Role == RoleSource {
+		return validateTracks(m.Tracks, true)
+	}
+	if len(m.Tracks) != 0 {
+		return invalid("only a source declares tracks")
+	}
+	return nil
+}
+
+func validateTracks(tracks []Track, needOne bool) error {
+	if needOne && len(tracks) == 0 {
+		return invalid("a source declares at least one track")
+	}
+	if len(tracks) > MaxTracks {
+		return invalid("at most %d tracks", MaxTracks)
+	}
+	seen := make(map[string]bool, len(tracks))
+	for _, t := range tracks {
+		if !ValidID(t.ID) || seen[t.ID] {
+			return invalid("track ids must be valid and unique")
+		}
+		seen[t.ID] = true
+		if t.Kind != "video" && t.Kind != "audio" {
+			return invalid("track kind must be video or audio")
+		}
+		if len(t.MimeType) == 0 || len(t.MimeType) > 64 || len(t.Fmtp) > 256 {
+			return invalid("track codec out of bounds")
+		}
+		if t.ClockRate == 0 {
+			return invalid("track needs a clock rate")
+		}
+	}
+	return nil
+}
+
+func (s *Signal) validate() error {
+	if s == nil {
+		return invalid("signal needs a signal body")
+	}
+	switch s.Kind {
+	case SignalOffer, SignalAnswer:
+		if s.SDP == "" || len(s.SDP) > MaxSDPLength {
+			return invalid("sdp must be 1-%d bytes", MaxSDPLength)
+		}
+		if len(s.Candidate) != 0 {
+			return invalid("an sdp signal carries no candidate")
+		}
+	case SignalCandidate:
+		if len(s.Candidate) == 0 || len(s.Candidate) > MaxCandidateLength {
+			return invalid("candidate must be 1-%d bytes", MaxCandidateLength)
+		}
+		if s.SDP != "" {
+			return invalid("a candidate signal carries no sdp")
+		}
+	default:
+		return invalid("unknown signal kind %q", truncate(string(s.Kind), 32))
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// Errorf builds an error message with a code.
+func Errorf(code, format string, args ...any) *Message {
+	return &Message{Type: TypeError, Code: code, Reason: truncate(fmt.Sprintf(format, args...), MaxReasonLength-4)}
+}
