@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"canopy/mesh"
+	"canopy/mesh/media"
+	"canopy/mesh/media/demo"
+	"canopy/mesh/protocol"
+)
+
+func broadcast(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("broadcast", flag.ContinueOnError)
+	var c common
+	c.register(fs, 4)
+	videoPath := fs.String("video", "", "video file to loop: .ivf (VP8) or .h264 (Annex-B, 30 fps); default: the demo clip")
+	audioPath := fs.String("audio", "", "audio file to loop: .ogg (Opus); default: the demo clip's when -video is not set")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return err
+	}
+	readers, closeAll, err := openMedia(*videoPath, *audioPath)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+
+	node, err := mesh.Dial(ctx, mesh.Config{
+		Server: c.server, Stream: c.stream, Role: protocol.RoleSource, Capacity: c.capacity,
+		Token: c.token, Tracks: mesh.TracksFor(readers...), LoopbackOnly: c.loopback, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	fmt.Fprintf(stderr, "broadcasting %q as %s (%d tracks); Ctrl-C to stop\n", c.stream, node.ID(), len(readers))
+	err = node.Play(ctx, readers...)
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return nil // interrupted: a normal end
+	}
+	return err
+}
+
+// openMedia opens the files the flags name, or the demo clip.
+func openMedia(videoPath, audioPath string) ([]media.FrameReader, func(), error) {
+	if videoPath == "" && audioPath == "" {
+		v, a, err := demo.Open()
+		if err != nil {
+			return nil, nil, err
+		}
+		return []media.FrameReader{v, a}, func() {}, nil
+	}
+	var readers []media.FrameReader
+	var closers []io.Closer
+	closeAll := func() {
+		for _, c := range closers {
+			_ = c.Close()
+		}
+	}
+	for _, path := range []string{videoPath, audioPath} {
+		if path == "" {
+			continue
+		}
+		r, c, err := media.OpenFile(path)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		readers = append(readers, r)
+		closers = append(closers, c)
+	}
+	return readers, closeAll, nil
+}

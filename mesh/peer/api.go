@@ -1,0 +1,196 @@
+// Package peer wraps pion PeerConnections for Canopy's tree: a parent's
+// send-only Downstream to each child, a child's receive-only Upstream from its
+// parent, and the Forwarder that fans one track's RTP out to every child
+// without re-encoding, through a bounded queue per child so that a slow child
+// never stalls the others.
+package peer
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/webrtc/v4"
+)
+
+// StreamID is the MediaStream id every forwarded track carries, so a browser
+// child sees all of a stream's tracks in one MediaStream.
+const StreamID = "canopy"
+
+// Config configures an API.
+type Config struct {
+	// LoopbackOnly restricts ICE to the "lo" interface, UDP4, loopback
+	// candidates and no mDNS: what in-process tests need (FIELD-NOTES).
+	LoopbackOnly bool
+	// ICEServers are the STUN/TURN servers every PeerConnection uses.
+	ICEServers []webrtc.ICEServer
+	// Logger receives this package's and pion's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// API builds PeerConnections that share one codec, interceptor and network
+// configuration.
+type API struct {
+	api    *webrtc.API
+	cfg    Config
+	logger *slog.Logger
+}
+
+// videoFeedback is what pion's defaults advertise for video; PLI and NACK are
+// the ones Canopy relies on hop by hop.
+var videoFeedback = []webrtc.RTCPFeedback{
+	{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"},
+}
+
+// registeredCodecs is the subset of pion's defaults Canopy forwards: Opus,
+// VP8 and the H264 variants browsers offer, each video codec with its RTX.
+var registeredCodecs = []webrtc.RTPCodecParameters{
+	{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111},
+	{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: videoFeedback}, PayloadType: 96},
+	{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeRTX, ClockRate: 90000, SDPFmtpLine: "apt=96"}, PayloadType: 97},
+	h264(102, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"), rtx(103, 102),
+	h264(104, "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f"), rtx(105, 104),
+	h264(106, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"), rtx(107, 106),
+	h264(108, "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f"), rtx(109, 108),
+	h264(127, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f"), rtx(125, 127),
+	h264(39, "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=4d001f"), rtx(40, 39),
+	h264(112, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f"), rtx(113, 112),
+}
+
+func h264(pt webrtc.PayloadType, fmtp string) webrtc.RTPCodecParameters {
+	return webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+		MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtp, RTCPFeedback: videoFeedback,
+	}, PayloadType: pt}
+}
+
+func rtx(pt, apt webrtc.PayloadType) webrtc.RTPCodecParameters {
+	return webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+		MimeType: webrtc.MimeTypeRTX, ClockRate: 90000, SDPFmtpLine: fmt.Sprintf("apt=%d", apt),
+	}, PayloadType: pt}
+}
+
+// NewAPI builds the pion API: codecs, interceptors (NACK generator and
+// responder, RTCP sender and receiver reports) and settings.
+func NewAPI(cfg Config) (*API, error) {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	lf := slogFactory{logger: logger}
+
+	me := &webrtc.MediaEngine{}
+	for _, c := range registeredCodecs {
+		kind := webrtc.RTPCodecTypeVideo
+		if strings.HasPrefix(c.MimeType, "audio/") {
+			kind = webrtc.RTPCodecTypeAudio
+		}
+		if err := me.RegisterCodec(c, kind); err != nil {
+			return nil, fmt.Errorf("peer: register %s: %w", c.MimeType, err)
+		}
+	}
+
+	// No stats or TWCC interceptor: each costs a lock and bookkeeping per
+	// packet per child, and the relay's budget per forwarded packet is small.
+	reg := &interceptor.Registry{}
+	if err := webrtc.ConfigureNackWithOptions(me, reg,
+		[]nack.GeneratorOption{nack.WithGeneratorLoggerFactory(lf)},
+		nack.WithResponderLoggerFactory(lf)); err != nil {
+		return nil, fmt.Errorf("peer: nack: %w", err)
+	}
+	if err := webrtc.ConfigureRTCPReportsWithOptions(reg,
+		[]report.ReceiverOption{report.WithReceiverLoggerFactory(lf)},
+		report.WithSenderLoggerFactory(lf)); err != nil {
+		return nil, fmt.Errorf("peer: reports: %w", err)
+	}
+
+	se := webrtc.SettingEngine{LoggerFactory: lf}
+	// GCM first: with AES-NI it encrypts and authenticates in one pass,
+	// cheaper per packet than CM + HMAC-SHA1, and every browser offers both.
+	se.SetSRTPProtectionProfiles(dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80)
+	if cfg.LoopbackOnly {
+		se.SetIncludeLoopbackCandidate(true)
+		se.SetInterfaceFilter(func(n string) bool { return n == "lo" })
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	}
+
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
+	return &API{api: api, cfg: cfg, logger: logger}, nil
+}
+
+func (a *API) newPeerConnection() (*webrtc.PeerConnection, error) {
+	return a.api.NewPeerConnection(webrtc.Configuration{ICEServers: a.cfg.ICEServers})
+}
+
+// fmtpParam returns one key's value from an fmtp line, lower-cased.
+func fmtpParam(fmtp, key string) string {
+	for _, kv := range strings.Split(fmtp, ";") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if ok && strings.EqualFold(k, key) {
+			return strings.ToLower(v)
+		}
+	}
+	return ""
+}
+
+// codecScore ranks how well a candidate codec fits a track's declared codec:
+// 0 no match, 1 same MIME type, 2 same H264 packetization mode, 3 same
+// packetization mode and profile too (or an exact fmtp match).
+func codecScore(want webrtc.RTPCodecCapability, c webrtc.RTPCodecCapability) int {
+	if !strings.EqualFold(want.MimeType, c.MimeType) || want.ClockRate != c.ClockRate {
+		return 0
+	}
+	if strings.EqualFold(want.SDPFmtpLine, c.SDPFmtpLine) {
+		return 3
+	}
+	if !strings.EqualFold(want.MimeType, webrtc.MimeTypeH264) {
+		return 2
+	}
+	mode := func(f string) string {
+		if m := fmtpParam(f, "packetization-mode"); m != "" {
+			return m
+		}
+		return "0" // RFC 6184 default
+	}
+	if mode(want.SDPFmtpLine) != mode(c.SDPFmtpLine) {
+		return 1
+	}
+	if fmtpParam(want.SDPFmtpLine, "profile-level-id") == fmtpParam(c.SDPFmtpLine, "profile-level-id") {
+		return 3
+	}
+	return 2
+}
+
+// bestCodec picks the best fitting codec of a list (nil if none fits).
+func bestCodec(want webrtc.RTPCodecCapability, list []webrtc.RTPCodecParameters) *webrtc.RTPCodecParameters {
+	var best *webrtc.RTPCodecParameters
+	bestScore := 0
+	for i := range list {
+		if s := codecScore(want, list[i].RTPCodecCapability); s > bestScore {
+			best, bestScore = &list[i], s
+		}
+	}
+	return best
+}
+
+// codecPreferences narrows a transceiver to the track's own codec (and its
+// RTX), so the offer does not promise the child codecs the stream is not in.
+func codecPreferences(want webrtc.RTPCodecCapability) ([]webrtc.RTPCodecParameters, error) {
+	best := bestCodec(want, registeredCodecs)
+	if best == nil {
+		return nil, fmt.Errorf("%w: %s %s", ErrUnsupportedCodec, want.MimeType, want.SDPFmtpLine)
+	}
+	prefs := []webrtc.RTPCodecParameters{*best}
+	apt := fmt.Sprintf("apt=%d", best.PayloadType)
+	for _, c := range registeredCodecs {
+		if c.MimeType == webrtc.MimeTypeRTX && c.SDPFmtpLine == apt {
+			prefs = append(prefs, c)
+		}
+	}
+	return prefs, nil
+}

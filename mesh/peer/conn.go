@@ -1,0 +1,178 @@
+package peer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"canopy/mesh/protocol"
+	"github.com/pion/webrtc/v4"
+)
+
+// conn is what Downstream and Upstream share: signaling order, candidate
+// queues and connection state turned from pion callbacks into channels.
+type conn struct {
+	pc     *webrtc.PeerConnection
+	send   func(protocol.Signal)
+	logger *slog.Logger
+
+	// sigMu orders outgoing signals: the description first, then the local
+	// candidates pion gathered meanwhile, then the rest as they come.
+	sigMu    sync.Mutex
+	descSent bool
+	early    []webrtc.ICECandidateInit
+	closing  atomic.Bool
+
+	// remoteMu queues remote candidates until a remote description is set;
+	// pion rejects candidates before it.
+	remoteMu      sync.Mutex
+	remoteSet     bool
+	pendingRemote []webrtc.ICECandidateInit
+
+	connectedOnce, doneOnce sync.Once
+	connected, done         chan struct{}
+	failed                  atomic.Bool
+}
+
+func newConn(pc *webrtc.PeerConnection, send func(protocol.Signal), logger *slog.Logger) *conn {
+	c := &conn{
+		pc: pc, send: send, logger: logger,
+		connected: make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	pc.OnICECandidate(c.onCandidate)
+	pc.OnConnectionStateChange(c.onState)
+	pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
+		if s == webrtc.ICEConnectionStateFailed {
+			c.markDone(true)
+		}
+	})
+	return c
+}
+
+func (c *conn) onState(s webrtc.PeerConnectionState) {
+	c.logger.Debug("peer connection state", "state", s.String())
+	switch s {
+	case webrtc.PeerConnectionStateConnected:
+		c.connectedOnce.Do(func() { close(c.connected) })
+	case webrtc.PeerConnectionStateFailed:
+		c.markDone(true)
+	case webrtc.PeerConnectionStateClosed:
+		c.markDone(false)
+	}
+}
+
+func (c *conn) markDone(failed bool) {
+	c.doneOnce.Do(func() {
+		c.failed.Store(failed)
+		close(c.done)
+	})
+}
+
+func (c *conn) onCandidate(ice *webrtc.ICECandidate) {
+	if ice == nil || c.closing.Load() {
+		return // nil marks the end of gathering; trickle needs no marker
+	}
+	init := ice.ToJSON()
+	c.sigMu.Lock()
+	defer c.sigMu.Unlock()
+	if !c.descSent {
+		c.early = append(c.early, init)
+		return
+	}
+	c.sendCandidate(init)
+}
+
+// sendCandidate is called with sigMu held.
+func (c *conn) sendCandidate(init webrtc.ICECandidateInit) {
+	raw, err := json.Marshal(init)
+	if err != nil {
+		c.logger.Warn("marshal candidate", "err", err)
+		return
+	}
+	c.send(protocol.Signal{Kind: protocol.SignalCandidate, Candidate: raw})
+}
+
+// sendDescription sends the local description, then any early candidates.
+func (c *conn) sendDescription(kind protocol.SignalKind, sd *webrtc.SessionDescription) {
+	c.sigMu.Lock()
+	defer c.sigMu.Unlock()
+	if c.closing.Load() {
+		return
+	}
+	c.send(protocol.Signal{Kind: kind, SDP: sd.SDP})
+	c.descSent = true
+	for _, init := range c.early {
+		c.sendCandidate(init)
+	}
+	c.early = nil
+}
+
+// setRemote sets the remote description and adds the candidates that came
+// before it.
+func (c *conn) setRemote(sd webrtc.SessionDescription) error {
+	c.remoteMu.Lock()
+	defer c.remoteMu.Unlock()
+	if err := c.pc.SetRemoteDescription(sd); err != nil {
+		return fmt.Errorf("peer: set remote %s: %w", sd.Type, err)
+	}
+	c.remoteSet = true
+	for _, init := range c.pendingRemote {
+		if err := c.pc.AddICECandidate(init); err != nil {
+			c.logger.Debug("add queued candidate", "err", err)
+		}
+	}
+	c.pendingRemote = nil
+	return nil
+}
+
+func (c *conn) addRemoteCandidate(raw json.RawMessage) error {
+	var init webrtc.ICECandidateInit
+	if err := json.Unmarshal(raw, &init); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadCandidate, err)
+	}
+	c.remoteMu.Lock()
+	defer c.remoteMu.Unlock()
+	if !c.remoteSet {
+		c.pendingRemote = append(c.pendingRemote, init)
+		return nil
+	}
+	if err := c.pc.AddICECandidate(init); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadCandidate, err)
+	}
+	return nil
+}
+
+func (c *conn) waitConnected(ctx context.Context) error {
+	select {
+	case <-c.connected:
+		return nil
+	case <-c.done:
+		select {
+		case <-c.connected:
+			return nil
+		default:
+		}
+		if c.failed.Load() {
+			return ErrFailed
+		}
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// closePC closes the PeerConnection and waits for pion's goroutines.
+func (c *conn) closePC() error {
+	c.closing.Store(true)
+	// Holding sigMu makes sure no send is in flight once Close returns.
+	c.sigMu.Lock()
+	c.early = nil
+	c.sigMu.Unlock()
+	err := c.pc.GracefulClose()
+	c.markDone(false)
+	return err
+}

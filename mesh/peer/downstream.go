@@ -1,0 +1,135 @@
+package peer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"canopy/mesh/protocol"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+)
+
+// Downstream is a parent's send-only PeerConnection to one child, carrying
+// one track per Forwarder.
+type Downstream struct {
+	*conn
+	childID string
+	tracks  []*downTrack
+	wg      sync.WaitGroup // RTCP read loops
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewDownstream creates the PeerConnection to a child, adds one send-only
+// track per Forwarder (TrackLocal id = protocol.Track.ID, stream id
+// "canopy"), and sends the offer and then the local ICE candidates through
+// send. send must not call back into this Downstream synchronously.
+func (a *API) NewDownstream(childID string, fwds []*Forwarder, send func(protocol.Signal)) (*Downstream, error) {
+	pc, err := a.newPeerConnection()
+	if err != nil {
+		return nil, fmt.Errorf("peer: new peer connection: %w", err)
+	}
+	d := &Downstream{
+		conn:    newConn(pc, send, a.logger.With("child", childID)),
+		childID: childID,
+	}
+	if err := d.setup(fwds); err != nil {
+		_ = d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Downstream) setup(fwds []*Forwarder) error {
+	for _, f := range fwds {
+		prefs, err := codecPreferences(f.codec)
+		if err != nil {
+			return err
+		}
+		dt := newDownTrack(f)
+		d.tracks = append(d.tracks, dt)
+		tr, err := d.pc.AddTransceiverFromTrack(dt, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
+			return fmt.Errorf("peer: add track %s: %w", f.track.ID, err)
+		}
+		if err := tr.SetCodecPreferences(prefs); err != nil {
+			return fmt.Errorf("peer: codec preferences %s: %w", f.track.ID, err)
+		}
+		d.wg.Add(1)
+		go d.readRTCP(tr.Sender(), f)
+	}
+	offer, err := d.pc.CreateOffer(nil)
+	if err != nil {
+		return fmt.Errorf("peer: create offer: %w", err)
+	}
+	if err := d.pc.SetLocalDescription(offer); err != nil {
+		return fmt.Errorf("peer: set local offer: %w", err)
+	}
+	d.sendDescription(protocol.SignalOffer, d.pc.LocalDescription())
+	return nil
+}
+
+// readRTCP drains one sender's RTCP. Draining is what feeds pion's NACK
+// responder and report interceptors; PLI and FIR go to the Forwarder.
+func (d *Downstream) readRTCP(s *webrtc.RTPSender, f *Forwarder) {
+	defer d.wg.Done()
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := s.Read(buf)
+		if err != nil {
+			if !isClosedErr(err) {
+				d.logger.Debug("rtcp read ended", "err", err)
+			}
+			return
+		}
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		for _, p := range pkts {
+			switch p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				f.requestKeyframe()
+			}
+		}
+	}
+}
+
+// HandleSignal applies the child's answer or one of its ICE candidates;
+// candidates that arrive before the answer are queued.
+func (d *Downstream) HandleSignal(s protocol.Signal) error {
+	switch s.Kind {
+	case protocol.SignalAnswer:
+		return d.setRemote(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: s.SDP})
+	case protocol.SignalCandidate:
+		return d.addRemoteCandidate(s.Candidate)
+	default:
+		return fmt.Errorf("%w: %s to a downstream", ErrUnexpectedSignal, s.Kind)
+	}
+}
+
+// ChildID returns the child this connection serves.
+func (d *Downstream) ChildID() string { return d.childID }
+
+// WaitConnected waits until the PeerConnection is connected, fails or closes,
+// or ctx ends.
+func (d *Downstream) WaitConnected(ctx context.Context) error { return d.waitConnected(ctx) }
+
+// Done is closed when the PeerConnection fails or closes ("disconnected" is
+// not failure by itself: ICE may recover).
+func (d *Downstream) Done() <-chan struct{} { return d.done }
+
+// Close detaches the child from its Forwarders, closes the PeerConnection and
+// waits for the goroutines it started. Idempotent.
+func (d *Downstream) Close() error {
+	d.closeOnce.Do(func() {
+		for _, t := range d.tracks {
+			t.close()
+		}
+		d.closeErr = d.closePC()
+		d.wg.Wait()
+	})
+	return d.closeErr
+}

@@ -1,0 +1,25 @@
+package peer
+
+import "errors"
+
+// Errors returned by this package.
+var (
+	// ErrClosed means the connection or forwarder was closed before the
+	// operation could complete.
+	ErrClosed = errors.New("peer: closed")
+	// ErrFailed means the PeerConnection reached the failed state.
+	ErrFailed = errors.New("peer: connection failed")
+	// ErrUnexpectedSignal means a signal of a kind this side does not accept
+	// (an offer sent to the offerer, an answer sent to the answerer).
+	ErrUnexpectedSignal = errors.New("peer: unexpected signal")
+	// ErrBadCandidate means a candidate signal did not hold an RTCIceCandidateInit.
+	ErrBadCandidate = errors.New("peer: bad ICE candidate")
+	// ErrUnsupportedCodec means a track's codec is not one the API registers,
+	// or the remote peer did not accept it.
+	ErrUnsupportedCodec = errors.New("peer: unsupported codec")
+	// ErrAlreadyBound means pion bound a forwarder track twice; each child
+	// gets its own track, so this is a programming error.
+	ErrAlreadyBound = errors.New("peer: track already bound")
+	// ErrPacketTooLarge means an RTP payload does not fit a queue slot.
+	ErrPacketTooLarge = errors.New("peer: RTP payload too large")
+)

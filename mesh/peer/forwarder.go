@@ -1,0 +1,270 @@
+package peer
+
+import (
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"canopy/mesh/protocol"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// keyframeInterval is the least time between two keyframe requests a
+// Forwarder passes upstream: one PLI per interval answers every child that
+// asked meanwhile, instead of one per child or one per dropped packet.
+const keyframeInterval = 300 * time.Millisecond
+
+// Queue sizes per child. 512 video slots hold about 2 s of a 2 Mbps stream,
+// enough to ride out a scheduling hiccup, small enough that a child that is
+// really too slow is cut back to the next keyframe instead of lagging behind.
+const (
+	videoQueueSlots = 512
+	audioQueueSlots = 128
+)
+
+// ForwarderStats counts what a Forwarder did since it was created.
+type ForwarderStats struct {
+	PacketsIn  uint64 // packets passed to WriteRTP
+	PacketsOut uint64 // packets written to children, summed over children
+	Drops      uint64 // packets not delivered to a child: queue full, waiting for a keyframe, too large
+	Children   int    // children bound now
+}
+
+// Forwarder fans one track's RTP out to every attached child. One goroutine
+// calls WriteRTP; each child has its own bounded queue and writer goroutine,
+// so a slow child loses packets instead of delaying the others.
+type Forwarder struct {
+	track      protocol.Track
+	codec      webrtc.RTPCodecCapability
+	kind       webrtc.RTPCodecType
+	isKeyframe keyframeFunc // nil for audio and unparsed codecs
+	slots      int
+	logger     *slog.Logger
+
+	// children is a copy-on-write snapshot: WriteRTP iterates it without a
+	// lock, Bind/Unbind replace it under mu.
+	children atomic.Pointer[[]*childWriter]
+	mu       sync.Mutex
+	closed   bool
+
+	keyframes  chan struct{}
+	lastKeyReq atomic.Int64 // unix nanoseconds of the last request passed on
+
+	packetsIn atomic.Uint64
+	drops     atomic.Uint64 // drops counted before any child (too large)
+	retired   struct {      // counters of children gone, under mu
+		out, drops uint64
+	}
+
+	// Continuity state, touched only by the WriteRTP goroutine.
+	started   bool
+	inSSRC    uint32
+	seqOffset uint16
+	tsOffset  uint32
+	tsStep    uint32
+	haveOut   bool
+	lastSeq   uint16
+	lastTS    uint32
+}
+
+// NewForwarder returns a Forwarder for one track of a stream.
+func NewForwarder(track protocol.Track, logger *slog.Logger) *Forwarder {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	f := &Forwarder{
+		track: track,
+		codec: webrtc.RTPCodecCapability{
+			MimeType: track.MimeType, ClockRate: track.ClockRate, Channels: track.Channels, SDPFmtpLine: track.Fmtp,
+		},
+		kind:      webrtc.RTPCodecTypeAudio,
+		slots:     audioQueueSlots,
+		logger:    logger.With("track", track.ID),
+		keyframes: make(chan struct{}, 1),
+	}
+	// The step a new incoming SSRC starts after the last timestamp sent: one
+	// frame at 30 fps for video, one 20 ms packet for audio.
+	f.tsStep = max(track.ClockRate/50, 1)
+	if track.Kind == "video" || strings.HasPrefix(strings.ToLower(track.MimeType), "video/") {
+		f.kind = webrtc.RTPCodecTypeVideo
+		f.slots = videoQueueSlots
+		f.isKeyframe = keyframeDetector(track.MimeType)
+		f.tsStep = max(track.ClockRate/30, 1)
+	}
+	f.children.Store(&[]*childWriter{})
+	return f
+}
+
+// Track returns the track this Forwarder carries.
+func (f *Forwarder) Track() protocol.Track { return f.track }
+
+// KeyframeRequests delivers the children's PLI/FIR (and the Forwarder's own
+// requests after a child overflowed), merged and throttled to one per ~300 ms.
+// The channel is buffered(1) and never blocks a sender. It is never closed,
+// so a consumer's select cannot spin on it after Close: stop on your own
+// done channel.
+func (f *Forwarder) KeyframeRequests() <-chan struct{} { return f.keyframes }
+
+// requestKeyframe passes a keyframe request on unless one went out less than
+// keyframeInterval ago.
+func (f *Forwarder) requestKeyframe() {
+	now := time.Now().UnixNano()
+	last := f.lastKeyReq.Load()
+	if now-last < int64(keyframeInterval) || !f.lastKeyReq.CompareAndSwap(last, now) {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return
+	}
+	select {
+	case f.keyframes <- struct{}{}:
+	default: // one is pending already; the consumer will see it
+	}
+}
+
+// WriteRTP forwards one packet to every child. It never blocks on a child and
+// does not retain p: the payload is copied into each child's queue.
+func (f *Forwarder) WriteRTP(p *rtp.Packet) error {
+	f.packetsIn.Add(1)
+	seq, ts := f.rewrite(p)
+	kids := *f.children.Load()
+	if len(kids) == 0 {
+		return nil
+	}
+	if len(p.Payload) > slotPayloadSize {
+		f.drops.Add(uint64(len(kids)))
+		return ErrPacketTooLarge
+	}
+	pad := p.Header.PaddingSize
+	if pad == 0 {
+		pad = p.PaddingSize //nolint:staticcheck // older producers set only the packet's field
+	}
+	// Keyframe detection parses the payload, so do it only when a child waits.
+	keyState := 0 // 0 not computed, 1 keyframe, 2 not
+	for _, c := range kids {
+		if c.waitKeyframe {
+			if keyState == 0 {
+				keyState = 2
+				if f.isKeyframe(p.Payload) {
+					keyState = 1
+				}
+			}
+			if keyState != 1 {
+				c.dropped.Add(1)
+				continue
+			}
+		}
+		if !c.push(seq, ts, p.Marker, pad, p.Payload) {
+			c.dropped.Add(1)
+			if f.isKeyframe != nil {
+				// The child's decoder cannot use anything until the next
+				// keyframe, so stop filling its queue until then and ask for one.
+				c.waitKeyframe = true
+				f.requestKeyframe()
+			}
+			continue
+		}
+		c.waitKeyframe = false
+	}
+	return nil
+}
+
+// rewrite maps the incoming sequence number and timestamp onto the outgoing
+// ones. Offsets change only when the incoming SSRC does (a new parent, a
+// restarted source), so children see one continuous stream.
+func (f *Forwarder) rewrite(p *rtp.Packet) (uint16, uint32) {
+	switch {
+	case !f.started:
+		f.started, f.inSSRC = true, p.SSRC
+	case p.SSRC != f.inSSRC:
+		f.inSSRC = p.SSRC
+		f.seqOffset = f.lastSeq + 1 - p.SequenceNumber
+		f.tsOffset = f.lastTS + f.tsStep - p.Timestamp
+	}
+	seq, ts := p.SequenceNumber+f.seqOffset, p.Timestamp+f.tsOffset
+	if !f.haveOut || int16(seq-f.lastSeq) > 0 { // newest so far, modulo 2^16
+		f.haveOut, f.lastSeq, f.lastTS = true, seq, ts
+	}
+	return seq, ts
+}
+
+// attach adds a bound child; it fails once the Forwarder is closed.
+func (f *Forwarder) attach(c *childWriter) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return ErrClosed
+	}
+	old := *f.children.Load()
+	next := make([]*childWriter, 0, len(old)+1)
+	next = append(append(next, old...), c)
+	f.children.Store(&next)
+	return nil
+}
+
+// detach removes a child (if present) and stops its writer.
+func (f *Forwarder) detach(c *childWriter) {
+	f.mu.Lock()
+	old := *f.children.Load()
+	next := make([]*childWriter, 0, len(old))
+	for _, k := range old {
+		if k != c {
+			next = append(next, k)
+		}
+	}
+	if len(next) != len(old) {
+		f.children.Store(&next)
+		f.retired.out += c.sent.Load()
+		f.retired.drops += c.dropped.Load()
+	}
+	f.mu.Unlock()
+	c.stop()
+}
+
+// Stats returns the Forwarder's counters.
+func (f *Forwarder) Stats() ForwarderStats {
+	f.mu.Lock()
+	s := ForwarderStats{
+		PacketsIn:  f.packetsIn.Load(),
+		PacketsOut: f.retired.out,
+		Drops:      f.retired.drops + f.drops.Load(),
+	}
+	kids := *f.children.Load()
+	f.mu.Unlock()
+	s.Children = len(kids)
+	for _, c := range kids {
+		s.PacketsOut += c.sent.Load()
+		s.Drops += c.dropped.Load()
+	}
+	return s
+}
+
+// Close detaches every child and stops their writers. Later binds fail,
+// WriteRTP delivers to no one and no keyframe request is passed on.
+// Idempotent.
+func (f *Forwarder) Close() {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return
+	}
+	f.closed = true
+	kids := *f.children.Load()
+	f.children.Store(&[]*childWriter{})
+	for _, c := range kids {
+		f.retired.out += c.sent.Load()
+		f.retired.drops += c.dropped.Load()
+	}
+	f.mu.Unlock()
+	for _, c := range kids {
+		c.stop()
+	}
+	for _, c := range kids {
+		<-c.done
+	}
+}

@@ -1,0 +1,81 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/pion/rtp"
+
+	"canopy/mesh/media"
+	"canopy/mesh/protocol"
+)
+
+// TrackFor describes a track of codec c for a source's Config.Tracks.
+func TrackFor(id string, c media.Codec) protocol.Track {
+	kind := "video"
+	if c.Channels > 0 || c.ClockRate == 48000 {
+		kind = "audio"
+	}
+	return protocol.Track{ID: id, Kind: kind, MimeType: c.MimeType, ClockRate: c.ClockRate, Channels: c.Channels, Fmtp: c.Fmtp}
+}
+
+// TracksFor names one track per reader: "video", "audio", then "video2"…
+func TracksFor(readers ...media.FrameReader) []protocol.Track {
+	seen := map[string]int{}
+	out := make([]protocol.Track, 0, len(readers))
+	for _, r := range readers {
+		t := TrackFor("", r.Codec())
+		seen[t.Kind]++
+		t.ID = t.Kind
+		if seen[t.Kind] > 1 {
+			t.ID = fmt.Sprintf("%s%d", t.Kind, seen[t.Kind])
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// Play paces each reader's frames in real time into the track of the same
+// position in Tracks, until ctx ends or a reader fails. The readers loop, so
+// Play normally returns ctx.Err().
+func (n *Node) Play(ctx context.Context, readers ...media.FrameReader) error {
+	tracks := n.Tracks()
+	if len(readers) > len(tracks) {
+		return fmt.Errorf("mesh: %d readers for %d tracks", len(readers), len(tracks))
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-n.done:
+			cancel(n.closedErr())
+		case <-ctx.Done():
+		}
+	}()
+	packetizers := make([]*media.Packetizer, len(readers))
+	for i, r := range readers {
+		pk, err := media.NewPacketizer(r.Codec())
+		if err != nil {
+			return err
+		}
+		packetizers[i] = pk
+	}
+	var wg sync.WaitGroup
+	for i, r := range readers {
+		id, pk := tracks[i].ID, packetizers[i]
+		wg.Go(func() {
+			err := media.Play(ctx, r, pk, func(pkts []*rtp.Packet, _ media.Frame) error {
+				for _, p := range pkts {
+					if err := n.WriteRTP(id, p); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			cancel(err) // the first reader to stop stops the others
+		})
+	}
+	wg.Wait()
+	return context.Cause(ctx)
+}

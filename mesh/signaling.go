@@ -1,0 +1,138 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"canopy/mesh/protocol"
+)
+
+// signaling is a peer's WebSocket to the server: one goroutine reads into
+// in, one writes from out, so callers never touch the socket.
+type signaling struct {
+	conn *websocket.Conn
+	in   chan *protocol.Message
+	out  chan []byte
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	err       error // why the read side ended; valid after in is closed
+}
+
+// wsURL turns a server address (http://host:port, https://…, ws://…, or a
+// bare host:port) into its signaling endpoint.
+func wsURL(server string) (string, error) {
+	if !strings.Contains(server, "://") {
+		server = "http://" + server
+	}
+	u, err := url.Parse(server)
+	if err != nil {
+		return "", fmt.Errorf("server address %q: %w", server, err)
+	}
+	switch u.Scheme {
+	case "http", "ws":
+		u.Scheme = "ws"
+	case "https", "wss":
+		u.Scheme = "wss"
+	default:
+		return "", fmt.Errorf("server address %q: scheme must be http or https", server)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/ws"
+	return u.String(), nil
+}
+
+func dialSignaling(ctx context.Context, server string) (*signaling, error) {
+	addr, err := wsURL(server)
+	if err != nil {
+		return nil, err
+	}
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	conn, _, err := d.DialContext(ctx, addr, nil)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	conn.SetReadLimit(protocol.MaxMessageSize)
+	s := &signaling{
+		conn:   conn,
+		in:     make(chan *protocol.Message, 64),
+		out:    make(chan []byte, 256),
+		closed: make(chan struct{}),
+	}
+	go s.readLoop()
+	go s.writeLoop()
+	return s, nil
+}
+
+func (s *signaling) readLoop() {
+	defer close(s.in)
+	for {
+		_, data, err := s.conn.ReadMessage()
+		if err != nil {
+			s.err = err
+			s.close()
+			return
+		}
+		m, err := protocol.Decode(data)
+		if err != nil {
+			continue // a newer server's message we do not know; nothing to act on
+		}
+		select {
+		case s.in <- m:
+		case <-s.closed:
+			return
+		}
+	}
+}
+
+func (s *signaling) writeLoop() {
+	defer s.conn.Close()
+	for {
+		select {
+		case data := <-s.out:
+			_ = s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if s.conn.WriteMessage(websocket.TextMessage, data) != nil {
+				s.close()
+				return
+			}
+		case <-s.closed:
+			for {
+				select {
+				case data := <-s.out:
+					_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+					if s.conn.WriteMessage(websocket.TextMessage, data) != nil {
+						return
+					}
+				default:
+					_ = s.conn.WriteControl(websocket.CloseMessage,
+						websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+					return
+				}
+			}
+		}
+	}
+}
+
+// send queues m; it never blocks the caller (pion callbacks call it).
+func (s *signaling) send(m *protocol.Message) error {
+	data, err := protocol.Encode(m)
+	if err != nil {
+		return err
+	}
+	select {
+	case s.out <- data:
+		return nil
+	case <-s.closed:
+		return ErrClosed
+	default:
+		s.close()
+		return fmt.Errorf("signaling send buffer full")
+	}
+}
+
+func (s *signaling) close() { s.closeOnce.Do(func() { close(s.closed) }) }

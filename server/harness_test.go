@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"canopy/mesh"
+	"canopy/mesh/media"
+	"canopy/mesh/media/demo"
+	"canopy/mesh/protocol"
+	"canopy/mesh/tree"
+)
+
+// testLogger is quiet unless CANOPY_TEST_LOG=debug|info|warn.
+func testLogger() *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(os.Getenv("CANOPY_TEST_LOG"))); err != nil || os.Getenv("CANOPY_TEST_LOG") == "" {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// startServer runs a Canopy server on a loopback port for the test.
+func startServer(t *testing.T, policy tree.Config) (*Server, string) {
+	t.Helper()
+	s := NewServer(Config{Policy: policy, Logger: testLogger()})
+	ts := httptest.NewServer(s)
+	t.Cleanup(ts.Close)
+	return s, ts.URL
+}
+
+// waitFor polls cond until it holds or the (generous) deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// frameHashes is a set of hashes of frames, safe for concurrent use.
+type frameHashes struct {
+	mu sync.Mutex
+	m  map[[32]byte]bool
+}
+
+func (h *frameHashes) add(b []byte) {
+	sum := sha256.Sum256(b)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = make(map[[32]byte]bool)
+	}
+	h.m[sum] = true
+}
+
+func (h *frameHashes) has(b []byte) bool {
+	sum := sha256.Sum256(b)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.m[sum]
+}
+
+// testSource publishes the demo clip (VP8 + Opus) and remembers the hash of
+// every video frame it sent.
+type testSource struct {
+	node   *mesh.Node
+	sent   frameHashes
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startSource(t *testing.T, server, stream string, capacity int) *testSource {
+	t.Helper()
+	video, audio, err := demo.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	node, err := mesh.Dial(ctx, mesh.Config{
+		Server: server, Stream: stream, Role: protocol.RoleSource, Capacity: capacity,
+		Tracks: mesh.TracksFor(video, audio), LoopbackOnly: true, Logger: testLogger(),
+	})
+	if err != nil {
+		cancel()
+		t.Fatalf("source: %v", err)
+	}
+	s := &testSource{node: node, cancel: cancel, done: make(chan struct{})}
+	var wg sync.WaitGroup
+	for _, tr := range []struct {
+		id string
+		r  media.FrameReader
+	}{{"video", video}, {"audio", audio}} {
+		pk, err := media.NewPacketizer(tr.r.Codec())
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			_ = media.Play(ctx, tr.r, pk, func(pkts []*rtp.Packet, f media.Frame) error {
+				if tr.id == "video" {
+					s.sent.add(f.Data)
+				}
+				for _, p := range pkts {
+					if err := node.WriteRTP(tr.id, p); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		})
+	}
+	go func() { wg.Wait(); close(s.done) }()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *testSource) stop() {
+	s.cancel()
+	<-s.done
+	_ = s.node.Close()
+}
+
+// testViewer is a Go peer that assembles video frames and checks each
+// against the source's hashes.
+type testViewer struct {
+	node *mesh.Node
+
+	mu        sync.Mutex
+	asm       *media.Assembler
+	started   bool // a keyframe has arrived
+	frames    int
+	mismatch  int
+	audio     int
+	parentLog []string
+	src       *testSource
+}
+
+func startPeer(t *testing.T, server, stream string, role protocol.Role, capacity int, src *testSource) *testViewer {
+	t.Helper()
+	v := &testViewer{src: src}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	node, err := mesh.Dial(ctx, mesh.Config{
+		Server: server, Stream: stream, Role: role, Capacity: capacity,
+		LoopbackOnly: true, Logger: testLogger(), OnPacket: v.onPacket,
+		OnEvent: func(e mesh.Event) {
+			if e.Kind == mesh.EventParent {
+				v.mu.Lock()
+				v.parentLog = append(v.parentLog, e.Peer)
+				v.mu.Unlock()
+			}
+		},
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", role, err)
+	}
+	v.node = node
+	t.Cleanup(func() { _ = node.Close() })
+	return v
+}
+
+func (v *testViewer) onPacket(t protocol.Track, p *rtp.Packet) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if t.Kind == "audio" {
+		v.audio++
+		return
+	}
+	if v.asm == nil {
+		asm, err := media.NewAssembler(media.Codec{MimeType: t.MimeType, ClockRate: t.ClockRate}, v.onFrame)
+		if err != nil {
+			panic(err) // the test source only sends codecs the assembler knows
+		}
+		v.asm = asm
+	}
+	v.asm.Push(p)
+}
+
+// onFrame runs under v.mu.
+func (v *testViewer) onFrame(f media.Frame) {
+	if !v.started && !f.Keyframe {
+		return
+	}
+	v.started = true
+	v.frames++
+	if v.src != nil && !v.src.sent.has(f.Data) {
+		v.mismatch++
+	}
+}
+
+func (v *testViewer) counts() (frames, mismatch, audio int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.frames, v.mismatch, v.audio
+}

@@ -1,0 +1,369 @@
+// Canopy's signaling messages for browsers: a mirror of mesh/protocol
+// (protocol.go). The envelope, limits and validation rules are the same; Go's
+// JSON decoding rejects unknown fields and wrong types, so decode() checks
+// those explicitly here. Keep the two files in step.
+
+/** Protocol version a hello carries; the server rejects others. */
+export const VERSION = 1;
+
+/** Upper bound of one signaling message, in bytes of UTF-8. */
+export const MAX_MESSAGE_SIZE = 64 * 1024;
+
+/** Limits on individual fields (bytes for strings, as in Go). */
+export const MAX_ID_LENGTH = 64;
+export const MAX_SDP_LENGTH = 48 * 1024;
+export const MAX_CANDIDATE_LENGTH = 1024;
+export const MAX_TOKEN_LENGTH = 4096;
+export const MAX_TRACKS = 8;
+export const MAX_CAPACITY = 1000;
+export const MAX_REASON_LENGTH = 512;
+/** Upper bound of a depth, as Validate checks it. */
+export const MAX_DEPTH = 1 << 16;
+
+/** Message types. */
+export const Type = Object.freeze({
+  HELLO: 'hello', // peer → server: join a stream
+  WELCOME: 'welcome', // server → peer: your id, the stream's tracks
+  PARENT: 'parent', // server → child: this peer is your parent now; expect its offer
+  ATTACH: 'attach', // server → parent: offer to this new child
+  DETACH: 'detach', // server → parent or child: close the connection to this peer
+  SIGNAL: 'signal', // both ways: SDP or ICE candidate for a tree neighbour
+  LEAVE: 'leave', // peer → server: leaving on purpose
+  OFFLINE: 'offline', // server → peer: the stream's source is gone
+  ERROR: 'error', // server → peer: a request failed
+});
+
+/** Types the server sends to a peer; a browser ignores anything else. */
+export const SERVER_TYPES = Object.freeze(new Set([
+  Type.WELCOME, Type.PARENT, Type.ATTACH, Type.DETACH, Type.SIGNAL, Type.OFFLINE, Type.ERROR,
+]));
+
+/** Roles a peer may take in a stream. */
+export const Role = Object.freeze({ SOURCE: 'source', RELAY: 'relay', VIEWER: 'viewer' });
+
+/** What runs a peer. */
+export const Kind = Object.freeze({ GO: 'go', BROWSER: 'browser' });
+
+/** What a Signal carries. */
+export const SignalKind = Object.freeze({ OFFER: 'offer', ANSWER: 'answer', CANDIDATE: 'candidate' });
+
+/** Error codes carried by an error message. */
+export const Code = Object.freeze({
+  BAD_MESSAGE: 'bad_message', // not JSON, unknown type, a field out of bounds
+  TOO_LARGE: 'too_large', // over MAX_MESSAGE_SIZE
+  NOT_FOUND: 'not_found', // no such stream
+  STREAM_TAKEN: 'stream_taken', // the stream already has a source
+  NOT_NEIGHBOUR: 'not_neighbour', // a signal to a peer this one is not connected to
+  STATE: 'bad_state', // e.g. a second hello, or a signal before hello
+  FULL: 'full', // no free slot in the tree
+  INTERNAL: 'internal', // the server failed; try again
+});
+
+/**
+ * One media track of a stream, as the source declares it.
+ * @typedef {object} Track
+ * @property {string} id
+ * @property {'video'|'audio'} kind
+ * @property {string} mimeType e.g. "video/VP8", "audio/opus"
+ * @property {number} clockRate
+ * @property {number} [channels]
+ * @property {string} [fmtp]
+ */
+
+/**
+ * A STUN or TURN server; the shape RTCPeerConnection takes.
+ * @typedef {object} ICEServer
+ * @property {string[]} urls
+ * @property {string} [username]
+ * @property {string} [credential]
+ */
+
+/**
+ * An SDP description or an ICE candidate (an RTCIceCandidateInit, passed through).
+ * @typedef {object} Signal
+ * @property {'offer'|'answer'|'candidate'} kind
+ * @property {string} [sdp]
+ * @property {RTCIceCandidateInit} [candidate]
+ */
+
+/**
+ * The one envelope every signaling message uses; type says which fields matter.
+ * @typedef {object} Message
+ * @property {string} type
+ * @property {number} [v] hello: protocol version
+ * @property {string} [role] hello
+ * @property {string} [kind] hello
+ * @property {string} [stream] hello, welcome
+ * @property {number} [capacity] hello
+ * @property {string} [token] hello
+ * @property {Track[]} [tracks] hello from a source; welcome
+ * @property {string} [id] welcome: this peer's id
+ * @property {ICEServer[]} [iceServers] welcome
+ * @property {string} [peer] parent, attach, detach, signal: the other peer
+ * @property {number} [depth] parent, attach, detach
+ * @property {Signal} [signal] signal
+ * @property {string} [code] error
+ * @property {string} [reason] error, leave, offline, detach
+ */
+
+/** Thrown by encode and decode; `code` is the protocol error code that fits. */
+export class ProtocolError extends Error {
+  /**
+   * @param {string} code one of Code
+   * @param {string} message
+   */
+  constructor(code, message) {
+    super(`protocol: ${message}`);
+    this.name = 'ProtocolError';
+    this.code = code;
+  }
+}
+
+const ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * Reports whether s may name a stream or a peer: 1–64 of [A-Za-z0-9_-].
+ * @param {unknown} s
+ * @returns {boolean}
+ */
+export function validID(s) {
+  return typeof s === 'string' && ID_PATTERN.test(s);
+}
+
+const utf8 = new TextEncoder();
+/** @param {string} s @returns {number} length in UTF-8 bytes, as Go's len() */
+function byteLength(s) {
+  return utf8.encode(s).length;
+}
+
+/** @param {string} msg */
+function invalid(msg) {
+  return new ProtocolError(Code.BAD_MESSAGE, `invalid field: ${msg}`);
+}
+
+/** @param {string} s @param {number} n */
+function truncate(s, n) {
+  return s.length <= n ? s : s.slice(0, n) + '…';
+}
+
+// Field shapes of each JSON object, as the Go structs declare them. Go's
+// decoder is run with DisallowUnknownFields, so unknown keys are errors.
+/** @typedef {'string'|'int'|'uint32'|'uint16'|'array'|'object'|'any'} FieldType */
+/** @type {Record<string, FieldType>} */
+const MESSAGE_FIELDS = {
+  type: 'string', v: 'int', role: 'string', kind: 'string', stream: 'string',
+  capacity: 'int', token: 'string', tracks: 'array', id: 'string', iceServers: 'array',
+  peer: 'string', depth: 'int', signal: 'object', code: 'string', reason: 'string',
+};
+/** @type {Record<string, FieldType>} */
+const TRACK_FIELDS = {
+  id: 'string', kind: 'string', mimeType: 'string', clockRate: 'uint32', channels: 'uint16', fmtp: 'string',
+};
+/** @type {Record<string, FieldType>} */
+const ICE_SERVER_FIELDS = { urls: 'array', username: 'string', credential: 'string' };
+/** @type {Record<string, FieldType>} */
+const SIGNAL_FIELDS = { kind: 'string', sdp: 'string', candidate: 'any' };
+
+/** @param {unknown} v @returns {v is Record<string, unknown>} */
+function isObject(v) {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Checks that obj has only the given keys with values of the given types and
+ * drops null values (Go leaves the zero value for a JSON null).
+ * @param {Record<string, unknown>} obj
+ * @param {Record<string, FieldType>} fields
+ * @param {string} where
+ */
+function checkShape(obj, fields, where) {
+  for (const key of Object.keys(obj)) {
+    const want = fields[key];
+    if (!want) {
+      throw new ProtocolError(Code.BAD_MESSAGE, `malformed message: unknown field ${JSON.stringify(truncate(key, 32))} in ${where}`);
+    }
+    const v = obj[key];
+    if (v === null) {
+      if (want !== 'any') delete obj[key];
+      continue;
+    }
+    let ok;
+    switch (want) {
+      case 'string': ok = typeof v === 'string'; break;
+      case 'int': ok = Number.isSafeInteger(v); break;
+      case 'uint32': ok = Number.isInteger(v) && /** @type {number} */ (v) >= 0 && /** @type {number} */ (v) <= 0xffffffff; break;
+      case 'uint16': ok = Number.isInteger(v) && /** @type {number} */ (v) >= 0 && /** @type {number} */ (v) <= 0xffff; break;
+      case 'array': ok = Array.isArray(v); break;
+      case 'object': ok = isObject(v); break;
+      default: ok = true;
+    }
+    if (!ok) {
+      throw new ProtocolError(Code.BAD_MESSAGE, `malformed message: ${where}.${key} must be ${want}`);
+    }
+  }
+}
+
+/**
+ * Checks the shape of a whole message, nested objects included.
+ * @param {unknown} m
+ * @returns {asserts m is Message}
+ */
+function checkMessageShape(m) {
+  if (!isObject(m)) throw new ProtocolError(Code.BAD_MESSAGE, 'malformed message: not a JSON object');
+  checkShape(m, MESSAGE_FIELDS, 'message');
+  for (const t of /** @type {unknown[]} */ (m.tracks ?? [])) {
+    if (!isObject(t)) throw new ProtocolError(Code.BAD_MESSAGE, 'malformed message: a track is not an object');
+    checkShape(t, TRACK_FIELDS, 'track');
+  }
+  for (const s of /** @type {unknown[]} */ (m.iceServers ?? [])) {
+    if (!isObject(s)) throw new ProtocolError(Code.BAD_MESSAGE, 'malformed message: an ICE server is not an object');
+    checkShape(s, ICE_SERVER_FIELDS, 'iceServer');
+    for (const u of /** @type {unknown[]} */ (s.urls ?? [])) {
+      if (typeof u !== 'string') throw new ProtocolError(Code.BAD_MESSAGE, 'malformed message: ICE server urls must be strings');
+    }
+  }
+  if (m.signal) checkShape(/** @type {Record<string, unknown>} */ (m.signal), SIGNAL_FIELDS, 'signal');
+}
+
+/**
+ * Checks the fields the message's type needs; the rules of Message.Validate.
+ * @param {Message} m
+ * @throws {ProtocolError}
+ */
+export function validate(m) {
+  if (m.reason && byteLength(m.reason) > MAX_REASON_LENGTH) throw invalid(`reason longer than ${MAX_REASON_LENGTH}`);
+  switch (m.type) {
+    case Type.HELLO:
+      return validateHello(m);
+    case Type.WELCOME:
+      if (!validID(m.id) || !validID(m.stream)) throw invalid('welcome needs id and stream');
+      return validateTracks(m.tracks ?? [], false);
+    case Type.PARENT: case Type.ATTACH: case Type.DETACH: {
+      if (!validID(m.peer)) throw invalid(`${m.type} needs a peer id`);
+      const depth = m.depth ?? 0;
+      if (depth < 0 || depth > MAX_DEPTH) throw invalid('depth out of range');
+      return;
+    }
+    case Type.SIGNAL:
+      if (!validID(m.peer)) throw invalid('signal needs a peer id');
+      return validateSignal(m.signal);
+    case Type.LEAVE: case Type.OFFLINE:
+      return;
+    case Type.ERROR:
+      if (!m.code) throw invalid('error needs a code');
+      return;
+    case '': case undefined:
+      throw new ProtocolError(Code.BAD_MESSAGE, 'malformed message: missing type');
+    default:
+      throw new ProtocolError(Code.BAD_MESSAGE, `unknown message type ${JSON.stringify(truncate(String(m.type), 32))}`);
+  }
+}
+
+/** @param {Message} m */
+function validateHello(m) {
+  if (m.v !== VERSION) throw invalid(`unsupported protocol version ${m.v ?? 0} (want ${VERSION})`);
+  if (!validID(m.stream)) throw invalid('stream must be 1-64 of [A-Za-z0-9_-]');
+  if (!Object.values(Role).includes(/** @type {any} */ (m.role))) throw invalid(`unknown role ${JSON.stringify(truncate(m.role ?? '', 32))}`);
+  if (!Object.values(Kind).includes(/** @type {any} */ (m.kind))) throw invalid(`unknown kind ${JSON.stringify(truncate(m.kind ?? '', 32))}`);
+  const capacity = m.capacity ?? 0;
+  if (capacity < 0 || capacity > MAX_CAPACITY) throw invalid(`capacity must be 0-${MAX_CAPACITY}`);
+  if (m.token && byteLength(m.token) > MAX_TOKEN_LENGTH) throw invalid(`token longer than ${MAX_TOKEN_LENGTH}`);
+  if (m.role === Role.SOURCE) return validateTracks(m.tracks ?? [], true);
+  if ((m.tracks ?? []).length !== 0) throw invalid('only a source declares tracks');
+}
+
+/** @param {Track[]} tracks @param {boolean} needOne */
+function validateTracks(tracks, needOne) {
+  if (needOne && tracks.length === 0) throw invalid('a source declares at least one track');
+  if (tracks.length > MAX_TRACKS) throw invalid(`at most ${MAX_TRACKS} tracks`);
+  const seen = new Set();
+  for (const t of tracks) {
+    if (!validID(t.id) || seen.has(t.id)) throw invalid('track ids must be valid and unique');
+    seen.add(t.id);
+    if (t.kind !== 'video' && t.kind !== 'audio') throw invalid('track kind must be video or audio');
+    const mime = byteLength(t.mimeType ?? '');
+    if (mime === 0 || mime > 64 || byteLength(t.fmtp ?? '') > 256) throw invalid('track codec out of bounds');
+    if (!t.clockRate) throw invalid('track needs a clock rate');
+  }
+}
+
+/** @param {Signal|undefined} s */
+function validateSignal(s) {
+  if (!s) throw invalid('signal needs a signal body');
+  const hasCandidate = s.candidate !== undefined;
+  switch (s.kind) {
+    case SignalKind.OFFER: case SignalKind.ANSWER: {
+      const n = byteLength(s.sdp ?? '');
+      if (n === 0 || n > MAX_SDP_LENGTH) throw invalid(`sdp must be 1-${MAX_SDP_LENGTH} bytes`);
+      if (hasCandidate) throw invalid('an sdp signal carries no candidate');
+      return;
+    }
+    case SignalKind.CANDIDATE: {
+      // Go keeps the candidate as raw JSON; a browser needs an RTCIceCandidateInit.
+      if (!isObject(s.candidate)) throw invalid('candidate must be an object');
+      const n = byteLength(JSON.stringify(s.candidate));
+      if (n > MAX_CANDIDATE_LENGTH) throw invalid(`candidate must be 1-${MAX_CANDIDATE_LENGTH} bytes`);
+      if (s.sdp) throw invalid('a candidate signal carries no sdp');
+      return;
+    }
+    default:
+      throw invalid(`unknown signal kind ${JSON.stringify(truncate(String(s.kind ?? ''), 32))}`);
+  }
+}
+
+/**
+ * Drops the fields Go's `omitempty` would leave out, so that what a browser
+ * sends reads like what Go sends.
+ * @param {Record<string, any>} obj
+ * @returns {Record<string, any>}
+ */
+function omitEmpty(obj) {
+  /** @type {Record<string, any>} */
+  const out = {};
+  for (const [k, v] of Object.entries(obj)) {
+    if (v === undefined || v === null || v === '' || v === 0 || (Array.isArray(v) && v.length === 0)) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * Validates and serialises a message.
+ * @param {Message} msg
+ * @returns {string} JSON text
+ * @throws {ProtocolError}
+ */
+export function encode(msg) {
+  const m = /** @type {Record<string, any>} */ (omitEmpty(msg));
+  if (m.signal) m.signal = omitEmpty(m.signal);
+  if (m.type === undefined) m.type = '';
+  checkMessageShape(m);
+  validate(/** @type {Message} */ (m));
+  const text = JSON.stringify(m);
+  if (byteLength(text) > MAX_MESSAGE_SIZE) throw new ProtocolError(Code.TOO_LARGE, 'message too large');
+  return text;
+}
+
+/**
+ * Parses and validates one message: size, JSON, known fields of the right
+ * types, then the rules of its type. Pass `data` of a WebSocket text frame.
+ * @param {string} text
+ * @returns {Message}
+ * @throws {ProtocolError}
+ */
+export function decode(text) {
+  if (typeof text !== 'string') throw new ProtocolError(Code.BAD_MESSAGE, 'malformed message: not text');
+  // A UTF-16 length over the limit is certainly over it in UTF-8 too.
+  if (text.length > MAX_MESSAGE_SIZE || byteLength(text) > MAX_MESSAGE_SIZE) {
+    throw new ProtocolError(Code.TOO_LARGE, 'message too large');
+  }
+  let m;
+  try {
+    m = JSON.parse(text);
+  } catch (err) {
+    throw new ProtocolError(Code.BAD_MESSAGE, `malformed message: ${/** @type {Error} */ (err).message}`);
+  }
+  checkMessageShape(m);
+  validate(m);
+  return m;
+}

@@ -1,0 +1,170 @@
+// Pure-logic tests of the browser's protocol mirror and reconnect schedule.
+// Run with: node --test static/js/
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import {
+  Code, MAX_CANDIDATE_LENGTH, MAX_MESSAGE_SIZE, MAX_SDP_LENGTH, ProtocolError, SERVER_TYPES,
+  SignalKind, Type, VERSION, decode, encode, validID,
+} from './protocol.js';
+import { BACKOFF_MAX_MS, backoffDelay } from './backoff.js';
+
+const hello = { type: 'hello', v: VERSION, role: 'viewer', kind: 'browser', stream: 'demo', capacity: 0 };
+const candidate = { candidate: 'candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host', sdpMid: '0', sdpMLineIndex: 0 };
+
+/** @param {() => unknown} fn @param {string} [code] */
+function rejects(fn, code = Code.BAD_MESSAGE) {
+  assert.throws(fn, (err) => err instanceof ProtocolError && err.code === code);
+}
+
+test('validID', () => {
+  for (const ok of ['a', 'demo', 'A_b-9', 'x'.repeat(64)]) assert.ok(validID(ok), ok);
+  for (const bad of ['', 'x'.repeat(65), 'a b', 'é', 'a/b', '../x', null, 3]) assert.ok(!validID(bad), String(bad));
+});
+
+test('encode omits empty fields as Go omitempty does', () => {
+  assert.equal(encode(hello), '{"type":"hello","v":1,"role":"viewer","kind":"browser","stream":"demo"}');
+  const withToken = JSON.parse(encode({ ...hello, capacity: 3, token: 't0k' }));
+  assert.equal(withToken.capacity, 3);
+  assert.equal(withToken.token, 't0k');
+  assert.equal(encode({ type: 'leave' }), '{"type":"leave"}');
+});
+
+test('encode validates what the browser sends', () => {
+  rejects(() => encode({ ...hello, v: 2 }));
+  rejects(() => encode({ ...hello, stream: 'bad name' }));
+  rejects(() => encode({ ...hello, role: 'king' }));
+  rejects(() => encode({ ...hello, kind: 'rust' }));
+  rejects(() => encode({ ...hello, capacity: 1001 }));
+  rejects(() => encode({ ...hello, capacity: -1 }));
+  rejects(() => encode({ ...hello, token: 'x'.repeat(4097) }));
+  rejects(() => encode({ ...hello, tracks: [{ id: 'v', kind: 'video', mimeType: 'video/VP8', clockRate: 90000 }] }));
+  rejects(() => encode({ type: 'signal', peer: 'p1', signal: { kind: 'answer', sdp: '' } }));
+  rejects(() => encode(/** @type {any} */ ({ type: 'signal', peer: 'p1', signal: { kind: 'answer', sdp: 'v=0', extra: 1 } })));
+  const answer = { type: 'signal', peer: 'p1', signal: { kind: 'answer', sdp: 'v=0\r\n' } };
+  assert.deepEqual(JSON.parse(encode(answer)), answer);
+  const cand = { type: 'signal', peer: 'p1', signal: { kind: 'candidate', candidate } };
+  assert.deepEqual(JSON.parse(encode(cand)), cand);
+});
+
+test('encode and decode round trip every server message', () => {
+  const msgs = [
+    { type: 'welcome', id: 'peer1', stream: 'demo', iceServers: [{ urls: ['stun:stun.example.org'] }, { urls: ['turn:t.example.org'], username: 'u', credential: 'c' }], tracks: [{ id: 'video', kind: 'video', mimeType: 'video/VP8', clockRate: 90000 }, { id: 'audio', kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2 }] },
+    { type: 'parent', peer: 'src', depth: 1 },
+    { type: 'parent', peer: 'src' }, // depth 0 is omitted by Go
+    { type: 'attach', peer: 'kid', depth: 3 },
+    { type: 'detach', peer: 'src', reason: 'parent left' },
+    { type: 'signal', peer: 'src', signal: { kind: 'offer', sdp: 'v=0\r\n' } },
+    { type: 'signal', peer: 'src', signal: { kind: 'candidate', candidate } },
+    { type: 'offline' },
+    { type: 'error', code: 'not_found', reason: 'no stream "x"' },
+  ];
+  for (const m of msgs) {
+    assert.ok(SERVER_TYPES.has(m.type), m.type);
+    assert.deepEqual(decode(encode(m)), m);
+  }
+});
+
+test('decode rejects malformed text', () => {
+  for (const text of ['', 'nope', '[]', '"hello"', 'null', '{"type":"welcome"', '{"type":"offline"} {}']) {
+    rejects(() => decode(text));
+  }
+  rejects(() => decode(/** @type {any} */ (42)));
+});
+
+test('decode rejects unknown types and fields', () => {
+  rejects(() => decode('{"type":"teleport"}'));
+  rejects(() => decode('{}'));
+  rejects(() => decode('{"type":""}'));
+  rejects(() => decode('{"type":"offline","extra":true}'));
+  rejects(() => decode('{"type":"welcome","id":"a","stream":"s","tracks":[{"id":"v","kind":"video","mimeType":"video/VP8","clockRate":90000,"x":1}]}'));
+  rejects(() => decode('{"type":"welcome","id":"a","stream":"s","iceServers":[{"urls":["stun:x"],"x":1}]}'));
+  rejects(() => decode('{"type":"signal","peer":"p","signal":{"kind":"offer","sdp":"v=0","x":1}}'));
+});
+
+test('decode checks field types', () => {
+  rejects(() => decode('{"type":1}'));
+  rejects(() => decode('{"type":"parent","peer":7}'));
+  rejects(() => decode('{"type":"parent","peer":"p","depth":"2"}'));
+  rejects(() => decode('{"type":"parent","peer":"p","depth":1.5}'));
+  rejects(() => decode('{"type":"welcome","id":"a","stream":"s","iceServers":{"urls":["stun:x"]}}'));
+  rejects(() => decode('{"type":"welcome","id":"a","stream":"s","iceServers":[{"urls":[1]}]}'));
+  rejects(() => decode('{"type":"welcome","id":"a","stream":"s","iceServers":["stun:x"]}'));
+  rejects(() => decode('{"type":"welcome","id":"a","stream":"s","tracks":[{"id":"v","kind":"video","mimeType":"video/VP8","clockRate":-1}]}'));
+  rejects(() => decode('{"type":"signal","peer":"p","signal":"offer"}'));
+  rejects(() => decode('{"type":"error","code":404}'));
+  // JSON null leaves the zero value, as in Go.
+  assert.deepEqual(decode('{"type":"offline","reason":null}'), { type: 'offline' });
+});
+
+test('decode applies the rules of each type', () => {
+  rejects(() => decode('{"type":"welcome","id":"a"}'));
+  rejects(() => decode('{"type":"welcome","id":"a b","stream":"s"}'));
+  rejects(() => decode('{"type":"parent"}'));
+  rejects(() => decode('{"type":"parent","peer":"p","depth":-1}'));
+  rejects(() => decode(`{"type":"parent","peer":"p","depth":${(1 << 16) + 1}}`));
+  rejects(() => decode('{"type":"detach","peer":"../p"}'));
+  rejects(() => decode('{"type":"error"}'));
+  rejects(() => decode(JSON.stringify({ type: 'offline', reason: 'x'.repeat(513) })));
+  rejects(() => decode('{"type":"signal","peer":"p"}'));
+  rejects(() => decode('{"type":"signal","signal":{"kind":"offer","sdp":"v=0"}}'));
+  rejects(() => decode('{"type":"signal","peer":"p","signal":{"kind":"rollback","sdp":"v=0"}}'));
+  rejects(() => decode('{"type":"signal","peer":"p","signal":{"kind":"offer"}}'));
+  rejects(() => decode(JSON.stringify({ type: 'signal', peer: 'p', signal: { kind: 'offer', sdp: 'x'.repeat(MAX_SDP_LENGTH + 1) } })));
+  rejects(() => decode(JSON.stringify({ type: 'signal', peer: 'p', signal: { kind: 'offer', sdp: 'v=0', candidate } })));
+  rejects(() => decode(JSON.stringify({ type: 'signal', peer: 'p', signal: { kind: 'candidate', sdp: 'v=0', candidate } })));
+  rejects(() => decode('{"type":"signal","peer":"p","signal":{"kind":"candidate"}}'));
+  rejects(() => decode('{"type":"signal","peer":"p","signal":{"kind":"candidate","candidate":"x"}}'));
+  const big = { candidate: 'c'.repeat(MAX_CANDIDATE_LENGTH) };
+  rejects(() => decode(JSON.stringify({ type: 'signal', peer: 'p', signal: { kind: 'candidate', candidate: big } })));
+  const tracks = Array.from({ length: 9 }, (_, i) => ({ id: `t${i}`, kind: 'video', mimeType: 'video/VP8', clockRate: 90000 }));
+  rejects(() => decode(JSON.stringify({ type: 'welcome', id: 'a', stream: 's', tracks })));
+  const dup = [tracks[0], tracks[0]];
+  rejects(() => decode(JSON.stringify({ type: 'welcome', id: 'a', stream: 's', tracks: dup })));
+  rejects(() => decode(JSON.stringify({ type: 'welcome', id: 'a', stream: 's', tracks: [{ ...tracks[0], kind: 'data' }] })));
+  rejects(() => decode(JSON.stringify({ type: 'welcome', id: 'a', stream: 's', tracks: [{ ...tracks[0], clockRate: 0 }] })));
+  rejects(() => decode(JSON.stringify({ type: 'welcome', id: 'a', stream: 's', tracks: [{ ...tracks[0], mimeType: '' }] })));
+});
+
+test('decode enforces the size limit in UTF-8 bytes', () => {
+  rejects(() => decode(' '.repeat(MAX_MESSAGE_SIZE + 1)), Code.TOO_LARGE);
+  // 'é' is 2 bytes: exactly at the limit in UTF-16 code units, over it in bytes.
+  const head = '{"type":"offline"';
+  const tail = `,"reason":"${'é'.repeat(20)}"}`;
+  const text = head + ' '.repeat(MAX_MESSAGE_SIZE - head.length - tail.length) + tail;
+  assert.equal(text.length, MAX_MESSAGE_SIZE);
+  rejects(() => decode(text), Code.TOO_LARGE);
+  const fits = head + ' '.repeat(MAX_MESSAGE_SIZE - head.length - 1) + '}';
+  assert.deepEqual(decode(fits), { type: 'offline' });
+});
+
+test('constants mirror protocol.go', () => {
+  assert.equal(VERSION, 1);
+  assert.equal(MAX_MESSAGE_SIZE, 65536);
+  assert.equal(Type.SIGNAL, 'signal');
+  assert.equal(SignalKind.CANDIDATE, 'candidate');
+  assert.equal(Code.STATE, 'bad_state');
+  assert.ok(!SERVER_TYPES.has(Type.HELLO) && !SERVER_TYPES.has(Type.LEAVE));
+});
+
+test('backoff doubles from 0.5 s to a 10 s cap', () => {
+  const none = { random: () => 0 };
+  const schedule = Array.from({ length: 8 }, (_, i) => backoffDelay(i, none));
+  assert.deepEqual(schedule, [500, 1000, 2000, 4000, 8000, 10000, 10000, 10000]);
+  assert.equal(backoffDelay(1000, none), BACKOFF_MAX_MS);
+  assert.equal(backoffDelay(-3, none), 500);
+  assert.equal(backoffDelay(NaN, none), 500);
+});
+
+test('backoff jitter stays within its band', () => {
+  assert.equal(backoffDelay(0, { random: () => 0.999999 }), 375);
+  assert.equal(backoffDelay(10, { random: () => 0.5 }), 8750);
+  for (let i = 0; i < 1000; i++) {
+    const attempt = i % 8;
+    const d = backoffDelay(attempt);
+    const full = Math.min(10000, 500 * 2 ** attempt);
+    assert.ok(d >= 0.75 * full && d <= full, `attempt ${attempt}: ${d}`);
+  }
+  assert.equal(backoffDelay(2, { random: () => 0, jitter: 0.5, base: 100, max: 300 }), 300);
+});
