@@ -89,11 +89,11 @@ type Event struct {
 
 // Node is one peer in a stream's tree.
 type Node struct {
-	cfg  Config
-	log  *slog.Logger
-	sig  *signaling
-	api  *peer.API
-	id   string
+	cfg Config
+	log *slog.Logger
+	sig *signaling
+	api *peer.API
+	id  string
 	// media is replaced as a whole (copy on write) when a returning source
 	// brings a new track; readers load it without a lock.
 	media atomic.Pointer[trackSet]

@@ -187,3 +187,20 @@ func (c *coordinator) neighbours(a, b string) bool {
 	pb, ok := c.tree.Parent(b)
 	return ok && pb == a
 }
+
+// report handles a peer's live, stalled and stats messages.
+func (c *coordinator) report(p *peerConn, m *protocol.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.peers[p.id] != p {
+		return
+	}
+	switch m.Type {
+	case protocol.TypeLive:
+		c.log.Debug("peer live", "peer", p.id, "parent", m.Peer)
+	case protocol.TypeStalled:
+		c.log.Info("peer reports a stalled parent", "peer", p.id, "parent", m.Peer)
+	case protocol.TypeStats:
+		p.stats = *m.Stats
+	}
+}

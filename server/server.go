@@ -21,7 +21,10 @@ type Config struct {
 	Policy tree.Config
 	// ICEServers are handed to every peer in its welcome.
 	ICEServers []protocol.ICEServer
-	Logger     *slog.Logger
+	// AllowedOrigins are other sites whose pages may open the signaling
+	// WebSocket (an embedded player); "*" allows any.
+	AllowedOrigins []string
+	Logger         *slog.Logger
 }
 
 // Server is the directory: signaling, the per-stream coordinators, the
@@ -51,12 +54,19 @@ func NewServer(cfg Config) *Server {
 		upgrader: websocket.Upgrader{
 			ReadBufferSize:  4096,
 			WriteBufferSize: 4096,
-			CheckOrigin:     wsOriginOK,
 		},
 	}
+	s.upgrader.CheckOrigin = s.originOK
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.Use(s.recoverer())
+	s.routes(r)
+	s.engine = r
+	return s
+}
+
+// routes registers every handler; one line per feature.
+func (s *Server) routes(r *gin.Engine) {
 	r.GET("/ws", s.handleWS)
 	r.GET("/api/streams", s.listStreams)
 	r.GET("/api/streams/:id/tree", s.streamTree)
@@ -65,8 +75,6 @@ func NewServer(cfg Config) *Server {
 	r.GET("/watch/:stream", s.page("watch.html"))
 	r.StaticFS("/static", http.FS(static.FS))
 	r.NoRoute(func(c *gin.Context) { writeError(c, http.StatusNotFound, errNotFound) })
-	s.engine = r
-	return s
 }
 
 // ServeHTTP makes the server an http.Handler.

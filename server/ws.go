@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +44,8 @@ type peerConn struct {
 	conn       *websocket.Conn
 	out        chan []byte
 	iceServers []protocol.ICEServer
+	// stats is the peer's last report; guarded by its coordinator's mu.
+	stats protocol.Stats
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -195,6 +198,12 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 				bad++
 				p.send(protocol.Errorf(errorCode(err), "signal to %s: %v", m.Peer, err))
 			}
+		case protocol.TypeLive, protocol.TypeStalled, protocol.TypeStats:
+			if coord == nil {
+				p.send(protocol.Errorf(protocol.CodeState, "%s before hello", m.Type))
+				continue
+			}
+			coord.report(p, m)
 		case protocol.TypeLeave:
 			reason = "left"
 			return
@@ -237,11 +246,17 @@ func errorCode(err error) string {
 	}
 }
 
-// wsOriginOK allows same-origin pages and non-browser clients (no Origin).
-func wsOriginOK(r *http.Request) bool {
+// originOK allows same-origin pages, the configured origins (sites that
+// embed the player) and non-browser clients, which send no Origin.
+func (s *Server) originOK(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
-	if origin == "" {
+	if origin == "" || origin == "http://"+r.Host || origin == "https://"+r.Host {
 		return true
 	}
-	return origin == "http://"+r.Host || origin == "https://"+r.Host
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
 }

@@ -112,8 +112,10 @@ func NewAPI(cfg Config) (*API, error) {
 	// GCM first: with AES-NI it encrypts and authenticates in one pass,
 	// cheaper per packet than CM + HMAC-SHA1, and every browser offers both.
 	se.SetSRTPProtectionProfiles(dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80)
+	// Loopback candidates cost nothing and let a viewer on the same host
+	// (the demo on a laptop with no network) connect.
+	se.SetIncludeLoopbackCandidate(true)
 	if cfg.LoopbackOnly {
-		se.SetIncludeLoopbackCandidate(true)
 		se.SetInterfaceFilter(func(n string) bool { return n == "lo" })
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)

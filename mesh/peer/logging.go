@@ -42,9 +42,12 @@ func (l *slogLeveled) Info(msg string) { l.log(slog.LevelDebug, msg) }
 func (l *slogLeveled) Infof(format string, args ...any) {
 	l.logf(slog.LevelDebug, format, args...)
 }
-func (l *slogLeveled) Warn(msg string) { l.log(slog.LevelWarn, msg) }
+// Pion warns about routine events ("Failed to ping without candidate pairs"
+// while ICE starts, "stream is already closed" on every close), so its
+// warnings are our info.
+func (l *slogLeveled) Warn(msg string) { l.log(slog.LevelInfo, msg) }
 func (l *slogLeveled) Warnf(format string, args ...any) {
-	l.logf(slog.LevelWarn, format, args...)
+	l.logf(slog.LevelInfo, format, args...)
 }
 func (l *slogLeveled) Error(msg string) { l.log(slog.LevelError, msg) }
 func (l *slogLeveled) Errorf(format string, args ...any) {

@@ -45,6 +45,9 @@ const (
 	TypeLeave   Type = "leave"   // peer → server: leaving on purpose
 	TypeOffline Type = "offline" // server → peer: the stream's source is gone
 	TypeError   Type = "error"   // server → peer: a request failed
+	TypeLive    Type = "live"    // peer → server: media from my current parent (Peer) is playing
+	TypeStalled Type = "stalled" // peer → server: media from my parent (Peer) stopped; find me another
+	TypeStats   Type = "stats"   // peer → server: periodic measurements
 )
 
 // Role is a peer's place in a stream.
@@ -98,6 +101,24 @@ type Track struct {
 	Fmtp      string `json:"fmtp,omitempty"`
 }
 
+// Stats are a peer's measurements since it joined (counters) or over the
+// last report interval (rates, delays). Zero means unknown.
+type Stats struct {
+	BytesReceived    uint64  `json:"bytesReceived,omitempty"`
+	PacketsReceived  uint64  `json:"packetsReceived,omitempty"`
+	PacketsLost      uint64  `json:"packetsLost,omitempty"`
+	BytesRelayed     uint64  `json:"bytesRelayed,omitempty"`   // sent to children
+	PacketsRelayed   uint64  `json:"packetsRelayed,omitempty"` // sent to children
+	FramesDecoded    uint64  `json:"framesDecoded,omitempty"`
+	JitterMs         float64 `json:"jitterMs,omitempty"`
+	StallMs          float64 `json:"stallMs,omitempty"`          // total time without frames while it should have played
+	DelayMs          float64 `json:"delayMs,omitempty"`          // source capture to this peer, where known
+	FirstFrameMs     float64 `json:"firstFrameMs,omitempty"`     // join to first decoded frame
+	BitrateKbps      float64 `json:"bitrateKbps,omitempty"`      // received, last interval
+	RelayBitrateKbps float64 `json:"relayBitrateKbps,omitempty"` // sent to children, last interval
+	Children         int     `json:"children,omitempty"`         // children it currently feeds
+}
+
 // ICEServer is a STUN or TURN server a peer may use.
 type ICEServer struct {
 	URLs       []string `json:"urls"`
@@ -136,6 +157,12 @@ type Message struct {
 	Peer  string  `json:"peer,omitempty"`
 	Depth int     `json:"depth,omitempty"`
 	Sig   *Signal `json:"signal,omitempty"`
+	// Standby, on parent, is the peer this one would be given if its new
+	// parent failed, so it can recover without waiting for placement.
+	Standby string `json:"standby,omitempty"`
+
+	// stats
+	Stats *Stats `json:"stats,omitempty"`
 
 	// error, leave, offline, detach
 	Code   string `json:"code,omitempty"`
@@ -215,6 +242,9 @@ func (m *Message) Validate() error {
 		if !ValidID(m.Peer) {
 			return invalid("%s needs a peer id", m.Type)
 		}
+		if m.Standby != "" && !ValidID(m.Standby) {
+			return invalid("bad standby id")
+		}
 		if m.Depth < 0 || m.Depth > 1<<16 {
 			return invalid("depth out of range")
 		}
@@ -226,6 +256,16 @@ func (m *Message) Validate() error {
 		return m.Sig.validate()
 	case TypeLeave, TypeOffline:
 		return nil
+	case TypeLive, TypeStalled:
+		if m.Peer != "" && !ValidID(m.Peer) {
+			return invalid("%s: bad peer id", m.Type)
+		}
+		return nil
+	case TypeStats:
+		if m.Stats == nil {
+			return invalid("stats needs a stats body")
+		}
+		return m.Stats.validate()
 	case TypeError:
 		if m.Code == "" {
 			return invalid("error needs a code")
@@ -317,6 +357,18 @@ func (s *Signal) validate() error {
 		}
 	default:
 		return invalid("unknown signal kind %q", truncate(string(s.Kind), 32))
+	}
+	return nil
+}
+
+func (s *Stats) validate() error {
+	for _, v := range []float64{s.JitterMs, s.StallMs, s.DelayMs, s.FirstFrameMs, s.BitrateKbps, s.RelayBitrateKbps} {
+		if v < 0 || v > 1e12 || v != v {
+			return invalid("stats: a measure is out of range")
+		}
+	}
+	if s.Children < 0 || s.Children > MaxCapacity {
+		return invalid("stats: children out of range")
 	}
 	return nil
 }
