@@ -89,6 +89,7 @@ const (
 	CodeState        = "bad_state"     // e.g. a second hello, or a signal before hello
 	CodeFull         = "full"          // no free slot in the tree
 	CodeInternal     = "internal"      // the server failed; try again
+	CodeUnauthorized = "unauthorized"  // a missing, invalid or insufficient token; the server closes
 )
 
 // Track describes one media track of a stream, as the source declares it.
