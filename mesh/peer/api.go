@@ -15,6 +15,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/transport/v5"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -31,6 +32,9 @@ type Config struct {
 	ICEServers []webrtc.ICEServer
 	// Logger receives this package's and pion's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Net replaces the host's network, e.g. with a pion/transport vnet to
+	// test loss; nil means the real network.
+	Net transport.Net
 }
 
 // API builds PeerConnections that share one codec, interceptor and network
@@ -94,6 +98,14 @@ func NewAPI(cfg Config) (*API, error) {
 		}
 	}
 
+	// abs-capture-time lets every viewer measure its delay from the source;
+	// relays forward it unchanged (see AbsCaptureTimeID).
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: AbsCaptureTimeURI}, kind); err != nil {
+			return nil, fmt.Errorf("peer: register abs-capture-time: %w", err)
+		}
+	}
+
 	// No stats or TWCC interceptor: each costs a lock and bookkeeping per
 	// packet per child, and the relay's budget per forwarded packet is small.
 	reg := &interceptor.Registry{}
@@ -115,7 +127,12 @@ func NewAPI(cfg Config) (*API, error) {
 	// Loopback candidates cost nothing and let a viewer on the same host
 	// (the demo on a laptop with no network) connect.
 	se.SetIncludeLoopbackCandidate(true)
-	if cfg.LoopbackOnly {
+	if cfg.Net != nil {
+		se.SetNet(cfg.Net)
+		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	}
+	if cfg.LoopbackOnly && cfg.Net == nil {
 		se.SetInterfaceFilter(func(n string) bool { return n == "lo" })
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -15,13 +16,15 @@ import (
 const slotPayloadSize = 1500
 
 // slot is one queued packet: the header fields the child keeps (SSRC and
-// payload type are the binding's, extensions are not forwarded because their
-// ids were negotiated on the upstream hop) and a copy of the payload.
+// payload type are the binding's; of the extensions only abs-capture-time
+// is forwarded, under the id the child negotiated) and a copy of the payload.
 type slot struct {
 	seq     uint16
 	ts      uint32
 	marker  bool
 	padding byte
+	extLen  uint8
+	ext     [maxExtLen]byte
 	n       int
 	buf     [slotPayloadSize]byte
 }
@@ -30,9 +33,10 @@ type slot struct {
 // ring of preallocated slots, filled by WriteRTP and drained by one writer
 // goroutine that calls the binding's WriteStream.
 type childWriter struct {
-	ssrc uint32
-	pt   uint8
-	ws   webrtc.TrackLocalWriter
+	ssrc  uint32
+	pt    uint8
+	extID uint8 // abs-capture-time id the child negotiated; 0: not sent
+	ws    webrtc.TrackLocalWriter
 
 	slots []slot
 	head  atomic.Uint64 // next slot to write out; owned by the writer
@@ -44,6 +48,12 @@ type childWriter struct {
 	done     chan struct{}
 
 	waitKeyframe bool // owned by the producer (the WriteRTP goroutine)
+	needGOP      bool // owned by the producer: hand this child the cached GOP
+
+	// burst, once set by the producer, is sent before the queue.
+	burst     atomic.Pointer[burst]
+	burstRate float64 // bytes per second
+	keepTS    bool
 
 	sent      atomic.Uint64
 	dropped   atomic.Uint64
@@ -61,20 +71,26 @@ func newChildWriter(ssrc uint32, pt uint8, ws webrtc.TrackLocalWriter, slots int
 }
 
 // push queues a packet; it reports false when the queue is full.
-func (c *childWriter) push(seq uint16, ts uint32, marker bool, pad byte, payload []byte) bool {
+func (c *childWriter) push(seq uint16, ts uint32, marker bool, pad byte, payload, ext []byte) bool {
 	t := c.tail.Load()
 	if t-c.head.Load() >= uint64(len(c.slots)) {
 		return false
 	}
 	s := &c.slots[t%uint64(len(c.slots))]
 	s.seq, s.ts, s.marker, s.padding = seq, ts, marker, pad
+	s.extLen = uint8(copy(s.ext[:], ext))
 	s.n = copy(s.buf[:], payload)
 	c.tail.Store(t + 1)
+	c.wake()
+	return true
+}
+
+// wake tells the writer there is something to send.
+func (c *childWriter) wake() {
 	select {
 	case c.notify <- struct{}{}:
 	default: // the writer has a wake-up pending already
 	}
-	return true
 }
 
 // queued returns the number of packets waiting.
@@ -84,20 +100,24 @@ func (c *childWriter) queued() int { return int(c.tail.Load() - c.head.Load()) }
 // packet: everything queued meanwhile is written in one pass.
 func (c *childWriter) run() {
 	defer close(c.done)
-	hdr := rtp.Header{Version: 2, PayloadType: c.pt, SSRC: c.ssrc}
+	defer func() {
+		if b := c.burst.Swap(nil); b != nil {
+			b.g.refs.Add(-1)
+		}
+	}()
+	hdr := rtp.Header{Version: 2, PayloadType: c.pt, SSRC: c.ssrc, Extensions: make([]rtp.Extension, 0, 1)}
 	for {
+		if b := c.burst.Swap(nil); b != nil {
+			ok := c.sendBurst(&hdr, b)
+			b.g.refs.Add(-1)
+			if !ok {
+				return
+			}
+		}
 		h, t := c.head.Load(), c.tail.Load()
 		for ; h != t; h++ {
 			s := &c.slots[h%uint64(len(c.slots))]
-			hdr.SequenceNumber, hdr.Timestamp, hdr.Marker = s.seq, s.ts, s.marker
-			hdr.Padding, hdr.PaddingSize = s.padding != 0, s.padding
-			if _, err := c.ws.WriteRTP(&hdr, s.buf[:s.n]); err != nil {
-				// Closed pipes mean the PeerConnection is going away; Unbind
-				// stops this loop shortly. Count, do not log per packet.
-				c.writeErrs.Add(1)
-			} else {
-				c.sent.Add(1)
-			}
+			c.write(&hdr, s.seq, s.ts, s.marker, s.padding, s.ext[:s.extLen], s.buf[:s.n])
 			c.head.Store(h + 1)
 		}
 		select {
@@ -106,6 +126,46 @@ func (c *childWriter) run() {
 			return
 		}
 	}
+}
+
+// write sends one packet through the binding's WriteStream.
+func (c *childWriter) write(hdr *rtp.Header, seq uint16, ts uint32, marker bool, pad byte, ext, payload []byte) {
+	hdr.SequenceNumber, hdr.Timestamp, hdr.Marker = seq, ts, marker
+	hdr.Padding, hdr.PaddingSize = pad != 0, pad
+	hdr.Extension, hdr.ExtensionProfile, hdr.Extensions = false, 0, hdr.Extensions[:0]
+	if c.extID != 0 && len(ext) > 0 {
+		_ = hdr.SetExtension(c.extID, ext) // appends within capacity
+	}
+	if _, err := c.ws.WriteRTP(hdr, payload); err != nil {
+		// Closed pipes mean the PeerConnection is going away; Unbind
+		// stops this loop shortly. Count, do not log per packet.
+		c.writeErrs.Add(1)
+	} else {
+		c.sent.Add(1)
+	}
+}
+
+// sendBurst writes the cached GOP, paced; it reports false if stopped.
+func (c *childWriter) sendBurst(hdr *rtp.Header, b *burst) bool {
+	const tick = 90 // 1 ms at 90 kHz, the clock of every video codec here
+	pc := pacer{rate: c.burstRate, start: time.Now()}
+	for i := range b.upto {
+		e := &b.g.entries[i]
+		ts := e.ts
+		if !c.keepTS {
+			ts = b.lastTS - uint32(b.lastFrame-e.frame)*tick
+		}
+		c.write(hdr, e.seq, ts, e.marker, e.padding, e.ext[:e.extLen], b.g.arena[e.off:e.off+e.n])
+		pc.wait(int(e.n))
+		if i%32 == 31 {
+			select {
+			case <-c.stopCh:
+				return false
+			default:
+			}
+		}
+	}
+	return true
 }
 
 func (c *childWriter) stop() { c.stopOnce.Do(func() { close(c.stopCh) }) }
@@ -145,17 +205,22 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	if d.writer != nil {
 		return webrtc.RTPCodecParameters{}, ErrAlreadyBound
 	}
-	w := newChildWriter(uint32(ctx.SSRC()), uint8(codec.PayloadType), ctx.WriteStream(), d.fwd.slots)
-	// A new video child has nothing to decode until a keyframe: skip the
-	// deltas and ask for one so it starts fast.
-	w.waitKeyframe = d.fwd.isKeyframe != nil
-	if err := d.fwd.attach(w); err != nil {
+	f := d.fwd
+	w := newChildWriter(uint32(ctx.SSRC()), uint8(codec.PayloadType), ctx.WriteStream(), f.slots)
+	w.extID = captureExtID(ctx.HeaderExtensions())
+	w.burstRate, w.keepTS = float64(f.opts.BurstRate)/8, f.opts.KeepBurstTimestamps
+	// A new video child has nothing to decode until a keyframe: it starts
+	// from the cached GOP if there is one, else it skips the deltas and asks
+	// for a keyframe so it starts fast.
+	w.needGOP = f.gops.bytes > 0
+	w.waitKeyframe = f.isKeyframe != nil && !w.needGOP
+	if err := f.attach(w); err != nil {
 		return webrtc.RTPCodecParameters{}, err
 	}
 	d.writer = w
 	go w.run()
-	if w.waitKeyframe {
-		d.fwd.requestKeyframe()
+	if f.isKeyframe != nil && !f.gopReady.Load() {
+		f.requestKeyframe()
 	}
 	return *codec, nil
 }

@@ -25,10 +25,26 @@ const (
 	audioQueueSlots = 128
 )
 
+// ForwarderOptions tune a Forwarder; the zero value means the defaults.
+type ForwarderOptions struct {
+	// GOPBytes bounds the video GOP cache (default 4 MiB); negative disables
+	// it, and a new child then waits for the next keyframe.
+	GOPBytes int
+	// BurstRate paces the cached GOP to a new child, in bits per second
+	// (default 50 Mbps); the first 256 KiB go at once.
+	BurstRate int
+	// KeepBurstTimestamps sends the cached GOP with its original timestamps.
+	// By default the frames before the newest are moved to 1 ms apart just
+	// before it, so a browser decodes them at once and plays from the live
+	// edge instead of replaying the GOP at its original pace.
+	KeepBurstTimestamps bool
+}
+
 // ForwarderStats counts what a Forwarder did since it was created.
 type ForwarderStats struct {
 	PacketsIn  uint64 // packets passed to WriteRTP
-	PacketsOut uint64 // packets written to children, summed over children
+	PacketsOut uint64 // packets written to children, summed over children (bursts included)
+	Bursts     uint64 // children that started from the cached GOP
 	Drops      uint64 // packets not delivered to a child: queue full, waiting for a keyframe, too large
 	Children   int    // children bound now
 }
@@ -43,6 +59,13 @@ type Forwarder struct {
 	isKeyframe keyframeFunc // nil for audio and unparsed codecs
 	slots      int
 	logger     *slog.Logger
+	opts       ForwarderOptions
+
+	// gops is the video GOP cache, owned by the WriteRTP goroutine; gopReady
+	// tells Bind (another goroutine) whether a new child can start from it.
+	gops     gopCache
+	gopReady atomic.Bool
+	bursts   atomic.Uint64
 
 	// children is a copy-on-write snapshot: WriteRTP iterates it without a
 	// lock, Bind/Unbind replace it under mu.
@@ -70,8 +93,20 @@ type Forwarder struct {
 	lastTS    uint32
 }
 
-// NewForwarder returns a Forwarder for one track of a stream.
+// NewForwarder returns a Forwarder for one track of a stream, with the
+// default options.
 func NewForwarder(track protocol.Track, logger *slog.Logger) *Forwarder {
+	return NewForwarderWith(track, ForwarderOptions{}, logger)
+}
+
+// NewForwarderWith returns a Forwarder for one track of a stream.
+func NewForwarderWith(track protocol.Track, opts ForwarderOptions, logger *slog.Logger) *Forwarder {
+	if opts.GOPBytes == 0 {
+		opts.GOPBytes = defaultGOPBytes
+	}
+	if opts.BurstRate == 0 {
+		opts.BurstRate = defaultBurstRate
+	}
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -83,6 +118,7 @@ func NewForwarder(track protocol.Track, logger *slog.Logger) *Forwarder {
 		kind:      webrtc.RTPCodecTypeAudio,
 		slots:     audioQueueSlots,
 		logger:    logger.With("track", track.ID),
+		opts:      opts,
 		keyframes: make(chan struct{}, 1),
 	}
 	// The step a new incoming SSRC starts after the last timestamp sent: one
@@ -93,6 +129,11 @@ func NewForwarder(track protocol.Track, logger *slog.Logger) *Forwarder {
 		f.slots = videoQueueSlots
 		f.isKeyframe = keyframeDetector(track.MimeType)
 		f.tsStep = max(track.ClockRate/30, 1)
+		if f.isKeyframe != nil && opts.GOPBytes > 0 {
+			// About one packet per 400 bytes at worst (small packets of a
+			// low-rate stream); the arena is the real bound.
+			f.gops = gopCache{bytes: opts.GOPBytes, packets: max(opts.GOPBytes/400, 256)}
+		}
 	}
 	f.children.Store(&[]*childWriter{})
 	return f
@@ -128,26 +169,51 @@ func (f *Forwarder) requestKeyframe() {
 }
 
 // WriteRTP forwards one packet to every child. It never blocks on a child and
-// does not retain p: the payload is copied into each child's queue.
+// does not retain p: the payload is copied into the GOP cache and each
+// child's queue.
 func (f *Forwarder) WriteRTP(p *rtp.Packet) error {
 	f.packetsIn.Add(1)
 	seq, ts := f.rewrite(p)
-	kids := *f.children.Load()
-	if len(kids) == 0 {
-		return nil
-	}
 	if len(p.Payload) > slotPayloadSize {
-		f.drops.Add(uint64(len(kids)))
+		f.drops.Add(uint64(len(*f.children.Load())))
 		return ErrPacketTooLarge
 	}
 	pad := p.Header.PaddingSize
 	if pad == 0 {
 		pad = p.PaddingSize //nolint:staticcheck // older producers set only the packet's field
 	}
-	// Keyframe detection parses the payload, so do it only when a child waits.
+	ext := p.GetExtension(AbsCaptureTimeID)
+	if len(ext) > maxExtLen {
+		ext = nil
+	}
 	keyState := 0 // 0 not computed, 1 keyframe, 2 not
+	if f.gops.bytes > 0 {
+		keyState = 2
+		if f.isKeyframe(p.Payload) {
+			keyState = 1
+			f.gops.keyframe(ts)
+		}
+		if g := f.gops.cur; g != nil {
+			g.add(seq, ts, p.Marker, pad, p.Payload, ext)
+			f.gopReady.Store(!g.full)
+		}
+	}
+	kids := *f.children.Load()
 	for _, c := range kids {
+		if c.needGOP {
+			c.needGOP = false
+			if b := f.gops.take(); b != nil {
+				// The cached GOP ends with this packet; the queue starts after it.
+				c.burst.Store(b)
+				f.bursts.Add(1)
+				c.wake()
+				continue
+			}
+			c.waitKeyframe = true
+			f.requestKeyframe()
+		}
 		if c.waitKeyframe {
+			// Keyframe detection parses the payload, so do it only when needed.
 			if keyState == 0 {
 				keyState = 2
 				if f.isKeyframe(p.Payload) {
@@ -159,7 +225,7 @@ func (f *Forwarder) WriteRTP(p *rtp.Packet) error {
 				continue
 			}
 		}
-		if !c.push(seq, ts, p.Marker, pad, p.Payload) {
+		if !c.push(seq, ts, p.Marker, pad, p.Payload, ext) {
 			c.dropped.Add(1)
 			if f.isKeyframe != nil {
 				// The child's decoder cannot use anything until the next
@@ -233,6 +299,7 @@ func (f *Forwarder) Stats() ForwarderStats {
 		PacketsIn:  f.packetsIn.Load(),
 		PacketsOut: f.retired.out,
 		Drops:      f.retired.drops + f.drops.Load(),
+		Bursts:     f.bursts.Load(),
 	}
 	kids := *f.children.Load()
 	f.mu.Unlock()

@@ -53,7 +53,7 @@ func (a *API) NewUpstream(parentID string, tracks []protocol.Track, send func(pr
 
 // onTrack runs on its own goroutine (pion starts one per call) and becomes
 // the track's read loop.
-func (u *Upstream) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+func (u *Upstream) onTrack(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
 	u.mu.Lock()
 	if u.closed {
 		u.mu.Unlock()
@@ -74,12 +74,14 @@ func (u *Upstream) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		t = protocol.Track{ID: tr.ID(), Kind: tr.Kind().String(), MimeType: c.MimeType, ClockRate: c.ClockRate, Channels: c.Channels, Fmtp: c.SDPFmtpLine}
 		u.logger.Warn("remote track not declared by the stream", "track", tr.ID())
 	}
-	u.readLoop(t, tr)
+	u.readLoop(t, tr, captureExtID(rcv.GetParameters().HeaderExtensions))
 }
 
 // readLoop reads into one buffer and unmarshals into one packet: no
-// allocation per packet on this side of pion.
-func (u *Upstream) readLoop(t protocol.Track, tr *webrtc.TrackRemote) {
+// allocation per packet on this side of pion. The abs-capture-time
+// extension is renamed from the id this hop negotiated (captureID) to
+// AbsCaptureTimeID, which the sink and the Forwarder expect.
+func (u *Upstream) readLoop(t protocol.Track, tr *webrtc.TrackRemote, captureID uint8) {
 	defer func() {
 		// A panicking sink must not take the process down with this peer.
 		if r := recover(); r != nil {
@@ -99,6 +101,7 @@ func (u *Upstream) readLoop(t protocol.Track, tr *webrtc.TrackRemote) {
 		if err := p.Unmarshal(buf[:n]); err != nil {
 			continue
 		}
+		renameExtension(&p.Header, captureID, AbsCaptureTimeID)
 		u.sink(t, &p)
 	}
 }
