@@ -45,7 +45,7 @@ type gop struct {
 	used    int   // arena bytes used; writer-owned
 	frames  int32 // frames seen; writer-owned
 	keyTS   uint32
-	newest  uint32 // timestamp of the newest frame; writer-owned
+	newest  uint32       // timestamp of the newest frame; writer-owned
 	full    bool         // something did not fit: not usable until the next keyframe
 	refs    atomic.Int32 // children still bursting from it
 }
