@@ -37,6 +37,7 @@ type coordinator struct {
 	removed bool
 	// onEmpty is called (under mu) when the last peer leaves.
 	onEmpty func()
+	obs     *streamObs // measurements for /metrics and the dashboard (stats.go)
 }
 
 func newCoordinator(id string, policy tree.Config, log *slog.Logger, onEmpty func()) *coordinator {
@@ -47,6 +48,7 @@ func newCoordinator(id string, policy tree.Config, log *slog.Logger, onEmpty fun
 		tree:    tree.New(policy),
 		peers:   make(map[string]*peerConn),
 		onEmpty: onEmpty,
+		obs:     newStreamObs(log.With("stream", id)),
 	}
 }
 
@@ -84,6 +86,7 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 	var err error
 	if hello.Role == protocol.RoleSource {
 		if c.source != nil {
+			c.obs.refused(hello.Role, outcomeStreamTaken)
 			return errStreamTaken
 		}
 		changes, err = c.tree.SetSource(p.id, hello.Capacity)
@@ -115,6 +118,7 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 	if c.tree.Queued(p.id) {
 		p.send(protocol.Errorf(protocol.CodeFull, "the stream is full; you are queued and will be placed when a slot frees up"))
 	}
+	c.obs.joined(p.id, hello, c.tree.Queued(p.id))
 	c.apply(changes)
 	c.log.Info("peer joined", "peer", p.id, "role", hello.Role, "kind", hello.Kind, "capacity", hello.Capacity, "depth", c.tree.Depth(p.id))
 	return nil
@@ -128,6 +132,7 @@ func (c *coordinator) leave(p *peerConn, reason string) {
 		return
 	}
 	delete(c.peers, p.id)
+	c.obs.left(p.id)
 	var changes []tree.Change
 	if c.source == p {
 		c.source = nil
@@ -150,6 +155,7 @@ func (c *coordinator) leave(p *peerConn, reason string) {
 // is taken down.
 func (c *coordinator) apply(changes []tree.Change) {
 	for _, ch := range changes {
+		c.obs.changed(ch)
 		child := c.peers[ch.Node]
 		if ch.To != "" {
 			if parent := c.peers[ch.To]; parent != nil && child != nil {
@@ -195,6 +201,7 @@ func (c *coordinator) report(p *peerConn, m *protocol.Message) {
 	if c.peers[p.id] != p {
 		return
 	}
+	c.obs.report(p.id, m)
 	switch m.Type {
 	case protocol.TypeLive:
 		c.log.Debug("peer live", "peer", p.id, "parent", m.Peer)

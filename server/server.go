@@ -71,6 +71,7 @@ func (s *Server) routes(r *gin.Engine) {
 	r.GET("/api/streams", s.listStreams)
 	r.GET("/api/streams/:id/tree", s.streamTree)
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
+	s.observe(r) // /metrics, /readyz, /stats/:stream, /api/streams/:id/stats (metrics.go)
 	r.GET("/", s.page("index.html"))
 	r.GET("/watch/:stream", s.page("watch.html"))
 	r.StaticFS("/static", http.FS(static.FS))

@@ -9,5 +9,5 @@ import "embed"
 
 // FS holds index.html, watch.html, css/ and js/ (js/protocol.js mirrors mesh/protocol).
 //
-//go:embed index.html watch.html css js
+//go:embed index.html watch.html stats.html css js
 var FS embed.FS
