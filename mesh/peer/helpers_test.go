@@ -101,6 +101,13 @@ func (l *link) close() {
 // until both are connected and every forwarder has bound the child.
 func newLink(tb testing.TB, ctx context.Context, a *API, id string, fwds []*Forwarder, sink func(protocol.Track, *rtp.Packet)) *link {
 	tb.Helper()
+	return newLinkAPIs(tb, ctx, a, a, id, fwds, sink)
+}
+
+// newLinkAPIs is newLink with the parent's and the child's own APIs (each
+// its own host on a vnet).
+func newLinkAPIs(tb testing.TB, ctx context.Context, parent, child *API, id string, fwds []*Forwarder, sink func(protocol.Track, *rtp.Packet)) *link {
+	tb.Helper()
 	l := &link{}
 	tracks := make([]protocol.Track, len(fwds))
 	for i, f := range fwds {
@@ -112,7 +119,7 @@ func newLink(tb testing.TB, ctx context.Context, a *API, id string, fwds []*Forw
 		}
 		return l.downDone.Load().HandleSignal
 	})
-	up, err := a.NewUpstream("parent", tracks, l.toDown.send, sink)
+	up, err := child.NewUpstream("parent", tracks, l.toDown.send, sink)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -122,7 +129,7 @@ func newLink(tb testing.TB, ctx context.Context, a *API, id string, fwds []*Forw
 	for i, f := range fwds {
 		before[i] = f.Stats().Children
 	}
-	down, err := a.NewDownstream(id, fwds, l.toUp.send)
+	down, err := parent.NewDownstream(id, fwds, l.toUp.send)
 	if err != nil {
 		tb.Fatal(err)
 	}
