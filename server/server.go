@@ -25,6 +25,19 @@ type Config struct {
 	// WebSocket (an embedded player); "*" allows any.
 	AllowedOrigins []string
 	Logger         *slog.Logger
+	// Auth says who may publish, relay and watch; the zero value is dev
+	// mode (open). See auth.go.
+	Auth AuthConfig
+	// Limits bounds connections, messages and timeouts; zero fields take
+	// defaults. See limits.go.
+	Limits Limits
+	// TURN, if set, issues each peer short-lived TURN credentials in its
+	// welcome. See turn.go.
+	TURN *TURNCredentials
+
+	// onMessage, if set, sees every decoded message before it is handled;
+	// tests use it to make one peer's handling panic.
+	onMessage func(*protocol.Message)
 }
 
 // Server is the directory: signaling, the per-stream coordinators, the
@@ -36,6 +49,7 @@ type Server struct {
 	upgrader websocket.Upgrader
 	engine   *gin.Engine
 	started  time.Time
+	guard    *guard // auth and limits for /ws (ws.go)
 }
 
 // errNotFound is the API's answer for an unknown stream.
@@ -57,6 +71,7 @@ func NewServer(cfg Config) *Server {
 		},
 	}
 	s.upgrader.CheckOrigin = s.originOK
+	s.guard = newGuard(cfg)
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.Use(s.recoverer())

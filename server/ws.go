@@ -18,7 +18,8 @@ import (
 	"canopy/mesh/tree"
 )
 
-// Limits of the signaling connection.
+// Limits of the signaling connection. Timeouts and rates are in Limits
+// (limits.go) so tests can shorten them.
 const (
 	// maxFrameSize is the largest WebSocket frame read at all; past it the
 	// connection is closed with 1009. Messages between protocol.MaxMessageSize
@@ -27,15 +28,25 @@ const (
 	// sendBuffer is how many messages may wait for a slow peer before the
 	// server gives up on it; a peer that cannot keep up with signaling is
 	// treated as gone rather than allowed to stall its stream.
-	sendBuffer   = 256
-	writeTimeout = 5 * time.Second
-	pongTimeout  = 30 * time.Second
-	pingInterval = 10 * time.Second
-	helloTimeout = 10 * time.Second
+	sendBuffer = 256
 	// maxBadMessages is how many invalid messages a peer may send before it
 	// is disconnected.
 	maxBadMessages = 8
 )
+
+// guard admits /ws connections: tokens, per-address limits, timeouts and
+// the TURN credentials each peer is handed.
+type guard struct {
+	auth *authenticator
+	ips  *ipLimiter
+	lim  Limits
+	turn *TURNCredentials
+}
+
+func newGuard(cfg Config) *guard {
+	lim := cfg.Limits.withDefaults()
+	return &guard{auth: newAuthenticator(cfg.Auth), ips: newIPLimiter(lim), lim: lim, turn: cfg.TURN}
+}
 
 // peerConn is one peer's signaling connection.
 type peerConn struct {
@@ -44,6 +55,9 @@ type peerConn struct {
 	conn       *websocket.Conn
 	out        chan []byte
 	iceServers []protocol.ICEServer
+	lim        Limits
+	// grant is the credential verified on the upgrade request, if any.
+	grant *grant
 	// stats is the peer's last report; guarded by its coordinator's mu.
 	stats protocol.Stats
 
@@ -81,19 +95,19 @@ func (p *peerConn) close() {
 
 // writeLoop owns every write to the socket (gorilla allows one writer).
 func (p *peerConn) writeLoop() {
-	ping := time.NewTicker(pingInterval)
+	ping := time.NewTicker(p.lim.PingInterval)
 	defer ping.Stop()
 	defer p.conn.Close()
 	for {
 		select {
 		case data := <-p.out:
-			_ = p.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+			_ = p.conn.SetWriteDeadline(time.Now().Add(p.lim.WriteTimeout))
 			if err := p.conn.WriteMessage(websocket.TextMessage, data); err != nil {
 				p.close()
 				return
 			}
 		case <-ping.C:
-			if err := p.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
+			if err := p.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(p.lim.WriteTimeout)); err != nil {
 				p.close()
 				return
 			}
@@ -102,7 +116,7 @@ func (p *peerConn) writeLoop() {
 			for {
 				select {
 				case data := <-p.out:
-					_ = p.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+					_ = p.conn.SetWriteDeadline(time.Now().Add(p.lim.WriteTimeout))
 					if p.conn.WriteMessage(websocket.TextMessage, data) != nil {
 						return
 					}
@@ -116,18 +130,42 @@ func (p *peerConn) writeLoop() {
 	}
 }
 
-// handleWS upgrades the request and runs the peer's session.
+// handleWS admits the request (per-address limits, then the token if one
+// came with it), upgrades it and runs the peer's session. The origin check
+// is the upgrader's (403).
 func (s *Server) handleWS(c *gin.Context) {
+	g := s.guard
+	release, err := g.ips.acquire(clientKey(c.Request.RemoteAddr))
+	if err != nil {
+		c.Header("Retry-After", "1")
+		writeError(c, http.StatusTooManyRequests, err)
+		return
+	}
+	defer release()
+	var gr *grant
+	if tok, ok := requestToken(c.Request); ok {
+		if gr, err = g.auth.verify(tok); err != nil {
+			c.Header("WWW-Authenticate", `Bearer error="invalid_token"`)
+			writeError(c, http.StatusUnauthorized, errBadToken)
+			return
+		}
+	}
 	conn, err := s.upgrader.Upgrade(c.Writer, c.Request, nil)
 	if err != nil {
 		return // the upgrader has written the HTTP error
 	}
 	p := &peerConn{
-		id:         newPeerID(),
-		conn:       conn,
-		out:        make(chan []byte, sendBuffer),
-		closed:     make(chan struct{}),
-		iceServers: s.cfg.ICEServers,
+		id:     newPeerID(),
+		conn:   conn,
+		out:    make(chan []byte, sendBuffer),
+		closed: make(chan struct{}),
+		lim:    g.lim,
+		grant:  gr,
+	}
+	p.iceServers = s.cfg.ICEServers
+	if g.turn != nil {
+		p.iceServers = append(append([]protocol.ICEServer(nil), s.cfg.ICEServers...),
+			g.turn.ICEServer(p.id, c.Request.Host, time.Now()))
 	}
 	p.log = s.log.With("peer", p.id, "remote", c.Request.RemoteAddr)
 	go p.writeLoop()
@@ -152,18 +190,37 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 
 	conn := p.conn
 	conn.SetReadLimit(maxFrameSize)
-	_ = conn.SetReadDeadline(time.Now().Add(helloTimeout))
+	_ = conn.SetReadDeadline(time.Now().Add(p.lim.HelloTimeout))
+	// A pong or any message proves the peer is alive; one that answers
+	// neither within PongTimeout is dropped and its children re-attached.
+	alive := func() error { return conn.SetReadDeadline(time.Now().Add(p.lim.PongTimeout)) }
 	conn.SetPongHandler(func(string) error {
-		return conn.SetReadDeadline(time.Now().Add(pongTimeout))
+		if coord == nil {
+			return nil // before hello the hello timeout stands
+		}
+		return alive()
 	})
+	msgs := p.lim.messageLimiter()
 	bad := 0
 	for {
 		_, data, err := conn.ReadMessage()
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
-				reason = "frame too large"
+				reason = "frame too large" // gorilla has sent close 1009
 			}
 			return
+		}
+		if coord != nil {
+			_ = alive()
+		}
+		if msgs != nil && !msgs.Allow() {
+			bad++
+			p.send(protocol.Errorf(protocol.CodeBadMessage, "too many messages; slow down"))
+			if bad >= maxBadMessages {
+				reason = "message rate"
+				return
+			}
+			continue
 		}
 		m, err := protocol.Decode(data)
 		if err != nil {
@@ -175,11 +232,19 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 			}
 			continue
 		}
+		if s.cfg.onMessage != nil {
+			s.cfg.onMessage(m)
+		}
 		switch m.Type {
 		case protocol.TypeHello:
 			if coord != nil {
 				p.send(protocol.Errorf(protocol.CodeState, "hello sent twice"))
 				continue
+			}
+			if err := s.admit(p, m); err != nil {
+				p.send(protocol.Errorf(protocol.CodeUnauthorized, "%v", err))
+				reason = "unauthorized"
+				return
 			}
 			c, err := s.hub.join(p, m)
 			if err != nil {
@@ -188,7 +253,7 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 				return
 			}
 			coord = c
-			_ = conn.SetReadDeadline(time.Now().Add(pongTimeout))
+			_ = alive()
 		case protocol.TypeSignal:
 			if coord == nil {
 				p.send(protocol.Errorf(protocol.CodeState, "signal before hello"))
@@ -225,6 +290,28 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 	}
 }
 
+// admit checks the hello's credential (its token, else the one verified on
+// the upgrade) and clamps the claimed capacity to the token's maxChildren.
+// The tree then clamps it again by policy.
+func (s *Server) admit(p *peerConn, hello *protocol.Message) error {
+	gr := p.grant
+	if hello.Token != "" {
+		var err error
+		if gr, err = s.guard.auth.verify(hello.Token); err != nil {
+			return err
+		}
+	}
+	capacity, err := s.guard.auth.authorize(hello, gr)
+	if err != nil {
+		return err
+	}
+	if capacity != hello.Capacity {
+		p.log.Info("capacity clamped by token", "claimed", hello.Capacity, "allowed", capacity)
+		hello.Capacity = capacity
+	}
+	return nil
+}
+
 func errorCode(err error) string {
 	switch {
 	case errors.Is(err, protocol.ErrTooLarge):
@@ -233,6 +320,8 @@ func errorCode(err error) string {
 		return protocol.CodeStreamTaken
 	case errors.Is(err, errNotNeighbour):
 		return protocol.CodeNotNeighbour
+	case errors.Is(err, errUnauthorized), errors.Is(err, errBadToken):
+		return protocol.CodeUnauthorized
 	case errors.Is(err, errNoStream):
 		return protocol.CodeNotFound
 	case errors.Is(err, tree.ErrSourcePresent):
