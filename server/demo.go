@@ -18,6 +18,7 @@ type demoConfig struct {
 	stream       string
 	capacity     int
 	loopbackOnly bool
+	token        string // publishing credential when auth is on
 	log          *slog.Logger
 }
 
@@ -52,6 +53,7 @@ func publishDemo(ctx context.Context, cfg demoConfig) error {
 		Capacity:     cfg.capacity,
 		Tracks:       mesh.TracksFor(video, audio),
 		LoopbackOnly: cfg.loopbackOnly,
+		Token:        cfg.token,
 		Logger:       cfg.log,
 	})
 	if err != nil {

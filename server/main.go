@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +40,7 @@ func run(args []string) error {
 	stun := fs.String("stun", "", "comma-separated STUN/TURN URLs handed to peers (none by default)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	loopback := fs.Bool("loopback-only", false, "restrict the in-process peers' ICE to loopback (tests, demos without a network)")
+	sec := registerSecurityFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -49,6 +53,17 @@ func run(args []string) error {
 	cfg := Config{Policy: tree.Config{SourceCapacity: *sourceCap}, Logger: log}
 	if *stun != "" {
 		cfg.ICEServers = append(cfg.ICEServers, iceServerList(*stun)...)
+	}
+	demoToken, err := sec.apply(&cfg, *demo, *demoStream)
+	if err != nil {
+		return err
+	}
+	turnSrv, err := sec.startTURN(fs, &cfg, log)
+	if err != nil {
+		return err
+	}
+	if turnSrv != nil {
+		defer turnSrv.Close()
 	}
 	srv := NewServer(cfg)
 
@@ -70,6 +85,7 @@ func run(args []string) error {
 			stream:       *demoStream,
 			capacity:     *sourceCap,
 			loopbackOnly: *loopback,
+			token:        demoToken,
 			log:          log.With("demo", *demoStream),
 		})
 	}
@@ -109,4 +125,135 @@ func iceServerList(s string) []protocol.ICEServer {
 		}
 	}
 	return out
+}
+
+// securityFlags are the flags for auth, limits and TURN. Secrets may come
+// from the environment instead, so they stay out of `ps`.
+type securityFlags struct {
+	jwtSecret  *string
+	streamKeys *string
+	private    *string
+	maxConns   *int
+	joinRate   *float64
+	joinBurst  *int
+	turnOn     *bool
+	turnPort   *int
+	turnURL    *string
+	turnSecret *string
+	turnTTL    *time.Duration
+	publicIP   *string
+}
+
+func registerSecurityFlags(fs *flag.FlagSet) *securityFlags {
+	return &securityFlags{
+		jwtSecret:  fs.String("jwt-secret", os.Getenv("CANOPY_JWT_SECRET"), "HS256 secret for publish/view/relay tokens (env CANOPY_JWT_SECRET); with -stream-key unset too, publishing is open (dev mode)"),
+		streamKeys: fs.String("stream-key", os.Getenv("CANOPY_STREAM_KEYS"), "comma-separated stream=key publishing keys (env CANOPY_STREAM_KEYS)"),
+		private:    fs.String("private", "", "comma-separated streams that need a viewer token"),
+		maxConns:   fs.Int("max-conns-per-ip", DefaultMaxConnsPerIP, "concurrent signaling connections per client address (-1: no limit)"),
+		joinRate:   fs.Float64("join-rate", DefaultJoinRate, "new signaling connections per second per client address (-1: no limit)"),
+		joinBurst:  fs.Int("join-burst", DefaultJoinBurst, "burst of new signaling connections per client address"),
+		turnOn:     fs.Bool("turn", true, "run the embedded TURN relay and hand peers credentials for it"),
+		turnPort:   fs.Int("turn-port", DefaultTURNPort, "UDP port of the embedded TURN relay"),
+		turnURL:    fs.String("turn-url", "", "comma-separated URLs of an external TURN server (coturn use-auth-secret) to hand out instead of the embedded one; needs -turn-secret"),
+		turnSecret: fs.String("turn-secret", os.Getenv("CANOPY_TURN_SECRET"), "TURN REST shared secret (env CANOPY_TURN_SECRET); random per process for the embedded relay if unset"),
+		turnTTL:    fs.Duration("turn-ttl", DefaultTURNTTL, "lifetime of the TURN credentials in a welcome (at most 24h)"),
+		publicIP:   fs.String("public-ip", "", "the server's public address: advertised by the TURN relay and in its URL"),
+	}
+}
+
+// apply fills cfg's auth and limits. It returns the token the in-process
+// demo source publishes with: its stream key, made up if auth is on and the
+// demo stream has none.
+func (f *securityFlags) apply(cfg *Config, demo bool, demoStream string) (string, error) {
+	cfg.Auth.JWTSecret = []byte(*f.jwtSecret)
+	if *f.streamKeys != "" {
+		cfg.Auth.StreamKeys = make(map[string]string)
+		for _, kv := range strings.Split(*f.streamKeys, ",") {
+			stream, key, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			if !ok || !protocol.ValidID(stream) || len(key) < 16 || len(key) > protocol.MaxTokenLength {
+				return "", fmt.Errorf("-stream-key: want stream=key with a key of at least 16 characters, got %q", kv)
+			}
+			cfg.Auth.StreamKeys[stream] = key
+		}
+	}
+	if len(cfg.Auth.JWTSecret) > 0 && len(cfg.Auth.JWTSecret) < 32 {
+		return "", errors.New("-jwt-secret: use at least 32 bytes")
+	}
+	for _, s := range strings.Split(*f.private, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			cfg.Auth.PrivateStreams = append(cfg.Auth.PrivateStreams, s)
+		}
+	}
+	auth := newAuthenticator(cfg.Auth)
+	if len(cfg.Auth.PrivateStreams) > 0 && !auth.enabled() {
+		return "", errors.New("-private needs -jwt-secret or -stream-key: nobody could watch")
+	}
+	cfg.Limits.MaxConnsPerIP = *f.maxConns
+	cfg.Limits.JoinRate = *f.joinRate
+	cfg.Limits.JoinBurst = *f.joinBurst
+	if !demo || !auth.enabled() {
+		if !auth.enabled() {
+			cfg.Logger.Warn("no -jwt-secret or -stream-key: anyone may publish and relay (dev mode)")
+		}
+		return "", nil
+	}
+	if key, ok := cfg.Auth.StreamKeys[demoStream]; ok {
+		return key, nil
+	}
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	key := base64.RawURLEncoding.EncodeToString(b[:])
+	if cfg.Auth.StreamKeys == nil {
+		cfg.Auth.StreamKeys = make(map[string]string)
+	}
+	cfg.Auth.StreamKeys[demoStream] = key
+	return key, nil
+}
+
+// startTURN starts the embedded relay or points peers at an external one.
+// If the default port is taken (another TURN server on the host, a second
+// instance), the server runs on without TURN and says so; an explicit
+// -turn-port that cannot be bound is an error.
+func (f *securityFlags) startTURN(fs *flag.FlagSet, cfg *Config, log *slog.Logger) (*TURNServer, error) {
+	explicit := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { explicit[fl.Name] = true })
+	var publicIP net.IP
+	if *f.publicIP != "" {
+		if publicIP = net.ParseIP(*f.publicIP); publicIP == nil {
+			return nil, fmt.Errorf("-public-ip: %q is not an IP address", *f.publicIP)
+		}
+	}
+	secret := []byte(*f.turnSecret)
+	if *f.turnURL != "" {
+		if len(secret) == 0 {
+			return nil, errors.New("-turn-url needs -turn-secret (the external server's static-auth-secret)")
+		}
+		cfg.TURN = &TURNCredentials{URLs: strings.Split(*f.turnURL, ","), Secret: secret, TTL: *f.turnTTL}
+		return nil, nil
+	}
+	if !*f.turnOn {
+		return nil, nil
+	}
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+	}
+	ts, err := StartTURN(TURNConfig{
+		Listen:  net.JoinHostPort("", strconv.Itoa(*f.turnPort)),
+		RelayIP: publicIP,
+		Secret:  secret,
+		Logger:  log,
+	})
+	if err != nil {
+		if explicit["turn-port"] {
+			return nil, err
+		}
+		log.Warn("embedded TURN relay not started; peers behind strict NATs may not connect", "err", err)
+		return nil, nil
+	}
+	cfg.TURN = &TURNCredentials{Port: ts.Addr().(*net.UDPAddr).Port, Secret: secret, TTL: *f.turnTTL}
+	if publicIP != nil {
+		cfg.TURN.PublicHost = publicIP.String()
+	}
+	return ts, nil
 }
