@@ -82,6 +82,7 @@ func NewServer(cfg Config) *Server {
 
 // routes registers every handler; one line per feature.
 func (s *Server) routes(r *gin.Engine) {
+	s.embedRoutes(r) // first: its CORS middleware covers /static below (embed.go)
 	r.GET("/ws", s.handleWS)
 	r.GET("/api/streams", s.listStreams)
 	r.GET("/api/streams/:id/tree", s.streamTree)

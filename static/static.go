@@ -1,13 +1,16 @@
 // Package static holds Canopy's browser client: the stream list (index.html),
-// the player page (watch.html), its stylesheet and the plain ES modules it
-// runs, embedded in the server binary. The server serves / from index.html,
-// /watch/:stream from watch.html and /static/*path from FS, so the pages
-// refer to their assets as /static/css/… and /static/js/….
+// the player page (watch.html), the iframe player (embed.html), the web
+// component's entry script (embed.js), the stylesheet and the plain ES
+// modules they run, embedded in the server binary. The server serves / from
+// index.html, /watch/:stream from watch.html, /embed/:stream from embed.html,
+// /embed.js from embed.js and /static/*path from FS, so the pages refer to
+// their assets as /static/css/… and /static/js/…. Unit tests of the modules
+// live in test/, outside the embedded files.
 package static
 
 import "embed"
 
-// FS holds index.html, watch.html, css/ and js/ (js/protocol.js mirrors mesh/protocol).
+// FS holds the pages, embed.js, css/ and js/ (js/protocol.js mirrors mesh/protocol).
 //
-//go:embed index.html watch.html stats.html css js
+//go:embed *.html embed.js css js
 var FS embed.FS

@@ -12,7 +12,7 @@ import (
 func TestPagesReferToEmbeddedAssets(t *testing.T) {
 	ref := regexp.MustCompile(`(?:href|src)="/static/([^"]+)"`)
 	imp := regexp.MustCompile(`from '\./([^']+)'`)
-	for _, page := range []string{"index.html", "watch.html"} {
+	for _, page := range []string{"index.html", "watch.html", "embed.html"} {
 		data, err := fs.ReadFile(FS, page)
 		if err != nil {
 			t.Fatalf("%s: %v", page, err)

@@ -1,28 +1,52 @@
 // CanopyClient: a browser viewer in a Canopy tree. It keeps one WebSocket to
 // the directory server and one RTCPeerConnection to its current parent, which
 // offers send-only; the client answers, trickles ICE, and reconnects on its
-// own. The media never passes through the server.
+// own. With capacity it also relays: for each child the server attaches it
+// offers the tracks it receives (Chromium re-encodes them) and swaps them in
+// place with replaceTrack when its own parent changes, so its children stay
+// connected. The media never passes through the server.
 
 import { Code, Kind, Role, SERVER_TYPES, SignalKind, Type, VERSION, decode, encode } from './protocol.js';
 import { backoffDelay } from './backoff.js';
+import { PlaybackMonitor } from './monitor.js';
+import { kbps } from './format.js';
+import { DEFAULT_RELAY_CAPACITY } from './relaypolicy.js';
+import { ChildLink, preferCodec } from './relay.js';
 
 /** @typedef {import('./protocol.js').Message} Message */
 /** @typedef {import('./protocol.js').ICEServer} ICEServer */
-/** @typedef {'connecting'|'live'|'reconnecting'|'offline'|'closed'} State */
+/** @typedef {'connecting'|'live'|'reconnecting'|'offline'|'ended'|'closed'} State */
+
+/** How often the client samples its connections' statistics. */
+export const SAMPLE_INTERVAL_MS = 1000;
+/** How often it reports them to the server (protocol stats message). */
+export const REPORT_INTERVAL_MS = 5000;
 
 /**
  * @typedef {object} Stats
- * @property {number} framesDecoded
+ * @property {number} framesDecoded video frames decoded since the client started, over every parent
  * @property {number} framesDropped
  * @property {number} [videoWidth]
  * @property {number} [videoHeight]
- * @property {number} bytesReceived video bytes
- * @property {number} packetsLost video packets
+ * @property {number} bytesReceived video bytes since start
+ * @property {number} packetsReceived video packets since start
+ * @property {number} packetsLost video packets since start
  * @property {number} jitter video jitter, seconds
- * @property {number} audioPacketsReceived
- * @property {number} audioBytesReceived
+ * @property {number} audioPacketsReceived since start
+ * @property {number} audioBytesReceived since start
  * @property {number} depth depth as the last parent message gave it
- * @property {number} [rttMs] round trip on the selected candidate pair
+ * @property {number} [rttMs] round trip to the parent on the selected candidate pair
+ * @property {number} [playoutDelayMs] average time a frame spent in the jitter buffer
+ * @property {number} bytesRelayed bytes sent to children since start
+ * @property {number} packetsRelayed packets sent to children since start
+ * @property {number} children children connected now
+ * @property {number} capacity children this tab offered to feed
+ */
+
+/**
+ * What the client measured at its last sample: Stats plus rates.
+ * @typedef {Stats & {state: State, parent: string|null, bitrateKbps: number,
+ *   relayBitrateKbps: number, latencyMs?: number, stallMs: number, firstFrameMs?: number}} Snapshot
  */
 
 /**
@@ -31,13 +55,24 @@ import { backoffDelay } from './backoff.js';
  * @property {string} stream
  * @property {string} [role] 'viewer' by default
  * @property {string} [kind] 'browser' by default
- * @property {number} [capacity] children this tab offers to feed; 0 by default
+ * @property {number} [capacity] children this tab offers to feed; DEFAULT_RELAY_CAPACITY by default, 0 opts out
  * @property {string} [token]
  */
 
+/** Counters of one connection, summed over its RTP streams. */
+function zeroCounters() {
+  return {
+    framesDecoded: 0, framesDropped: 0, bytesReceived: 0, packetsReceived: 0, packetsLost: 0,
+    audioPacketsReceived: 0, audioBytesReceived: 0,
+  };
+}
+/** @typedef {ReturnType<typeof zeroCounters>} Counters */
+
 /**
  * Events: 'statechange' (detail {state, reason}), 'track' (detail {track,
- * stream}), 'error' (detail {code, reason}), 'welcome' (detail: the message).
+ * stream}), 'error' (detail {code, reason}), 'welcome' (detail: the message),
+ * 'parentchange' (detail {parent, depth}), 'stalled' (detail {parent}),
+ * 'children' (detail {count}), 'stats' (detail: a Snapshot, every second).
  */
 export class CanopyClient extends EventTarget {
   /** @param {ClientOptions} opts */
@@ -52,7 +87,7 @@ export class CanopyClient extends EventTarget {
     this.streamName = opts.stream;
     this.role = opts.role ?? Role.VIEWER;
     this.kind = opts.kind ?? Kind.BROWSER;
-    this.capacity = opts.capacity ?? 0;
+    this.capacity = opts.capacity ?? DEFAULT_RELAY_CAPACITY;
     this.token = opts.token;
 
     /** @type {State} */
@@ -72,21 +107,49 @@ export class CanopyClient extends EventTarget {
     this.pc = null;
     /** Tracks received from the current parent; replaced when a new parent's first track arrives. @type {MediaStream|null} */
     this.stream = null;
+    /** Children this tab feeds, by peer id. @type {Map<string, ChildLink>} */
+    this.children = new Map();
+    /** The last sample's figures; null before the first. @type {Snapshot|null} */
+    this.snapshot = null;
 
     /** @type {WebSocket|null} */ this._ws = null;
     /** @type {ReturnType<typeof setTimeout>|null} */ this._retryTimer = null;
+    /** @type {ReturnType<typeof setInterval>|null} */ this._sampleTimer = null;
     this._attempt = 0;
-    /** @type {RTCPeerConnection|null} */ this._streamPC = null;
+    /** Connection whose media plays (and is relayed): the current parent's, or the previous one's until the new one's media flows. @type {RTCPeerConnection|null} */
+    this._mediaPC = null;
+    /** @type {string|null} */ this._mediaParent = null;
+    /** Tracks of the current parent's connection, by kind. @type {Map<string, MediaStreamTrack>} */
+    this._incoming = new Map();
     /** Remote candidates that arrived before the offer. @type {RTCIceCandidateInit[]} */ this._pending = [];
     /** Serialises SDP and candidate handling for the current pc. */ this._chain = Promise.resolve();
     this._started = false;
+    this._startedAt = 0;
+    /** Whether this client has ever been live (an offline after that is 'ended'). */
+    this._wasLive = false;
+
+    this._monitor = new PlaybackMonitor();
+    /** Counters of connections already closed, so totals never go backwards. */
+    this._base = zeroCounters();
+    /** Last counters read from _countersPC. */
+    this._last = zeroCounters();
+    /** @type {RTCPeerConnection|null} */ this._countersPC = null;
+    /** Relayed bytes and packets of children already closed. */
+    this._relayBase = { bytes: 0, packets: 0 };
+    this._stallMs = 0;
+    /** @type {number|undefined} */ this._firstFrameMs = undefined;
+    this._prev = { at: 0, bytes: 0, relayed: 0, jbDelay: 0, jbCount: 0 };
+    this._sinceReport = 0;
+    this._sampling = false;
   }
 
   /** Opens the connection; call once, after adding listeners. @returns {this} */
   start() {
     if (!this._started) {
       this._started = true;
+      this._startedAt = performance.now();
       this._open();
+      this._sampleTimer = setInterval(() => { this._sample(); }, SAMPLE_INTERVAL_MS);
     }
     return this;
   }
@@ -95,7 +158,8 @@ export class CanopyClient extends EventTarget {
   close() {
     if (this.state === 'closed') return;
     if (this._retryTimer) clearTimeout(this._retryTimer);
-    this._retryTimer = null;
+    if (this._sampleTimer) clearInterval(this._sampleTimer);
+    this._retryTimer = this._sampleTimer = null;
     const ws = this._ws;
     this._ws = null;
     if (ws) {
@@ -103,8 +167,27 @@ export class CanopyClient extends EventTarget {
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
       ws.close(1000, 'leave');
     }
+    this._closeChildren();
     this._closePC();
     this._setState('closed', '');
+  }
+
+  /**
+   * Changes how many children this tab offers to feed. The protocol has no
+   * message for it yet, so the client leaves and joins again with the new
+   * capacity (its children are re-attached elsewhere first: a graceful leave).
+   * @param {number} capacity
+   */
+  setCapacity(capacity) {
+    if (capacity === this.capacity) return;
+    this.capacity = capacity;
+    if (this.state === 'closed' || !this._started) return;
+    const ws = this._ws;
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      this._send({ type: Type.LEAVE }, ws);
+      this._attempt = 0;
+      ws.close(1000, 'rejoin');
+    }
   }
 
   /** @param {State} state @param {string} [reason] */
@@ -113,7 +196,10 @@ export class CanopyClient extends EventTarget {
     if (state === this.state && reason === this.reason) return;
     this.state = state;
     this.reason = reason;
-    if (state === 'live') this._attempt = 0;
+    if (state === 'live') {
+      this._attempt = 0;
+      this._wasLive = true;
+    }
     this.dispatchEvent(new CustomEvent('statechange', { detail: { state, reason } }));
   }
 
@@ -141,8 +227,10 @@ export class CanopyClient extends EventTarget {
     ws.onclose = () => {
       if (this._ws !== ws) return;
       this._ws = null;
+      // The server has dropped us and re-attached our children elsewhere.
+      this._closeChildren();
       // An offline stream stays 'offline' while we keep asking in the background.
-      if (this.state !== 'offline') this._setState('reconnecting', 'lost the server');
+      if (this.state !== 'offline' && this.state !== 'ended') this._setState('reconnecting', 'lost the server');
       const delay = backoffDelay(this._attempt++);
       this._retryTimer = setTimeout(() => { this._retryTimer = null; this._open(); }, delay);
     };
@@ -173,20 +261,40 @@ export class CanopyClient extends EventTarget {
       case Type.PARENT:
         this._newParent(/** @type {string} */ (msg.peer), msg.depth ?? 0);
         return;
-      case Type.SIGNAL:
-        if (msg.peer !== this.parentId || !this.pc || !msg.signal) return;
+      case Type.SIGNAL: {
+        if (!msg.signal) return;
+        const child = this.children.get(/** @type {string} */ (msg.peer));
+        if (child) {
+          child.onSignal(msg.signal);
+          return;
+        }
+        if (msg.peer !== this.parentId || !this.pc) return;
         this._onSignal(this.pc, msg.signal);
         return;
+      }
+      case Type.ATTACH:
+        this._attachChild(/** @type {string} */ (msg.peer));
+        return;
       case Type.DETACH:
-        if (msg.peer !== this.parentId) return;
+        if (this.children.has(/** @type {string} */ (msg.peer))) {
+          this._detachChild(/** @type {string} */ (msg.peer));
+          return;
+        }
+        if (msg.peer !== this.parentId) {
+          if (msg.peer === this._mediaParent) this._dropMedia(); // the old edge of a move
+          this._updateLive();
+          return;
+        }
         this._closePC();
         this.parentId = null;
+        this._monitor.setParent(null, performance.now());
         this._setState('reconnecting', 'waiting for a new parent');
         return;
       case Type.OFFLINE:
         this._closePC();
         this.parentId = null;
-        this._setState('offline', msg.reason ?? '');
+        this._monitor.setParent(null, performance.now());
+        this._setState(this._wasLive ? 'ended' : 'offline', msg.reason ?? '');
         return;
       case Type.ERROR: {
         const code = msg.code ?? Code.INTERNAL;
@@ -194,34 +302,44 @@ export class CanopyClient extends EventTarget {
         this.dispatchEvent(new CustomEvent('error', { detail: { code, reason } }));
         if (code === Code.NOT_FOUND) {
           // Stay 'offline' and ask again with backoff: the stream may start later.
-          this._setState('offline', 'stream not found');
+          this._setState(this._wasLive ? 'ended' : 'offline', 'stream not found');
           this._ws?.close(4000, 'retry');
         }
         return;
       }
-      case Type.ATTACH:
-        // A browser with capacity 0 (the default) is never asked to feed a child.
-        console.warn('canopy: this client does not relay; ignoring attach for', msg.peer);
-        return;
     }
   }
 
-  /** @param {string} peer @param {number} depth */
+  /**
+   * A new parent will offer. Make before break: the connection that is
+   * playing stays open (the server keeps the old edge until this client
+   * reports 'live' from the new parent, or a few seconds pass), and the
+   * picture switches once the new connection's media arrives.
+   * @param {string} peer @param {number} depth
+   */
   _newParent(peer, depth) {
-    this._closePC();
+    const prev = this.pc;
+    const keep = this._mediaPC && isConnected(this._mediaPC) ? this._mediaPC : null;
+    if (prev && prev !== keep) this._dropPC(prev); // never played, or no longer can
+    if (this._mediaPC && this._mediaPC !== keep) this._dropPC(this._mediaPC);
     this.parentId = peer;
     this.depth = depth;
-    this._setState(this.state === 'live' || this.state === 'reconnecting' ? 'reconnecting' : 'connecting',
-      'joining the tree');
+    this._monitor.setParent(peer, performance.now());
+    if (!this._mediaPC) {
+      this._setState(this.state === 'connecting' || this.state === 'offline' ? 'connecting' : 'reconnecting',
+        'joining the tree');
+    }
+    this.dispatchEvent(new CustomEvent('parentchange', { detail: { parent: peer, depth } }));
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
     this.pc = pc;
+    this._incoming = new Map();
     this._pending = [];
     this._chain = Promise.resolve();
     pc.onicecandidate = (ev) => {
       if (pc !== this.pc || !ev.candidate || !ev.candidate.candidate) return; // skip end-of-candidates
       this._send({ type: Type.SIGNAL, peer, signal: { kind: SignalKind.CANDIDATE, candidate: ev.candidate.toJSON() } });
     };
-    pc.ontrack = (ev) => this._onTrack(pc, ev.track);
+    pc.ontrack = (ev) => this._onTrack(pc, peer, ev.track);
     pc.onconnectionstatechange = () => this._updateLive();
     pc.oniceconnectionstatechange = () => this._updateLive();
   }
@@ -256,42 +374,68 @@ export class CanopyClient extends EventTarget {
     }
   }
 
-  /** @param {RTCPeerConnection} pc @param {MediaStreamTrack} track */
-  _onTrack(pc, track) {
+  /**
+   * @param {RTCPeerConnection} pc
+   * @param {string} peer the parent pc connects to
+   * @param {MediaStreamTrack} track
+   */
+  _onTrack(pc, peer, track) {
     if (pc !== this.pc) return;
-    if (this._streamPC !== pc || !this.stream) {
-      // First track from this parent: start a fresh stream so the page can
-      // keep showing the old one until now.
-      this.stream = new MediaStream();
-      this._streamPC = pc;
-    }
-    for (const old of this.stream.getTracks()) {
-      if (old.kind === track.kind && old !== track) this.stream.removeTrack(old);
-    }
-    this.stream.addTrack(track);
-    track.addEventListener('unmute', () => this._updateLive());
+    this._incoming.set(track.kind, track);
+    track.addEventListener('unmute', () => {
+      if (pc === this.pc && pc !== this._mediaPC) this._switchTo(pc, peer);
+      this._updateLive();
+    });
     track.addEventListener('mute', () => this._updateLive());
     track.addEventListener('ended', () => this._updateLive());
-    this.dispatchEvent(new CustomEvent('track', { detail: { track, stream: this.stream } }));
+    // Switch once media flows (Chromium unmutes a remote track on its first
+    // packet), or at once when nothing else is playing.
+    if (pc === this._mediaPC) this._addTrack(track);
+    else if (!track.muted || !this._mediaPC) this._switchTo(pc, peer);
     this._updateLive();
   }
 
-  /** Live when the pc is connected and a video track is receiving. */
+  /**
+   * Shows and relays pc's tracks from now on, and closes the connection
+   * that played before.
+   * @param {RTCPeerConnection} pc
+   * @param {string} peer
+   */
+  _switchTo(pc, peer) {
+    const old = this._mediaPC;
+    this._mediaPC = pc;
+    this._mediaParent = peer;
+    this.stream = new MediaStream();
+    for (const t of this._incoming.values()) this._addTrack(t);
+    if (old && old !== pc) this._dropPC(old);
+  }
+
+  /** Adds a track of the playing connection to the stream, the page and the children. @param {MediaStreamTrack} track */
+  _addTrack(track) {
+    if (!this.stream) this.stream = new MediaStream();
+    for (const old of this.stream.getTracks()) {
+      if (old.kind === track.kind && old !== track) this.stream.removeTrack(old);
+    }
+    if (!this.stream.getTracks().includes(track)) this.stream.addTrack(track);
+    // Children keep their connections; only what they are sent changes.
+    for (const child of this.children.values()) child.setTrack(track);
+    this.dispatchEvent(new CustomEvent('track', { detail: { track, stream: this.stream } }));
+  }
+
+  /** Live when the playing connection is up and its video track is receiving. */
   _updateLive() {
-    const pc = this.pc;
-    if (!pc || this.state === 'closed' || this.state === 'offline') return;
-    const connected = pc.connectionState === 'connected' ||
-      pc.iceConnectionState === 'connected' || pc.iceConnectionState === 'completed';
-    const receiving = this._streamPC === pc && !!this.stream &&
+    if (this.state === 'closed' || this.state === 'offline' || this.state === 'ended') return;
+    const m = this._mediaPC;
+    const receiving = !!m && isConnected(m) && !!this.stream &&
       this.stream.getVideoTracks().some((t) => t.readyState === 'live' && !t.muted);
-    if (connected && receiving) {
+    if (receiving) {
       this._setState('live');
-    } else if (pc.connectionState === 'failed') {
+    } else if (this.pc && this.pc.connectionState === 'failed') {
       // The parent is unreachable; rejoining lets the server place us again.
       this._setState('reconnecting', 'connection to the parent failed');
       this._rejoin();
     } else if (this.state === 'live') {
-      this._setState('reconnecting', connected ? 'video stalled' : 'connection interrupted');
+      this._setState('reconnecting', m && isConnected(m) ? 'video stalled' : 'connection interrupted');
     }
   }
 
@@ -302,53 +446,248 @@ export class CanopyClient extends EventTarget {
     this._ws?.close(4000, 'rejoin');
   }
 
+  /** Closes every connection upstream: the current parent's and one still playing. */
   _closePC() {
     const pc = this.pc;
     this.pc = null;
     this._pending = [];
-    if (!pc) return;
+    this._incoming = new Map();
+    if (pc) this._dropPC(pc);
+    this._dropMedia();
+  }
+
+  /** Closes the connection that plays, when it is not the current parent's. */
+  _dropMedia() {
+    const m = this._mediaPC;
+    this._mediaPC = null;
+    this._mediaParent = null;
+    if (m && m !== this.pc) this._dropPC(m);
+  }
+
+  /** @param {RTCPeerConnection} pc */
+  _dropPC(pc) {
+    if (pc === this._mediaPC) {
+      this._mediaPC = null;
+      this._mediaParent = null;
+    }
     pc.onicecandidate = pc.ontrack = pc.onconnectionstatechange = pc.oniceconnectionstatechange = null;
     pc.close();
   }
 
+  // Relaying.
+
+  /** The tracks that play now, by kind. @returns {Map<string, MediaStreamTrack>} */
+  _currentTracks() {
+    /** @type {Map<string, MediaStreamTrack>} */
+    const out = new Map();
+    if (this.stream && this._mediaPC) {
+      for (const t of this.stream.getTracks()) out.set(t.kind, t);
+    }
+    return out;
+  }
+
+  /** @param {string} peer */
+  _attachChild(peer) {
+    if (this.capacity <= 0) {
+      console.warn('canopy: asked to relay with capacity 0; ignoring attach for', peer);
+      return;
+    }
+    this.children.get(peer)?.close();
+    const kinds = this.tracks.length ? [...new Set(this.tracks.map((t) => t.kind))] : ['video', 'audio'];
+    const child = new ChildLink({
+      peer,
+      iceServers: this.iceServers,
+      kinds,
+      tracks: this._currentTracks(),
+      send: (signal) => this._send({ type: Type.SIGNAL, peer, signal }),
+      onClosed: (counters) => {
+        if (this.children.get(peer) !== child) return;
+        this.children.delete(peer);
+        this._relayBase.bytes += counters.bytes;
+        this._relayBase.packets += counters.packets;
+        this.dispatchEvent(new CustomEvent('children', { detail: { count: this.children.size } }));
+      },
+      preferCodec,
+    });
+    this.children.set(peer, child);
+    this.dispatchEvent(new CustomEvent('children', { detail: { count: this.children.size } }));
+    child.start();
+  }
+
+  /** @param {string} peer */
+  _detachChild(peer) {
+    this.children.get(peer)?.close();
+  }
+
+  _closeChildren() {
+    for (const child of [...this.children.values()]) child.close();
+  }
+
+  // Measuring.
+
   /**
-   * Receive statistics of the current connection; zeros when there is none.
+   * Statistics of the connections: counters since the client started (over
+   * every parent it had) and the current parent's figures.
    * @returns {Promise<Stats>}
    */
   async stats() {
+    return (await this._read()).stats;
+  }
+
+  /**
+   * @returns {Promise<{stats: Stats, jbDelay: number, jbCount: number}>} stats and the
+   *   current connection's jitter-buffer totals (seconds, frames), for the latency estimate
+   */
+  async _read() {
+    const pc = this.pc;
+    const cur = zeroCounters();
+    /** @type {Partial<Stats>} */
+    const extra = {};
+    let jitter = 0;
+    let jbDelay = 0;
+    let jbCount = 0;
+    if (pc) {
+      const report = await pc.getStats();
+      let pairId = '';
+      report.forEach((r) => {
+        if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
+      });
+      report.forEach((r) => {
+        if (r.type === 'inbound-rtp') {
+          const kind = r.kind ?? r.mediaType;
+          if (kind === 'video') {
+            cur.framesDecoded += r.framesDecoded ?? 0;
+            cur.framesDropped += r.framesDropped ?? 0;
+            cur.bytesReceived += r.bytesReceived ?? 0;
+            cur.packetsReceived += r.packetsReceived ?? 0;
+            cur.packetsLost += Math.max(0, r.packetsLost ?? 0);
+            jitter = Math.max(jitter, r.jitter ?? 0);
+            jbDelay += r.jitterBufferDelay ?? 0;
+            jbCount += r.jitterBufferEmittedCount ?? 0;
+            if (r.frameWidth) extra.videoWidth = r.frameWidth;
+            if (r.frameHeight) extra.videoHeight = r.frameHeight;
+          } else if (kind === 'audio') {
+            cur.audioPacketsReceived += r.packetsReceived ?? 0;
+            cur.audioBytesReceived += r.bytesReceived ?? 0;
+          }
+        } else if (r.type === 'candidate-pair' && r.currentRoundTripTime !== undefined) {
+          if (pairId ? r.id === pairId : r.nominated && r.state === 'succeeded') {
+            extra.rttMs = Math.round(r.currentRoundTripTime * 1000);
+          }
+        }
+      });
+    }
+    // Fold a finished connection's counters into the base, once, and only
+    // from a reading of the connection that is still current.
+    if (pc === this.pc) {
+      if (pc !== this._countersPC) {
+        for (const k of /** @type {(keyof Counters)[]} */ (Object.keys(this._base))) this._base[k] += this._last[k];
+        this._countersPC = pc;
+      }
+      this._last = cur;
+    }
+    let bytesRelayed = this._relayBase.bytes;
+    let packetsRelayed = this._relayBase.packets;
+    const children = [...this.children.values()];
+    const relayed = await Promise.all(children.map((c) => c.counters()));
+    for (const r of relayed) {
+      bytesRelayed += r.bytes;
+      packetsRelayed += r.packets;
+    }
+    const total = zeroCounters();
+    for (const k of /** @type {(keyof Counters)[]} */ (Object.keys(total))) total[k] = this._base[k] + this._last[k];
     /** @type {Stats} */
     const out = {
-      framesDecoded: 0, framesDropped: 0, bytesReceived: 0, packetsLost: 0, jitter: 0,
-      audioPacketsReceived: 0, audioBytesReceived: 0, depth: this.depth,
+      ...total, ...extra, jitter, depth: this.depth, bytesRelayed, packetsRelayed,
+      children: children.filter((c) => c.connected).length, capacity: this.capacity,
     };
-    const pc = this.pc;
-    if (!pc) return out;
-    const report = await pc.getStats();
-    let pairId = '';
-    report.forEach((r) => {
-      if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
-    });
-    report.forEach((r) => {
-      if (r.type === 'inbound-rtp') {
-        const kind = r.kind ?? r.mediaType;
-        if (kind === 'video') {
-          out.framesDecoded += r.framesDecoded ?? 0;
-          out.framesDropped += r.framesDropped ?? 0;
-          out.bytesReceived += r.bytesReceived ?? 0;
-          out.packetsLost += r.packetsLost ?? 0;
-          out.jitter = Math.max(out.jitter, r.jitter ?? 0);
-          if (r.frameWidth) out.videoWidth = r.frameWidth;
-          if (r.frameHeight) out.videoHeight = r.frameHeight;
-        } else if (kind === 'audio') {
-          out.audioPacketsReceived += r.packetsReceived ?? 0;
-          out.audioBytesReceived += r.bytesReceived ?? 0;
-        }
-      } else if (r.type === 'candidate-pair' && r.currentRoundTripTime !== undefined) {
-        if (pairId ? r.id === pairId : r.nominated && r.state === 'succeeded') {
-          out.rttMs = Math.round(r.currentRoundTripTime * 1000);
-        }
-      }
-    });
-    return out;
+    return { stats: out, jbDelay, jbCount };
   }
+
+  /** One sample: rates, live/stalled verdicts, and every few seconds a report. */
+  async _sample() {
+    if (this._sampling || this.state === 'closed') return;
+    this._sampling = true;
+    try {
+      const pc = this.pc;
+      const { stats: s, ...jb } = await this._read();
+      if (/** @type {State} */ (this.state) === 'closed') return;
+      const now = performance.now();
+      const dt = this._prev.at ? now - this._prev.at : 0;
+      const bytes = s.bytesReceived + s.audioBytesReceived;
+      const bitrateKbps = kbps(this._prev.bytes, bytes, dt);
+      const relayBitrateKbps = kbps(this._prev.relayed, s.bytesRelayed, dt);
+      /** @type {number|undefined} */
+      let latencyMs;
+      if (jb.jbCount > this._prev.jbCount && jb.jbDelay >= this._prev.jbDelay) {
+        // Time frames waited in the jitter buffer over the interval, plus half a round trip.
+        latencyMs = ((jb.jbDelay - this._prev.jbDelay) / (jb.jbCount - this._prev.jbCount)) * 1000 + (s.rttMs ?? 0) / 2;
+      }
+      this._prev = { at: now, bytes, relayed: s.bytesRelayed, jbDelay: jb.jbDelay, jbCount: jb.jbCount };
+
+      const expected = this.state !== 'offline' && this.state !== 'ended' && !!this.parentId;
+      const v = this._monitor.sample({
+        now,
+        frames: pc && pc === this.pc ? this._last.framesDecoded : 0,
+        connected: !!pc && pc === this.pc && isConnected(pc),
+        expected,
+      });
+      this._stallMs += v.stallMs;
+      if (v.live && this.parentId) {
+        if (this._firstFrameMs === undefined) this._firstFrameMs = now - this._startedAt;
+        this._send({ type: Type.LIVE, peer: this.parentId });
+      }
+      if (v.stalled && this.parentId) {
+        this._send({ type: Type.STALLED, peer: this.parentId });
+        this.dispatchEvent(new CustomEvent('stalled', { detail: { parent: this.parentId } }));
+      }
+
+      /** @type {Snapshot} */
+      const snap = {
+        ...s, state: this.state, parent: this.parentId, bitrateKbps, relayBitrateKbps,
+        stallMs: this._stallMs, firstFrameMs: this._firstFrameMs,
+      };
+      if (latencyMs !== undefined) snap.latencyMs = latencyMs;
+      this.snapshot = snap;
+      this.dispatchEvent(new CustomEvent('stats', { detail: snap }));
+
+      this._sinceReport += SAMPLE_INTERVAL_MS;
+      if (this._sinceReport >= REPORT_INTERVAL_MS) {
+        this._sinceReport = 0;
+        this._report(snap);
+      }
+    } catch (err) {
+      console.warn('canopy: reading statistics failed:', err);
+    } finally {
+      this._sampling = false;
+    }
+  }
+
+  /** Sends a protocol stats message. @param {Snapshot} s */
+  _report(s) {
+    const ms = (/** @type {number|undefined} */ v) => (v !== undefined && Number.isFinite(v) && v > 0 ? Math.min(v, 1e12) : 0);
+    this._send({
+      type: Type.STATS,
+      stats: {
+        framesDecoded: s.framesDecoded,
+        bytesReceived: s.bytesReceived + s.audioBytesReceived,
+        packetsReceived: s.packetsReceived + s.audioPacketsReceived,
+        packetsLost: s.packetsLost,
+        jitterMs: ms(s.jitter * 1000),
+        stallMs: ms(s.stallMs),
+        firstFrameMs: ms(s.firstFrameMs),
+        bitrateKbps: ms(s.bitrateKbps),
+        bytesRelayed: s.bytesRelayed,
+        packetsRelayed: s.packetsRelayed,
+        relayBitrateKbps: ms(s.relayBitrateKbps),
+        children: s.children,
+      },
+    });
+  }
+}
+
+/** @param {RTCPeerConnection} pc */
+function isConnected(pc) {
+  return pc.connectionState === 'connected' ||
+    pc.iceConnectionState === 'connected' || pc.iceConnectionState === 'completed';
 }

@@ -31,9 +31,12 @@ export const Type = Object.freeze({
   LEAVE: 'leave', // peer → server: leaving on purpose
   OFFLINE: 'offline', // server → peer: the stream's source is gone
   ERROR: 'error', // server → peer: a request failed
+  LIVE: 'live', // peer → server: media from my current parent (peer) is playing
+  STALLED: 'stalled', // peer → server: media from my parent (peer) stopped; find me another
+  STATS: 'stats', // peer → server: periodic measurements
 });
 
-/** Types the server sends to a peer; a browser ignores anything else. */
+/** Types the server sends to a peer; a browser ignores anything else. @type {ReadonlySet<string>} */
 export const SERVER_TYPES = Object.freeze(new Set([
   Type.WELCOME, Type.PARENT, Type.ATTACH, Type.DETACH, Type.SIGNAL, Type.OFFLINE, Type.ERROR,
 ]));
@@ -87,6 +90,25 @@ export const Code = Object.freeze({
  */
 
 /**
+ * A peer's measurements since it joined (counters) or over the last report
+ * interval (rates, delays); protocol.Stats. Zero means unknown.
+ * @typedef {object} Stats
+ * @property {number} [bytesReceived]
+ * @property {number} [packetsReceived]
+ * @property {number} [packetsLost]
+ * @property {number} [bytesRelayed] sent to children
+ * @property {number} [packetsRelayed] sent to children
+ * @property {number} [framesDecoded]
+ * @property {number} [jitterMs]
+ * @property {number} [stallMs] total time without frames while it should have played
+ * @property {number} [delayMs] source capture to this peer, where known
+ * @property {number} [firstFrameMs] join to first decoded frame
+ * @property {number} [bitrateKbps] received, last interval
+ * @property {number} [relayBitrateKbps] sent to children, last interval
+ * @property {number} [children] children it currently feeds
+ */
+
+/**
  * The one envelope every signaling message uses; type says which fields matter.
  * @typedef {object} Message
  * @property {string} type
@@ -102,6 +124,8 @@ export const Code = Object.freeze({
  * @property {string} [peer] parent, attach, detach, signal: the other peer
  * @property {number} [depth] parent, attach, detach
  * @property {Signal} [signal] signal
+ * @property {string} [standby] parent: the peer this one would get if its new parent failed
+ * @property {Stats} [stats] stats
  * @property {string} [code] error
  * @property {string} [reason] error, leave, offline, detach
  */
@@ -148,12 +172,13 @@ function truncate(s, n) {
 
 // Field shapes of each JSON object, as the Go structs declare them. Go's
 // decoder is run with DisallowUnknownFields, so unknown keys are errors.
-/** @typedef {'string'|'int'|'uint32'|'uint16'|'array'|'object'|'any'} FieldType */
+/** @typedef {'string'|'int'|'uint'|'uint32'|'uint16'|'number'|'array'|'object'|'any'} FieldType */
 /** @type {Record<string, FieldType>} */
 const MESSAGE_FIELDS = {
   type: 'string', v: 'int', role: 'string', kind: 'string', stream: 'string',
   capacity: 'int', token: 'string', tracks: 'array', id: 'string', iceServers: 'array',
-  peer: 'string', depth: 'int', signal: 'object', code: 'string', reason: 'string',
+  peer: 'string', depth: 'int', signal: 'object', standby: 'string', stats: 'object',
+  code: 'string', reason: 'string',
 };
 /** @type {Record<string, FieldType>} */
 const TRACK_FIELDS = {
@@ -163,6 +188,15 @@ const TRACK_FIELDS = {
 const ICE_SERVER_FIELDS = { urls: 'array', username: 'string', credential: 'string' };
 /** @type {Record<string, FieldType>} */
 const SIGNAL_FIELDS = { kind: 'string', sdp: 'string', candidate: 'any' };
+/** @type {Record<string, FieldType>} */
+const STATS_FIELDS = {
+  bytesReceived: 'uint', packetsReceived: 'uint', packetsLost: 'uint', bytesRelayed: 'uint',
+  packetsRelayed: 'uint', framesDecoded: 'uint', jitterMs: 'number', stallMs: 'number',
+  delayMs: 'number', firstFrameMs: 'number', bitrateKbps: 'number', relayBitrateKbps: 'number',
+  children: 'int',
+};
+/** Stats fields that are measures (float64 in Go) and must lie in [0, 1e12]. */
+const STATS_MEASURES = ['jitterMs', 'stallMs', 'delayMs', 'firstFrameMs', 'bitrateKbps', 'relayBitrateKbps'];
 
 /** @param {unknown} v @returns {v is Record<string, unknown>} */
 function isObject(v) {
@@ -191,6 +225,8 @@ function checkShape(obj, fields, where) {
     switch (want) {
       case 'string': ok = typeof v === 'string'; break;
       case 'int': ok = Number.isSafeInteger(v); break;
+      case 'uint': ok = Number.isSafeInteger(v) && /** @type {number} */ (v) >= 0; break;
+      case 'number': ok = typeof v === 'number' && Number.isFinite(v); break;
       case 'uint32': ok = Number.isInteger(v) && /** @type {number} */ (v) >= 0 && /** @type {number} */ (v) <= 0xffffffff; break;
       case 'uint16': ok = Number.isInteger(v) && /** @type {number} */ (v) >= 0 && /** @type {number} */ (v) <= 0xffff; break;
       case 'array': ok = Array.isArray(v); break;
@@ -223,6 +259,7 @@ function checkMessageShape(m) {
     }
   }
   if (m.signal) checkShape(/** @type {Record<string, unknown>} */ (m.signal), SIGNAL_FIELDS, 'signal');
+  if (m.stats) checkShape(/** @type {Record<string, unknown>} */ (m.stats), STATS_FIELDS, 'stats');
 }
 
 /**
@@ -240,6 +277,7 @@ export function validate(m) {
       return validateTracks(m.tracks ?? [], false);
     case Type.PARENT: case Type.ATTACH: case Type.DETACH: {
       if (!validID(m.peer)) throw invalid(`${m.type} needs a peer id`);
+      if (m.standby && !validID(m.standby)) throw invalid('bad standby id');
       const depth = m.depth ?? 0;
       if (depth < 0 || depth > MAX_DEPTH) throw invalid('depth out of range');
       return;
@@ -249,6 +287,11 @@ export function validate(m) {
       return validateSignal(m.signal);
     case Type.LEAVE: case Type.OFFLINE:
       return;
+    case Type.LIVE: case Type.STALLED:
+      if (m.peer && !validID(m.peer)) throw invalid(`${m.type}: bad peer id`);
+      return;
+    case Type.STATS:
+      return validateStats(m.stats);
     case Type.ERROR:
       if (!m.code) throw invalid('error needs a code');
       return;
@@ -311,6 +354,18 @@ function validateSignal(s) {
   }
 }
 
+/** @param {Stats|undefined} s */
+function validateStats(s) {
+  if (!s) throw invalid('stats needs a stats body');
+  const r = /** @type {Record<string, number|undefined>} */ (s);
+  for (const k of STATS_MEASURES) {
+    const v = r[k] ?? 0;
+    if (!(v >= 0 && v <= 1e12)) throw invalid('stats: a measure is out of range');
+  }
+  const children = s.children ?? 0;
+  if (children < 0 || children > MAX_CAPACITY) throw invalid('stats: children out of range');
+}
+
 /**
  * Drops the fields Go's `omitempty` would leave out, so that what a browser
  * sends reads like what Go sends.
@@ -336,6 +391,8 @@ function omitEmpty(obj) {
 export function encode(msg) {
   const m = /** @type {Record<string, any>} */ (omitEmpty(msg));
   if (m.signal) m.signal = omitEmpty(m.signal);
+  // Go sends "stats":{} for all-zero stats (a non-nil pointer is never omitted).
+  if (msg.stats && typeof msg.stats === 'object') m.stats = omitEmpty(msg.stats);
   if (m.type === undefined) m.type = '';
   checkMessageShape(m);
   validate(/** @type {Message} */ (m));

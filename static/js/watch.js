@@ -1,148 +1,103 @@
-// The watch page: /watch/<stream>. Plays one stream through a CanopyClient
-// and exposes window.canopy = { client, video } for automated browser tests.
+// The watch page: /watch/<stream>. A large <canopy-player> with the page's
+// own settings (the relay switch, the viewer count), and window.canopy =
+// { client, video, player } for automated browser tests.
 
-import { CanopyClient } from './client.js';
-import { validID } from './protocol.js';
+import { CanopyPlayer, rememberRelayChoice } from './player-element.js';
+import { streamFromPath } from './watch-path.js';
+import { browserRelayCapacity } from './relaypolicy.js';
+import { formatBitrate, relayLabel } from './format.js';
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
-const video = /** @type {HTMLVideoElement} */ ($('video'));
-const player = $('player');
-const badge = $('badge');
-const overlayText = $('overlay-text');
-const unmuteBtn = /** @type {HTMLButtonElement} */ ($('unmute'));
-const fullscreenBtn = /** @type {HTMLButtonElement} */ ($('fullscreen'));
-const statsLine = $('stats');
 
-/** Badge label and overlay text for each state. */
-const LABELS = {
-  connecting: ['connecting', 'Connecting…'],
-  live: ['live', ''],
-  reconnecting: ['reconnecting', 'Reconnecting…'],
-  offline: ['offline', 'The broadcast is offline. It will resume here when it comes back.'],
-  closed: ['closed', 'Stopped.'],
-  error: ['error', 'Something went wrong.'],
-};
-
-/**
- * @param {keyof typeof LABELS} state
- * @param {string} [reason]
- */
-function show(state, reason) {
-  const [label, text] = LABELS[state];
-  player.dataset.state = state;
-  badge.textContent = state === 'offline' && reason === 'stream not found' ? 'not found' : label;
-  overlayText.textContent = reason && state !== 'live'
-    ? reason.charAt(0).toUpperCase() + reason.slice(1) + (state === 'offline' ? '.' : '…')
-    : text;
+/** @param {number} n */
+function viewersLabel(n) {
+  return n === 1 ? '1 viewer' : `${n} viewers`;
 }
 
-/** @returns {string|null} the stream name of /watch/<stream>, or null when invalid */
-function streamFromPath() {
-  const last = location.pathname.replace(/\/+$/, '').split('/').pop() ?? '';
-  try {
-    const name = decodeURIComponent(last);
-    return validID(name) ? name : null;
-  } catch {
-    return null;
-  }
-}
-
-function setupControls() {
-  const syncMute = () => {
-    unmuteBtn.textContent = video.muted ? 'Unmute' : 'Mute';
-    unmuteBtn.setAttribute('aria-pressed', String(!video.muted));
-  };
-  unmuteBtn.addEventListener('click', () => {
-    video.muted = !video.muted;
-    if (!video.muted) video.play().catch(() => {});
-    syncMute();
-  });
-  video.addEventListener('volumechange', syncMute);
-
-  const v = /** @type {any} */ (video);
-  const canFullscreen = document.fullscreenEnabled || typeof v.webkitEnterFullscreen === 'function';
-  if (!canFullscreen) fullscreenBtn.hidden = true;
-  fullscreenBtn.addEventListener('click', () => {
-    if (document.fullscreenElement) {
-      document.exitFullscreen().catch(() => {});
-    } else if (player.requestFullscreen) {
-      player.requestFullscreen().catch(() => {});
-    } else if (typeof v.webkitEnterFullscreen === 'function') {
-      v.webkitEnterFullscreen(); // iOS Safari: only the video element can go fullscreen
+/** Keeps the viewer count under the title fresh. @param {string} stream */
+function pollViewers(stream) {
+  const sub = $('sub');
+  const refresh = async () => {
+    if (document.hidden) return;
+    try {
+      const res = await fetch('/api/streams', { cache: 'no-store' });
+      if (!res.ok) return;
+      const list = await res.json();
+      const s = Array.isArray(list) ? list.find((x) => x && x.id === stream) : null;
+      sub.textContent = s && s.live ? `${viewersLabel(Number(s.viewers) || 0)} watching` : 'not live';
+    } catch {
+      // the player shows connection trouble; the count just stays as it was
     }
-  });
-  document.addEventListener('fullscreenchange', () => {
-    fullscreenBtn.textContent = document.fullscreenElement ? 'Exit fullscreen' : 'Fullscreen';
-  });
-  player.addEventListener('dblclick', () => fullscreenBtn.click());
+  };
+  refresh();
+  setInterval(refresh, 5000);
 }
 
-/** @param {number} bitsPerSecond */
-function formatBitrate(bitsPerSecond) {
-  if (bitsPerSecond >= 1e6) return `${(bitsPerSecond / 1e6).toFixed(1)} Mb/s`;
-  return `${Math.round(bitsPerSecond / 1e3)} kb/s`;
-}
-
-/** Refreshes the stats line once a second. @param {CanopyClient} client */
-function pollStats(client) {
-  let lastBytes = 0;
-  let lastTime = 0;
-  setInterval(async () => {
-    if (client.state === 'closed') return;
-    const s = await client.stats().catch(() => null);
-    if (!s) return;
-    const now = performance.now();
-    const bytes = s.bytesReceived + s.audioBytesReceived;
-    const rate = lastTime && bytes >= lastBytes ? ((bytes - lastBytes) * 8 * 1000) / (now - lastTime) : 0;
-    lastBytes = bytes;
-    lastTime = now;
-    const parts = [`depth ${s.depth}`, formatBitrate(rate)];
-    const w = s.videoWidth || video.videoWidth;
-    const h = s.videoHeight || video.videoHeight;
-    if (w && h) parts.push(`${w}×${h}`);
-    parts.push(`${s.framesDecoded} frames`);
-    if (s.framesDropped) parts.push(`${s.framesDropped} dropped`);
-    if (s.rttMs !== undefined) parts.push(`rtt ${s.rttMs} ms`);
-    statsLine.textContent = parts.join(' · ');
-  }, 1000);
+/** @param {CanopyPlayer} player */
+function setupRelaySwitch(player) {
+  const box = /** @type {HTMLInputElement} */ ($('relay'));
+  const status = $('relay-status');
+  const initial = browserRelayCapacity() > 0;
+  box.checked = initial;
+  player.setAttribute('relay', initial ? '1' : '0');
+  box.addEventListener('change', () => {
+    rememberRelayChoice(box.checked);
+    player.setAttribute('relay', box.checked ? '1' : '0');
+    render();
+  });
+  const render = () => {
+    const c = player.client;
+    const n = c ? [...c.children.values()].filter((x) => x.connected).length : 0;
+    const snap = player.stats;
+    if (!box.checked) {
+      status.textContent = 'Off: you only watch';
+    } else if (n > 0) {
+      const rate = snap && snap.relayBitrateKbps > 0 ? ` · ${formatBitrate(snap.relayBitrateKbps)} up` : '';
+      status.textContent = `Relaying to ${relayLabel(n, 2)}${rate}`;
+    } else {
+      status.textContent = 'Ready to relay to up to 2 viewers';
+    }
+  };
+  render();
+  player.addEventListener('statechange', render);
+  return render;
 }
 
 function main() {
-  setupControls();
   const stream = streamFromPath();
+  const player = /** @type {CanopyPlayer} */ (document.createElement('canopy-player'));
+  player.id = 'player';
+  const params = new URLSearchParams(location.search);
+  if (params.get('stats') === '1') player.setAttribute('stats', '1');
   if (!stream) {
-    show('error', 'invalid stream name');
     $('stream-name').textContent = 'Invalid stream name';
-    /** @type {any} */ (window).canopy = { client: null, video };
+    $('stage').append(player); // shows the error state
+    /** @type {any} */ (window).canopy = { client: null, video: player.video, player };
     return;
   }
   document.title = `${stream} · Canopy`;
   $('stream-name').textContent = stream;
   $('title').textContent = stream;
+  player.setAttribute('stream', stream);
+  player.setAttribute('server', location.origin);
+  const renderRelay = setupRelaySwitch(player);
+  $('stage').append(player);
+  player.focus({ preventScroll: true });
 
-  const client = new CanopyClient({ stream });
-  /** @type {any} */ (window).canopy = { client, video };
+  const expose = () => { /** @type {any} */ (window).canopy = { client: player.client, video: player.video, player }; };
+  expose();
+  player.addEventListener('statechange', expose);
+  player.client?.addEventListener('stats', renderRelay);
+  player.client?.addEventListener('children', renderRelay);
 
-  client.addEventListener('statechange', (ev) => {
-    const { state, reason } = /** @type {CustomEvent} */ (ev).detail;
-    show(state, reason);
-  });
-  client.addEventListener('track', (ev) => {
-    const { stream: media } = /** @type {CustomEvent} */ (ev).detail;
-    if (video.srcObject !== media) video.srcObject = media;
-    video.play().catch(() => {}); // muted autoplay is allowed; a blocked play retries on unmute
-  });
-  client.addEventListener('error', (ev) => {
-    const { code, reason } = /** @type {CustomEvent} */ (ev).detail;
-    console.warn('canopy: server error', code, reason);
-    if (code !== 'not_found' && client.state !== 'live') show('error', reason || code);
-  });
-  window.addEventListener('pagehide', () => client.close());
+  window.addEventListener('pagehide', () => player.stop()); // sends leave
   window.addEventListener('pageshow', (ev) => { if (ev.persisted) location.reload(); });
-
-  show('connecting');
-  client.start();
-  pollStats(client);
+  document.addEventListener('keydown', (ev) => {
+    if (ev.target === document.body && ['m', 'f', 'i'].includes(ev.key)) {
+      player.dispatchEvent(new KeyboardEvent('keydown', { key: ev.key }));
+    }
+  });
+  pollViewers(stream);
 }
 
 main();

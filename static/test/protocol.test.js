@@ -1,5 +1,5 @@
 // Pure-logic tests of the browser's protocol mirror and reconnect schedule.
-// Run with: node --test static/js/
+// Run with: node --test static/test/
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import {
   Code, MAX_CANDIDATE_LENGTH, MAX_MESSAGE_SIZE, MAX_SDP_LENGTH, ProtocolError, SERVER_TYPES,
   SignalKind, Type, VERSION, decode, encode, validID,
-} from './protocol.js';
-import { BACKOFF_MAX_MS, backoffDelay } from './backoff.js';
+} from '../js/protocol.js';
+import { BACKOFF_MAX_MS, backoffDelay } from '../js/backoff.js';
 
 const hello = { type: 'hello', v: VERSION, role: 'viewer', kind: 'browser', stream: 'demo', capacity: 0 };
 const candidate = { candidate: 'candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host', sdpMid: '0', sdpMLineIndex: 0 };
