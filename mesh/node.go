@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -28,6 +29,22 @@ var (
 	ErrUnknownTrack = errors.New("mesh: unknown track")
 	// ErrNotSource means WriteRTP was called on a node that is not the source.
 	ErrNotSource = errors.New("mesh: only the source writes packets")
+)
+
+// Timings of the node's self-healing; see README "Self-healing".
+const (
+	// stallTimeout is how long a node waits without media from its parent
+	// before it tells the server the parent has failed.
+	stallTimeout = 1500 * time.Millisecond
+	// drainTimeout bounds a graceful leave: children that have not moved to
+	// their new parent by then are dropped.
+	drainTimeout = 5 * time.Second
+	// overlapTimeout is how long the old parent's connection is kept when
+	// the new one never delivers.
+	overlapTimeout = 5 * time.Second
+	// statsInterval is how often a node reports its measurements.
+	statsInterval = 5 * time.Second
+	watchInterval = 100 * time.Millisecond
 )
 
 // ServerError is an error message from the server, such as a stream that
@@ -51,14 +68,14 @@ type Config struct {
 	Capacity int
 	// Token is a publishing or viewing credential, if the stream needs one.
 	Token string
-	// Tracks are what a source publishes (see TrackFor).
+	// Tracks are what a source publishes (see TracksFor).
 	Tracks []protocol.Track
 	// LoopbackOnly restricts ICE to loopback; for tests.
 	LoopbackOnly bool
 	// Logger receives the node's and pion's logs; nil means slog.Default().
 	Logger *slog.Logger
-	// OnPacket, if set, sees every packet this node receives from its parent,
-	// from one goroutine per track. p is reused after it returns.
+	// OnPacket, if set, sees every packet this node receives, once each,
+	// serialized per track. p is reused after it returns.
 	OnPacket func(t protocol.Track, p *rtp.Packet)
 	// OnEvent, if set, is told about changes of parent and of stream state.
 	// It runs on the node's event goroutine and must not block.
@@ -66,6 +83,9 @@ type Config struct {
 	// OnKeyframeRequest, if set on a source, is called when children ask for
 	// a keyframe (merged and throttled).
 	OnKeyframeRequest func(trackID string)
+	// OnStats, if set, adds the caller's measures (frames decoded, time to
+	// first frame…) to each stats report the node sends.
+	OnStats func(*protocol.Stats)
 }
 
 // EventKind names an Event.
@@ -74,41 +94,48 @@ type EventKind string
 // Event kinds.
 const (
 	EventParent  EventKind = "parent"  // a new parent was assigned
+	EventLive    EventKind = "live"    // media from the current parent arrives
+	EventStalled EventKind = "stalled" // media from the parent stopped; the server was told
 	EventOffline EventKind = "offline" // the stream's source is gone
 	EventError   EventKind = "error"   // the server reported an error
 )
 
 // Event is a change a node reports through Config.OnEvent.
 type Event struct {
-	Kind   EventKind
-	Peer   string // parent id for EventParent
-	Depth  int
-	Code   string
-	Reason string
+	Kind    EventKind
+	Peer    string // the parent, for parent, live and stalled
+	Standby string // for parent: who would take over if that parent failed
+	Depth   int
+	Code    string
+	Reason  string
 }
 
 // Node is one peer in a stream's tree.
 type Node struct {
-	cfg Config
-	log *slog.Logger
-	sig *signaling
-	api *peer.API
-	id  string
+	cfg    Config
+	log    *slog.Logger
+	sig    *signaling
+	api    *peer.API
+	id     string
+	joined time.Time
 	// media is replaced as a whole (copy on write) when a returning source
 	// brings a new track; readers load it without a lock.
-	media atomic.Pointer[trackSet]
-	depth atomic.Int64
-	// children counts live downstream connections, for callers and tests.
-	children atomic.Int64
+	media    atomic.Pointer[trackSet]
+	depth    atomic.Int64
+	children atomic.Int64 // live downstream connections
+	parent   atomic.Pointer[string]
+	current  atomic.Pointer[upstreamConn] // for keyframe requests from other goroutines
+	offline  atomic.Bool
+	relayed  atomic.Uint64 // bytes handed to children's queues
+	liveCh   chan *upstreamConn
 
 	// Owned by the run goroutine.
-	parentID    string
-	parent      atomic.Pointer[string] // parentID, for other goroutines
+	cur, prev   *upstreamConn
 	downstreams map[string]*peer.Downstream
-	// upstream is written by the run goroutine only; keyframe requests read
-	// it from others.
-	upstream atomic.Pointer[peer.Upstream]
+	leaving     bool
 
+	leaveOnce sync.Once
+	leaveReq  chan struct{}
 	closeOnce sync.Once
 	done      chan struct{}
 	errMu     sync.Mutex
@@ -125,6 +152,7 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	joined := time.Now()
 	sig, err := dialSignaling(ctx, cfg.Server)
 	if err != nil {
 		return nil, err
@@ -174,7 +202,10 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 		sig:         sig,
 		api:         api,
 		id:          welcome.ID,
+		joined:      joined,
+		liveCh:      make(chan *upstreamConn, 4),
 		downstreams: make(map[string]*peer.Downstream),
+		leaveReq:    make(chan struct{}),
 		done:        make(chan struct{}),
 	}
 	n.setTracks(welcome.Tracks)
@@ -191,22 +222,24 @@ func iceServers(in []protocol.ICEServer) []webrtc.ICEServer {
 	return out
 }
 
-// trackSet is the stream's tracks, in the source's order, and their forwarders.
+// trackSet is the stream's tracks, in the source's order, their forwarders
+// and the ingress that merges what parents deliver.
 type trackSet struct {
 	tracks []protocol.Track
 	fwds   map[string]*peer.Forwarder
+	in     map[string]*ingress
 }
 
 // setTracks creates one forwarder per track. A later welcome (the source
 // came back) keeps the forwarders of tracks it already had, so children stay
-// attached and see continuous sequence numbers.
+// attached.
 func (n *Node) setTracks(tracks []protocol.Track) {
 	old := n.media.Load()
-	next := &trackSet{fwds: make(map[string]*peer.Forwarder)}
+	next := &trackSet{fwds: make(map[string]*peer.Forwarder), in: make(map[string]*ingress)}
 	if old != nil {
 		next.tracks = append(next.tracks, old.tracks...)
 		for id, f := range old.fwds {
-			next.fwds[id] = f
+			next.fwds[id], next.in[id] = f, old.in[id]
 		}
 	}
 	for _, t := range tracks {
@@ -214,7 +247,7 @@ func (n *Node) setTracks(tracks []protocol.Track) {
 			continue
 		}
 		f := peer.NewForwarder(t, n.log)
-		next.fwds[t.ID] = f
+		next.fwds[t.ID], next.in[t.ID] = f, newIngress()
 		next.tracks = append(next.tracks, t)
 		if t.Kind == "video" {
 			n.wg.Add(1)
@@ -269,61 +302,107 @@ func (n *Node) WriteRTP(trackID string, p *rtp.Packet) error {
 	if n.cfg.Role != protocol.RoleSource {
 		return ErrNotSource
 	}
+	select {
+	case <-n.done:
+		return n.closedErr()
+	default:
+	}
 	f, ok := n.media.Load().fwds[trackID]
 	if !ok {
 		return ErrUnknownTrack
 	}
+	n.relayed.Add(uint64(len(p.Payload)+rtpHeaderSize) * uint64(n.children.Load()))
 	return f.WriteRTP(p)
 }
 
-// Close leaves the stream: it tells the server, closes every connection
-// and waits for the node's goroutines.
+// rtpHeaderSize is the fixed RTP header, counted in bytes relayed.
+const rtpHeaderSize = 12
+
+// Close leaves the stream gracefully: the server moves this node's children
+// to new parents, the node keeps feeding them until each receives from its
+// new parent (or drainTimeout passes), then it closes every connection.
 func (n *Node) Close() error {
-	n.stop(nil, true)
+	n.leaveOnce.Do(func() { close(n.leaveReq) })
 	n.wg.Wait()
 	return nil
 }
 
-func (n *Node) stop(err error, leave bool) {
+// Kill drops every connection at once without telling anyone, as a crash
+// would. Tools and tests use it to exercise recovery.
+func (n *Node) Kill() {
+	n.stop(nil)
+	_ = n.sig.conn.Close()
+	n.wg.Wait()
+}
+
+func (n *Node) stop(err error) {
 	n.closeOnce.Do(func() {
 		n.errMu.Lock()
 		n.err = err
 		n.errMu.Unlock()
-		if leave {
-			_ = n.sig.send(&protocol.Message{Type: protocol.TypeLeave})
-		}
 		n.sig.close()
 		close(n.done)
 	})
 }
 
-// run handles the server's messages in order; it owns upstream and
-// downstreams.
+// run handles the server's messages and the node's timers in order; it owns
+// the upstream and downstream connections.
 func (n *Node) run() {
 	defer n.wg.Done()
 	defer n.teardown()
+	watch := time.NewTicker(watchInterval)
+	defer watch.Stop()
+	stats := time.NewTicker(statsInterval)
+	defer stats.Stop()
+	var drain <-chan time.Time
+	leaveReq := n.leaveReq
 	for {
 		select {
 		case m, ok := <-n.sig.in:
 			if !ok {
-				n.stop(fmt.Errorf("%w: signaling ended: %v", ErrClosed, n.sig.err), false)
+				err := fmt.Errorf("%w: signaling ended: %v", ErrClosed, n.sig.err)
+				if n.leaving {
+					err = nil
+				}
+				n.stop(err)
 				return
 			}
 			n.handle(m)
+		case uc := <-n.liveCh:
+			n.onLive(uc)
+		case <-watch.C:
+			n.watchdog()
+		case <-stats.C:
+			n.sendStats()
+		case <-leaveReq:
+			leaveReq = nil
+			n.leaving = true
+			_ = n.sig.send(&protocol.Message{Type: protocol.TypeLeave})
+			drain = time.After(drainTimeout)
+		case <-drain:
+			n.log.Warn("graceful leave: children did not move in time", "children", len(n.downstreams))
+			n.stop(nil)
+			return
 		case <-n.done:
+			return
+		}
+		if n.leaving && len(n.downstreams) == 0 {
+			n.stop(nil)
 			return
 		}
 	}
 }
 
 func (n *Node) teardown() {
-	if up := n.upstream.Swap(nil); up != nil {
-		_ = up.Close()
-	}
+	n.closeUpstream(n.prev)
+	n.closeUpstream(n.cur)
+	n.prev, n.cur = nil, nil
+	n.current.Store(nil)
 	for id, d := range n.downstreams {
 		_ = d.Close()
 		delete(n.downstreams, id)
 	}
+	n.children.Store(0)
 	for _, f := range n.media.Load().fwds {
 		f.Close()
 	}
@@ -332,9 +411,11 @@ func (n *Node) teardown() {
 func (n *Node) handle(m *protocol.Message) {
 	switch m.Type {
 	case protocol.TypeWelcome:
+		// A welcome after the first one means the source is back.
 		n.setTracks(m.Tracks)
+		n.offline.Store(false)
 	case protocol.TypeParent:
-		n.setParent(m.Peer, m.Depth)
+		n.setParent(m.Peer, m.Depth, m.Standby)
 	case protocol.TypeAttach:
 		n.attach(m.Peer)
 	case protocol.TypeDetach:
@@ -342,7 +423,7 @@ func (n *Node) handle(m *protocol.Message) {
 	case protocol.TypeSignal:
 		n.route(m)
 	case protocol.TypeOffline:
-		n.emit(Event{Kind: EventOffline, Reason: m.Reason})
+		n.setOffline(m.Reason)
 	case protocol.TypeError:
 		n.log.Warn("server error", "code", m.Code, "reason", m.Reason)
 		n.emit(Event{Kind: EventError, Code: m.Code, Reason: m.Reason})
@@ -361,74 +442,11 @@ func (n *Node) sendSignal(to string) func(protocol.Signal) {
 	}
 }
 
-// setParent replaces the upstream connection. Forwarders and downstreams
-// stay: children keep their connections while this node's parent changes.
-func (n *Node) setParent(id string, depth int) {
-	if old := n.upstream.Swap(nil); old != nil {
-		_ = old.Close()
-	}
-	n.parentID = id
-	n.parent.Store(&id)
-	n.depth.Store(int64(depth))
-	up, err := n.api.NewUpstream(id, n.Tracks(), n.sendSignal(id), n.receive)
-	if err != nil {
-		n.log.Error("upstream", "parent", id, "err", err)
-		return
-	}
-	n.upstream.Store(up)
-	n.log.Debug("new parent", "parent", id, "depth", depth)
-	n.emit(Event{Kind: EventParent, Peer: id, Depth: depth})
-}
-
-// receive is the upstream sink: one call per packet per track.
-func (n *Node) receive(t protocol.Track, p *rtp.Packet) {
-	if f := n.media.Load().fwds[t.ID]; f != nil {
-		_ = f.WriteRTP(p)
-	}
-	if n.cfg.OnPacket != nil {
-		n.cfg.OnPacket(t, p)
-	}
-}
-
-func (n *Node) attach(child string) {
-	if old := n.downstreams[child]; old != nil {
-		_ = old.Close()
-	}
-	ts := n.media.Load()
-	fwds := make([]*peer.Forwarder, 0, len(ts.tracks))
-	for _, t := range ts.tracks {
-		fwds = append(fwds, ts.fwds[t.ID])
-	}
-	d, err := n.api.NewDownstream(child, fwds, n.sendSignal(child))
-	if err != nil {
-		n.log.Error("downstream", "child", child, "err", err)
-		return
-	}
-	n.downstreams[child] = d
-	n.children.Store(int64(len(n.downstreams)))
-}
-
-func (n *Node) detach(id string) {
-	if d := n.downstreams[id]; d != nil {
-		_ = d.Close()
-		delete(n.downstreams, id)
-		n.children.Store(int64(len(n.downstreams)))
-		return
-	}
-	if id == n.parentID {
-		if up := n.upstream.Swap(nil); up != nil {
-			_ = up.Close()
-		}
-		n.parentID = ""
-		n.parent.Store(nil)
-	}
-}
-
 func (n *Node) route(m *protocol.Message) {
 	var err error
 	switch {
-	case m.Peer == n.parentID && n.upstream.Load() != nil:
-		err = n.upstream.Load().HandleSignal(*m.Sig)
+	case n.cur != nil && m.Peer == n.cur.parent:
+		err = n.cur.up.HandleSignal(*m.Sig)
 	case n.downstreams[m.Peer] != nil:
 		err = n.downstreams[m.Peer].HandleSignal(*m.Sig)
 	default:
@@ -439,31 +457,22 @@ func (n *Node) route(m *protocol.Message) {
 	}
 }
 
-// relayKeyframeRequests passes children's merged keyframe requests to the
-// parent, or to the source's producer.
-func (n *Node) relayKeyframeRequests(trackID string, f *peer.Forwarder) {
-	defer n.wg.Done()
-	for {
-		select {
-		case <-f.KeyframeRequests():
-			if n.cfg.Role == protocol.RoleSource {
-				if n.cfg.OnKeyframeRequest != nil {
-					n.cfg.OnKeyframeRequest(trackID)
-				}
-				continue
-			}
-			n.requestKeyframe()
-		case <-n.done:
-			return
-		}
+// sendStats reports the node's counters to the server.
+func (n *Node) sendStats() {
+	var s protocol.Stats
+	for _, g := range n.media.Load().in {
+		g.mu.Lock()
+		s.PacketsReceived += g.received
+		s.BytesReceived += g.bytes
+		g.mu.Unlock()
 	}
-}
-
-// requestKeyframe asks the parent for a keyframe.
-func (n *Node) requestKeyframe() {
-	// The run goroutine may be replacing upstream; a PLI lost in that window
-	// is repeated by the child's next request.
-	if up := n.upstream.Load(); up != nil {
-		up.RequestKeyframe()
+	for _, f := range n.media.Load().fwds {
+		s.PacketsRelayed += f.Stats().PacketsOut
 	}
+	s.BytesRelayed = n.relayed.Load()
+	s.Children = n.Children()
+	if n.cfg.OnStats != nil {
+		n.cfg.OnStats(&s)
+	}
+	_ = n.sig.send(&protocol.Message{Type: protocol.TypeStats, Stats: &s})
 }

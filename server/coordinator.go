@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
@@ -35,6 +36,14 @@ type coordinator struct {
 	tracks []protocol.Track
 	// removed is set once the hub has dropped this coordinator.
 	removed bool
+	// moving maps a child that changed parent to the parent it left. That
+	// edge stays up (make before break) until the child reports media from
+	// its new parent, or moveTimeout passes.
+	moving map[string]string
+	// departed maps a peer that left the tree but whose connection is still
+	// open (it feeds its children until they have moved) to its parent then.
+	departed map[string]string
+	draining map[string]*peerConn // the departed peers' connections
 	// onEmpty is called (under mu) when the last peer leaves.
 	onEmpty func()
 	obs     *streamObs // measurements for /metrics and the dashboard (stats.go)
@@ -42,13 +51,16 @@ type coordinator struct {
 
 func newCoordinator(id string, policy tree.Config, log *slog.Logger, onEmpty func()) *coordinator {
 	return &coordinator{
-		id:      id,
-		log:     log.With("stream", id),
-		policy:  policy,
-		tree:    tree.New(policy),
-		peers:   make(map[string]*peerConn),
-		onEmpty: onEmpty,
-		obs:     newStreamObs(log.With("stream", id)),
+		id:       id,
+		log:      log.With("stream", id),
+		policy:   policy,
+		tree:     tree.New(policy),
+		peers:    make(map[string]*peerConn),
+		moving:   make(map[string]string),
+		departed: make(map[string]string),
+		draining: make(map[string]*peerConn),
+		onEmpty:  onEmpty,
+		obs:      newStreamObs(log.With("stream", id)),
 	}
 }
 
@@ -124,13 +136,25 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 	return nil
 }
 
-// leave removes p from the tree and re-attaches its children.
-func (c *coordinator) leave(p *peerConn, reason string) {
+// moveTimeout bounds make-before-break: an old parent edge is cut this long
+// after the child was moved even if the child never reports its new
+// parent's media.
+const moveTimeout = 5 * time.Second
+
+// depart removes p from the tree and re-attaches its children, whose old
+// edges to p stay up until they play from their new parents. p's own
+// connection stays open until gone: a peer leaving gracefully keeps feeding
+// its children meanwhile.
+func (c *coordinator) depart(p *peerConn, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.peers[p.id] != p {
 		return
 	}
+	parent, _ := c.tree.Parent(p.id)
+	c.departed[p.id] = parent
+	c.draining[p.id] = p
+	delete(c.moving, p.id)
 	delete(c.peers, p.id)
 	c.obs.left(p.id)
 	var changes []tree.Change
@@ -145,14 +169,35 @@ func (c *coordinator) leave(p *peerConn, reason string) {
 	}
 	c.apply(changes)
 	c.log.Info("peer left", "peer", p.id, "reason", reason)
-	if len(c.peers) == 0 && c.onEmpty != nil {
+}
+
+// gone is called once p's connection has closed, after a graceful leave or
+// as a crash: its parent stops feeding it.
+func (c *coordinator) gone(p *peerConn, reason string) {
+	c.depart(p, reason)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if parent, ok := c.departed[p.id]; ok {
+		delete(c.departed, p.id)
+		delete(c.draining, p.id)
+		if parent != "" {
+			c.cut(parent, p.id)
+		}
+	}
+	for child, old := range c.moving {
+		if old == p.id {
+			delete(c.moving, child)
+		}
+	}
+	if len(c.peers) == 0 && len(c.departed) == 0 && c.onEmpty != nil {
 		c.onEmpty()
 	}
 }
 
-// apply turns tree changes into detach/attach/parent messages. The new
-// parent is told first so that its offer is on the way while the old edge
-// is taken down.
+// apply turns tree changes into attach/parent/detach messages. A child
+// that moves keeps its old parent's feed until it reports its new parent's
+// media (make before break); a child left without a parent (queued) is
+// detached at once.
 func (c *coordinator) apply(changes []tree.Change) {
 	for _, ch := range changes {
 		c.obs.changed(ch)
@@ -160,18 +205,55 @@ func (c *coordinator) apply(changes []tree.Change) {
 		if ch.To != "" {
 			if parent := c.peers[ch.To]; parent != nil && child != nil {
 				parent.send(&protocol.Message{Type: protocol.TypeAttach, Peer: ch.Node})
-				child.send(&protocol.Message{Type: protocol.TypeParent, Peer: ch.To, Depth: c.tree.Depth(ch.Node)})
+				child.send(&protocol.Message{Type: protocol.TypeParent, Peer: ch.To,
+					Depth: c.tree.Depth(ch.Node), Standby: c.tree.Standby(ch.Node)})
 			}
 		}
-		if ch.From != "" {
-			if old := c.peers[ch.From]; old != nil {
-				old.send(&protocol.Message{Type: protocol.TypeDetach, Peer: ch.Node})
+		if ch.From == "" {
+			continue
+		}
+		if ch.To != "" && c.connected(ch.From) {
+			if prev, ok := c.moving[ch.Node]; ok && prev != ch.From {
+				c.cut(prev, ch.Node) // moved twice before playing: the oldest edge goes
 			}
-			if child != nil && ch.To == "" {
-				child.send(&protocol.Message{Type: protocol.TypeDetach, Peer: ch.From})
-			}
+			c.moving[ch.Node] = ch.From
+			from, node := ch.From, ch.Node
+			time.AfterFunc(moveTimeout, func() { c.moveDone(node, from) })
+			continue
+		}
+		c.cut(ch.From, ch.Node)
+		if child != nil && ch.To == "" {
+			child.send(&protocol.Message{Type: protocol.TypeDetach, Peer: ch.From})
 		}
 	}
+}
+
+// connected reports whether id still has an open signaling connection.
+func (c *coordinator) connected(id string) bool {
+	if c.peers[id] != nil {
+		return true
+	}
+	_, ok := c.departed[id]
+	return ok
+}
+
+// cut tells parent to stop feeding child, if parent is still connected.
+func (c *coordinator) cut(parent, child string) {
+	if q := c.peerOrDeparted(parent); q != nil {
+		q.send(&protocol.Message{Type: protocol.TypeDetach, Peer: child})
+	}
+}
+
+// moveDone ends a make-before-break move: the child plays from its new
+// parent, or moveTimeout passed.
+func (c *coordinator) moveDone(child, from string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.moving[child] != from {
+		return
+	}
+	delete(c.moving, child)
+	c.cut(from, child)
 }
 
 // signal forwards a signal from p to its tree neighbour m.Peer.
@@ -205,9 +287,49 @@ func (c *coordinator) report(p *peerConn, m *protocol.Message) {
 	switch m.Type {
 	case protocol.TypeLive:
 		c.log.Debug("peer live", "peer", p.id, "parent", m.Peer)
+		if parent, ok := c.tree.Parent(p.id); ok && parent == m.Peer {
+			if from, ok := c.moving[p.id]; ok {
+				delete(c.moving, p.id)
+				c.cut(from, p.id)
+			}
+		}
 	case protocol.TypeStalled:
-		c.log.Info("peer reports a stalled parent", "peer", p.id, "parent", m.Peer)
+		c.stalled(p, m.Peer)
 	case protocol.TypeStats:
 		p.stats = *m.Stats
 	}
+}
+
+// stalled handles a child's report that its parent's media stopped while
+// the parent's signaling is still up (a hung or overloaded peer, a broken
+// path). The parent is no longer trusted with children: its capacity drops
+// to zero and all its children move, with their subtrees, elsewhere. Called
+// with c.mu held.
+func (c *coordinator) stalled(p *peerConn, parent string) {
+	if cur, ok := c.tree.Parent(p.id); !ok || cur != parent || c.source == nil {
+		return // stale report, or the whole stream is offline
+	}
+	if parent == c.source.id {
+		c.log.Warn("child reports the source stalled", "peer", p.id)
+		return
+	}
+	c.log.Info("parent stalled; moving its children", "peer", p.id, "parent", parent)
+	changes, err := c.tree.SetCapacity(parent, 0)
+	if err != nil {
+		c.log.Warn("shed stalled parent", "parent", parent, "err", err)
+		return
+	}
+	c.apply(changes)
+}
+
+// peerOrDeparted finds a connected peer, in the tree or draining after a
+// graceful leave.
+func (c *coordinator) peerOrDeparted(id string) *peerConn {
+	if q := c.peers[id]; q != nil {
+		return q
+	}
+	if _, ok := c.departed[id]; ok {
+		return c.draining[id]
+	}
+	return nil
 }

@@ -144,7 +144,13 @@ type testViewer struct {
 	mismatch  int
 	audio     int
 	parentLog []string
+	offline   int
 	src       *testSource
+	// Video sequence numbers seen since the last reset, to count gaps.
+	seqFirst, seqMax uint16
+	seqCount         int
+	seqStarted       bool
+	lastFrame        time.Time
 }
 
 func startPeer(t *testing.T, server, stream string, role protocol.Role, capacity int, src *testSource) *testViewer {
@@ -156,10 +162,15 @@ func startPeer(t *testing.T, server, stream string, role protocol.Role, capacity
 		Server: server, Stream: stream, Role: role, Capacity: capacity,
 		LoopbackOnly: true, Logger: testLogger(), OnPacket: v.onPacket,
 		OnEvent: func(e mesh.Event) {
-			if e.Kind == mesh.EventParent {
-				v.mu.Lock()
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			switch e.Kind {
+			case mesh.EventParent:
 				v.parentLog = append(v.parentLog, e.Peer)
-				v.mu.Unlock()
+			case mesh.EventOffline:
+				// A returning source starts a new stream: new frames, new numbering.
+				v.offline++
+				v.asm, v.started, v.seqStarted = nil, false, false
 			}
 		},
 	})
@@ -178,6 +189,7 @@ func (v *testViewer) onPacket(t protocol.Track, p *rtp.Packet) {
 		v.audio++
 		return
 	}
+	v.countSeq(p.SequenceNumber)
 	if v.asm == nil {
 		asm, err := media.NewAssembler(media.Codec{MimeType: t.MimeType, ClockRate: t.ClockRate}, v.onFrame)
 		if err != nil {
@@ -195,6 +207,7 @@ func (v *testViewer) onFrame(f media.Frame) {
 	}
 	v.started = true
 	v.frames++
+	v.lastFrame = time.Now()
 	if v.src != nil && !v.src.sent.has(f.Data) {
 		v.mismatch++
 	}
@@ -204,4 +217,57 @@ func (v *testViewer) counts() (frames, mismatch, audio int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.frames, v.mismatch, v.audio
+}
+
+// countSeq tracks the video sequence numbers delivered (each once: the node
+// deduplicates). Runs under v.mu.
+func (v *testViewer) countSeq(seq uint16) {
+	if !v.seqStarted {
+		v.seqStarted, v.seqFirst, v.seqMax, v.seqCount = true, seq, seq, 1
+		return
+	}
+	if int16(seq-v.seqMax) > 0 {
+		v.seqMax = seq
+	}
+	v.seqCount++
+}
+
+// resetSeq starts counting gaps afresh.
+func (v *testViewer) resetSeq() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.seqStarted = false
+}
+
+// seqGaps is how many video sequence numbers since resetSeq never arrived.
+func (v *testViewer) seqGaps() (missing, received int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	span := int(uint16(v.seqMax-v.seqFirst)) + 1
+	return span - v.seqCount, v.seqCount
+}
+
+func (v *testViewer) parents() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]string(nil), v.parentLog...)
+}
+
+func (v *testViewer) offlineCount() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.offline
+}
+
+func (v *testViewer) lastFrameAt() time.Time {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.lastFrame
+}
+
+// checkAgainst makes later frames be checked against src.
+func (v *testViewer) checkAgainst(src *testSource) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.src = src
 }

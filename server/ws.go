@@ -183,7 +183,7 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 			reason = "internal error"
 		}
 		if coord != nil {
-			coord.leave(p, reason)
+			coord.gone(p, reason)
 		}
 		p.close()
 	}()
@@ -270,8 +270,13 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 			}
 			coord.report(p, m)
 		case protocol.TypeLeave:
+			// A graceful leave: the peer keeps its connection, and feeds its
+			// children, until they play from their new parents.
 			reason = "left"
-			return
+			if coord == nil {
+				return
+			}
+			coord.depart(p, reason)
 		default:
 			bad++
 			p.send(protocol.Errorf(protocol.CodeBadMessage, "peers may not send %q", m.Type))

@@ -1,0 +1,217 @@
+package mesh
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"canopy/mesh/peer"
+	"canopy/mesh/protocol"
+)
+
+// upstreamConn is one connection to a parent. A node has one current
+// parent and, while it changes parent, the previous one too: both feed the
+// same ingress, which passes each packet once, and the previous connection
+// closes as soon as the new parent's media arrives (make before break).
+type upstreamConn struct {
+	parent  string
+	up      *peer.Upstream
+	created time.Time
+	live    atomic.Bool
+	last    atomic.Int64 // unix nanoseconds of the last packet
+	// Owned by the run goroutine.
+	stalled  bool
+	reported bool      // the server was told this connection is live
+	retired  time.Time // when it became the previous connection
+}
+
+// setParent connects to a new parent. The old connection stays open until
+// the new one delivers, so nothing is lost when the old parent is leaving
+// gracefully; forwarders and children are untouched.
+func (n *Node) setParent(id string, depth int, standby string) {
+	if n.cur != nil && n.cur.parent == id {
+		return
+	}
+	uc := &upstreamConn{parent: id, created: time.Now()}
+	up, err := n.api.NewUpstream(id, n.Tracks(), n.sendSignal(id), func(t protocol.Track, p *rtp.Packet) { n.ingest(uc, t, p) })
+	if err != nil {
+		n.log.Error("upstream", "parent", id, "err", err)
+		return
+	}
+	uc.up = up
+	if n.prev != nil {
+		n.closeUpstream(n.prev) // a third parent in a row: the oldest goes now
+	}
+	n.prev = n.cur
+	if n.prev != nil {
+		n.prev.retired = time.Now()
+	}
+	n.cur = uc
+	n.current.Store(uc)
+	n.parent.Store(&id)
+	n.depth.Store(int64(depth))
+	n.log.Debug("new parent", "parent", id, "depth", depth, "standby", standby)
+	n.emit(Event{Kind: EventParent, Peer: id, Depth: depth, Standby: standby})
+}
+
+// ingest is the sink of every upstream connection: one goroutine per track
+// per connection calls it.
+func (n *Node) ingest(uc *upstreamConn, t protocol.Track, p *rtp.Packet) {
+	uc.last.Store(time.Now().UnixNano())
+	if !uc.live.Load() && (t.Kind == "video" || len(n.Tracks()) == 1) {
+		uc.live.Store(true)
+		select {
+		case n.liveCh <- uc:
+		default: // the run loop is busy; the watchdog also notices uc.live
+		}
+	}
+	ts := n.media.Load()
+	g := ts.in[t.ID]
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.admit(p) {
+		return
+	}
+	if f := ts.fwds[t.ID]; f != nil {
+		if kids := n.children.Load(); kids > 0 {
+			n.relayed.Add(uint64(len(p.Payload)+rtpHeaderSize) * uint64(kids))
+		}
+		_ = f.WriteRTP(p)
+	}
+	if n.cfg.OnPacket != nil {
+		n.cfg.OnPacket(t, p)
+	}
+}
+
+// onLive runs when a connection's media first arrives.
+func (n *Node) onLive(uc *upstreamConn) {
+	if uc != n.cur || uc.reported {
+		return
+	}
+	uc.reported = true
+	_ = n.sig.send(&protocol.Message{Type: protocol.TypeLive, Peer: uc.parent})
+	n.emit(Event{Kind: EventLive, Peer: uc.parent, Depth: n.Depth()})
+	if n.prev != nil {
+		n.closeUpstream(n.prev)
+		n.prev = nil
+	}
+}
+
+// watchdog notices a parent whose media stopped or whose connection failed
+// and tells the server, which moves this node (with its subtree) elsewhere.
+func (n *Node) watchdog() {
+	now := time.Now()
+	if n.prev != nil && now.Sub(n.prev.retired) > overlapTimeout {
+		n.closeUpstream(n.prev)
+		n.prev = nil
+	}
+	uc := n.cur
+	if uc == nil || n.offline.Load() {
+		return
+	}
+	if uc.live.Load() && !uc.reported {
+		n.onLive(uc) // its notice was dropped from the full channel
+	}
+	if uc.stalled {
+		return
+	}
+	last := uc.created
+	if l := uc.last.Load(); l != 0 {
+		last = time.Unix(0, l)
+	}
+	failed := false
+	select {
+	case <-uc.up.Done():
+		failed = true
+	default:
+	}
+	if !failed && now.Sub(last) < stallTimeout {
+		return
+	}
+	uc.stalled = true
+	n.log.Info("parent stalled", "parent", uc.parent, "failed", failed, "silent", now.Sub(last).Round(time.Millisecond))
+	_ = n.sig.send(&protocol.Message{Type: protocol.TypeStalled, Peer: uc.parent})
+	n.emit(Event{Kind: EventStalled, Peer: uc.parent})
+}
+
+func (n *Node) closeUpstream(uc *upstreamConn) {
+	if uc != nil {
+		_ = uc.up.Close()
+	}
+}
+
+// setOffline records that the source is gone. The numbering of a returning
+// source starts afresh, so the ingress forgets the old one.
+func (n *Node) setOffline(reason string) {
+	n.offline.Store(true)
+	for _, g := range n.media.Load().in {
+		g.reset()
+	}
+	n.emit(Event{Kind: EventOffline, Reason: reason})
+}
+
+func (n *Node) attach(child string) {
+	if old := n.downstreams[child]; old != nil {
+		_ = old.Close()
+	}
+	ts := n.media.Load()
+	fwds := make([]*peer.Forwarder, 0, len(ts.tracks))
+	for _, t := range ts.tracks {
+		fwds = append(fwds, ts.fwds[t.ID])
+	}
+	d, err := n.api.NewDownstream(child, fwds, n.sendSignal(child))
+	if err != nil {
+		n.log.Error("downstream", "child", child, "err", err)
+		return
+	}
+	n.downstreams[child] = d
+	n.children.Store(int64(len(n.downstreams)))
+}
+
+// detach closes the connection to a child, or to the parent when the
+// server has no new parent to give (the node waits in the queue).
+func (n *Node) detach(id string) {
+	if d := n.downstreams[id]; d != nil {
+		_ = d.Close()
+		delete(n.downstreams, id)
+		n.children.Store(int64(len(n.downstreams)))
+		return
+	}
+	if n.prev != nil && n.prev.parent == id {
+		n.closeUpstream(n.prev)
+		n.prev = nil
+		return
+	}
+	if n.cur != nil && n.cur.parent == id {
+		n.closeUpstream(n.cur)
+		n.cur = nil
+		n.current.Store(nil)
+		n.parent.Store(nil)
+	}
+}
+
+// relayKeyframeRequests passes children's merged keyframe requests to the
+// parent, or to the source's producer.
+func (n *Node) relayKeyframeRequests(trackID string, f *peer.Forwarder) {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-f.KeyframeRequests():
+			if n.cfg.Role == protocol.RoleSource {
+				if n.cfg.OnKeyframeRequest != nil {
+					n.cfg.OnKeyframeRequest(trackID)
+				}
+				continue
+			}
+			if uc := n.current.Load(); uc != nil {
+				uc.up.RequestKeyframe()
+			}
+		case <-n.done:
+			return
+		}
+	}
+}

@@ -1,0 +1,80 @@
+package mesh
+
+import (
+	"testing"
+
+	"github.com/pion/rtp"
+)
+
+func TestIngressMergesTwoParents(t *testing.T) {
+	g := newIngress()
+	var out []uint16
+	push := func(seq uint16, ssrc uint32) {
+		p := &rtp.Packet{Header: rtp.Header{SequenceNumber: seq, SSRC: ssrc}}
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.admit(p) {
+			if p.SSRC != g.ssrc {
+				t.Fatalf("ssrc %x passed, want %x", p.SSRC, g.ssrc)
+			}
+			out = append(out, seq)
+		}
+	}
+	// Old parent delivers 65530..65535, 0, 1; the new one overlaps from 65534
+	// (its relay's GOP burst) and then continues alone, with one packet lost
+	// by the old parent (65533) arriving only from the new one.
+	for _, s := range []uint16{65530, 65531, 65532, 65534, 65535, 0, 1} {
+		push(s, 1)
+	}
+	for _, s := range []uint16{65533, 65534, 65535, 0, 1, 2, 3} {
+		push(s, 2)
+	}
+	want := []uint16{65530, 65531, 65532, 65534, 65535, 0, 1, 65533, 2, 3}
+	if len(out) != len(want) {
+		t.Fatalf("passed %v, want %v", out, want)
+	}
+	for i := range want {
+		if out[i] != want[i] {
+			t.Fatalf("passed %v, want %v", out, want)
+		}
+	}
+}
+
+func TestIngressRestartedNumbering(t *testing.T) {
+	g := newIngress()
+	admit := func(seq uint16) bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.admit(&rtp.Packet{Header: rtp.Header{SequenceNumber: seq}})
+	}
+	for s := uint16(30000); s < 30100; s++ {
+		admit(s)
+	}
+	// A returning source starts 20000 behind: stale at first, then taken as
+	// a new stream instead of being dropped forever.
+	passed := 0
+	for s := uint16(10000); s < 10200; s++ {
+		if admit(s) {
+			passed++
+		}
+	}
+	if passed < 200-restartAfter || passed == 200 {
+		t.Fatalf("passed %d of 200 restarted packets", passed)
+	}
+	g.reset()
+	if !admit(5) {
+		t.Fatal("after reset the next packet starts a new stream")
+	}
+}
+
+func BenchmarkIngress(b *testing.B) {
+	g := newIngress()
+	p := &rtp.Packet{Payload: make([]byte, 1000)}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		p.SequenceNumber = uint16(i)
+		g.mu.Lock()
+		g.admit(p)
+		g.mu.Unlock()
+	}
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"canopy/mesh/protocol"
+	"canopy/mesh/tree"
+)
+
+// TestRelayCrashRecovers kills a mid-tree relay without a goodbye: every
+// descendant plays complete frames again, and the orphaned relay's own
+// children keep their parent (only the orphan's upstream changes).
+func TestRelayCrashRecovers(t *testing.T) {
+	_, url := startServer(t, tree.Config{SourceCapacity: 2})
+	src := startSource(t, url, "crash", 2)
+	var relays []*testViewer
+	for range 3 {
+		r := startPeer(t, url, "crash", protocol.RoleRelay, 10, nil)
+		waitFor(t, 10*time.Second, "relay placed", func() bool { return r.node.Parent() != "" })
+		relays = append(relays, r)
+	}
+	// The third relay sits under one of the first two: that one is mid-tree.
+	// With it gone, the others still have room for everyone (2 + 10 + 10).
+	var mid, orphan *testViewer
+	for _, r := range relays[:2] {
+		if relays[2].node.Parent() == r.node.ID() {
+			mid, orphan = r, relays[2]
+		}
+	}
+	if mid == nil {
+		t.Fatalf("third relay placed under %s, not under a relay", relays[2].node.Parent())
+	}
+	var viewers []*testViewer
+	for range 20 {
+		viewers = append(viewers, startPeer(t, url, "crash", protocol.RoleViewer, 0, src))
+	}
+	for _, v := range viewers {
+		waitFor(t, 60*time.Second, "viewers play", func() bool { f, _, _ := v.counts(); return f >= 30 })
+	}
+
+	// Who is below the relay that will crash, and who are the orphan's children.
+	var below []*testViewer
+	orphanKids := map[string]bool{}
+	for _, v := range viewers {
+		switch v.node.Parent() {
+		case mid.node.ID():
+			below = append(below, v)
+		case orphan.node.ID():
+			below = append(below, v)
+			orphanKids[v.node.ID()] = true
+		}
+	}
+	if len(below) == 0 || len(orphanKids) == 0 {
+		t.Fatalf("no viewers under the crashing relay (%d) or under its child relay (%d)", len(below), len(orphanKids))
+	}
+	t.Logf("killing relay %s: %d viewers below it, %d of them under relay %s", mid.node.ID(), len(below), len(orphanKids), orphan.node.ID())
+
+	before := make([]int, len(viewers))
+	for i, v := range viewers {
+		before[i], _, _ = v.counts()
+	}
+	mid.node.Kill()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for i, v := range viewers {
+		for {
+			f, mismatch, _ := v.counts()
+			if f >= before[i]+60 {
+				if mismatch != 0 {
+					t.Errorf("viewer %s: %d corrupted frames", v.node.ID(), mismatch)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("viewer %s (parent %s, parents %v) has %d frames, %d before the crash: it did not play again",
+					v.node.ID(), v.node.Parent(), v.parents(), f, before[i])
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if p := orphan.node.Parent(); p == mid.node.ID() || p == "" {
+		t.Errorf("orphaned relay still under %q", p)
+	}
+	for _, v := range viewers {
+		if orphanKids[v.node.ID()] && v.node.Parent() != orphan.node.ID() {
+			t.Errorf("viewer %s moved from the orphaned relay to %s: its subtree was not kept", v.node.ID(), v.node.Parent())
+		}
+	}
+}
+
+// TestGracefulLeaveLosesNoFrames closes a relay gracefully: its children
+// move to a new parent before it stops feeding them, so not one video
+// packet is missing, checked by sequence numbers.
+func TestGracefulLeaveLosesNoFrames(t *testing.T) {
+	_, url := startServer(t, tree.Config{SourceCapacity: 2})
+	src := startSource(t, url, "graceful", 2)
+	relay := startPeer(t, url, "graceful", protocol.RoleRelay, 4, nil)
+	waitFor(t, 10*time.Second, "relay placed", func() bool { return relay.node.Parent() != "" })
+	spare := startPeer(t, url, "graceful", protocol.RoleRelay, 4, nil)
+	waitFor(t, 10*time.Second, "spare placed", func() bool { return spare.node.Parent() != "" })
+	var kids []*testViewer
+	for range 3 {
+		kids = append(kids, startPeer(t, url, "graceful", protocol.RoleViewer, 0, src))
+	}
+	for _, v := range kids {
+		waitFor(t, 30*time.Second, "viewers play", func() bool { f, _, _ := v.counts(); return f >= 30 })
+	}
+	var moved []*testViewer
+	for _, v := range kids {
+		if v.node.Parent() == relay.node.ID() {
+			v.resetSeq()
+			moved = append(moved, v)
+		}
+	}
+	if len(moved) == 0 {
+		t.Fatal("no viewer under the relay that leaves")
+	}
+	before := make([]int, len(moved))
+	for i, v := range moved {
+		before[i], _, _ = v.counts()
+	}
+	if err := relay.node.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range moved {
+		waitFor(t, 30*time.Second, "moved viewers keep playing", func() bool { f, _, _ := v.counts(); return f >= before[i]+60 })
+		if v.node.Parent() == relay.node.ID() {
+			t.Errorf("viewer %s still under the relay that left", v.node.ID())
+		}
+		missing, received := v.seqGaps()
+		t.Logf("viewer %s: %d video packets across the move, %d missing", v.node.ID(), received, missing)
+		if missing != 0 {
+			t.Errorf("viewer %s lost %d video packets in a graceful leave", v.node.ID(), missing)
+		}
+	}
+}
+
+// TestSourceRestart stops the source: viewers are told the stream is
+// offline; a new source on the same stream name plays to them again without
+// anyone rejoining.
+func TestSourceRestart(t *testing.T) {
+	_, url := startServer(t, tree.Config{SourceCapacity: 2})
+	src := startSource(t, url, "restart", 2)
+	relay := startPeer(t, url, "restart", protocol.RoleRelay, 4, nil)
+	waitFor(t, 10*time.Second, "relay placed", func() bool { return relay.node.Parent() != "" })
+	var viewers []*testViewer
+	for range 4 {
+		viewers = append(viewers, startPeer(t, url, "restart", protocol.RoleViewer, 0, src))
+	}
+	for _, v := range viewers {
+		waitFor(t, 30*time.Second, "viewers play", func() bool { f, _, _ := v.counts(); return f >= 30 })
+	}
+	src.stop()
+	for _, v := range viewers {
+		waitFor(t, 10*time.Second, "viewers told offline", func() bool { return v.offlineCount() > 0 })
+	}
+	before := make([]int, len(viewers))
+	for i, v := range viewers {
+		before[i], _, _ = v.counts()
+	}
+	src2 := startSource(t, url, "restart", 2)
+	for _, v := range viewers {
+		v.checkAgainst(src2) // frames are checked against the new source from now on
+	}
+	for i, v := range viewers {
+		waitFor(t, 30*time.Second, "viewers play the new source", func() bool { f, _, _ := v.counts(); return f >= before[i]+30 })
+		if _, mismatch, _ := v.counts(); mismatch != 0 {
+			t.Errorf("viewer %s: %d frames not from the new source", v.node.ID(), mismatch)
+		}
+	}
+}
