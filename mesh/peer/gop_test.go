@@ -2,6 +2,9 @@ package peer
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -175,4 +178,40 @@ func TestJoinMidGOPStartsFromCache(t *testing.T) {
 	// The burst's frames and the live ones after it all decode.
 	target := src.frames.Load() + 15
 	waitFor(t, ctx, "frames after the burst", func() bool { return int64(s.asm.Stats().Frames) >= target })
+}
+
+// BenchmarkTimeToFirstFrame: Go viewers join a live 30 fps stream at random
+// points of its GOP; join (signaling start) → first decoded frame, p50/p95.
+// The source ignores keyframe requests. Run with -benchtime=20x.
+func BenchmarkTimeToFirstFrame(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		gop  time.Duration
+		opts ForwarderOptions
+	}{
+		{"gop=1s/cache", time.Second, ForwarderOptions{}},
+		{"gop=10s/cache", 10 * time.Second, ForwarderOptions{}},
+		{"gop=1s/no-cache", time.Second, ForwarderOptions{GOPBytes: -1}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			a := newTestAPI(b)
+			f := NewForwarderWith(vp8Track, tc.opts, testLogger())
+			defer f.Close()
+			src := startLiveSource(b, f, tc.gop, 8, 1100) // ~2.1 Mbps
+			defer src.close()
+			var ttffs []time.Duration
+			for i := 0; b.Loop(); i++ {
+				// A random point of the GOP, without waiting for a whole one.
+				time.Sleep(time.Duration(rand.Int64N(int64(min(tc.gop, 2*time.Second)))))
+				d, _, l := joinTTFF(b, ctx, a, f, fmt.Sprint("v", i))
+				ttffs = append(ttffs, d)
+				l.close()
+			}
+			slices.Sort(ttffs)
+			b.ReportMetric(float64(ttffs[len(ttffs)/2])/1e6, "p50-ms")
+			b.ReportMetric(float64(ttffs[len(ttffs)*95/100])/1e6, "p95-ms")
+		})
+	}
 }

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"sync/atomic"
+	"time"
+
+	"canopy/mesh/peer"
+	"canopy/mesh/protocol"
+	"github.com/pion/dtls/v3"
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+var videoTrack = protocol.Track{ID: "video", Kind: "video", MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
+
+// source writes a 2.5 Mbps synthetic VP8 stream (30 fps, 10 packets of
+// 1040 bytes per frame, a keyframe every second) to write, stamping each
+// frame's capture time so children can measure delay.
+func source(write func(*rtp.Packet) error, count *atomic.Uint64) {
+	p := &rtp.Packet{Header: rtp.Header{Version: 2, SSRC: 1234, PayloadType: 96}}
+	payload := make([]byte, 1040)
+	tick := time.NewTicker(time.Second / 30)
+	for i := 0; ; i++ {
+		now := time.Now()
+		for j := range 10 {
+			payload[0] = 0x80 // X
+			if j == 0 {
+				payload[0] |= 0x10 // S
+			}
+			payload[1], payload[2] = 0x80, byte(i)&0x7F // I, picture id
+			payload[3] = 1                              // interframe
+			if i%30 == 0 {
+				payload[3] = 0
+			}
+			p.SequenceNumber++
+			p.Timestamp = uint32(i) * 3000
+			p.Marker = j == 9
+			p.Payload = payload
+			p.Extensions, p.Extension = p.Extensions[:0], false
+			_ = peer.StampCaptureTime(p, now)
+			_ = write(p)
+			count.Add(1)
+		}
+		<-tick.C
+	}
+}
+
+func runRelay(variant string, n int) {
+	if path := os.Getenv("BENCH_RELAY_PROFILE"); path != "" && variant == "forwarder" {
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
+	o := &out{enc: json.NewEncoder(os.Stdout)}
+	in := make(chan msg, 1024)
+	go lines(os.Stdin, in)
+	var srcCount atomic.Uint64
+	var sent func() uint64
+	handlers := map[string]func(protocol.Signal) error{}
+	var f *peer.Forwarder
+	switch variant {
+	case "forwarder":
+		a, err := peer.NewAPI(peer.Config{LoopbackOnly: true, Logger: logger()})
+		if err != nil {
+			fatal(err)
+		}
+		f = peer.NewForwarder(videoTrack, logger())
+		for i := range n {
+			id := fmt.Sprint("c", i)
+			d, err := a.NewDownstream(id, []*peer.Forwarder{f}, func(s protocol.Signal) { o.send(msg{Child: id, Sig: &s}) })
+			if err != nil {
+				fatal(err)
+			}
+			handlers[id] = d.HandleSignal
+		}
+		sent = func() uint64 { return f.Stats().PacketsOut }
+		go source(f.WriteRTP, &srcCount)
+	case "naive":
+		api := naiveAPI()
+		track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", peer.StreamID)
+		if err != nil {
+			fatal(err)
+		}
+		for i := range n {
+			id := fmt.Sprint("c", i)
+			h, err := naiveChild(api, track, func(s protocol.Signal) { o.send(msg{Child: id, Sig: &s}) })
+			if err != nil {
+				fatal(err)
+			}
+			handlers[id] = h
+		}
+		sent = func() uint64 { return srcCount.Load() * uint64(n) }
+		go source(track.WriteRTP, &srcCount)
+	}
+	for m := range in {
+		dispatch(o, m, handlers, func() *stats { return &stats{CPU: cpuTime(), Sent: sent(), In: srcCount.Load()} })
+	}
+	if f != nil {
+		st := f.Stats()
+		fmt.Fprintf(os.Stderr, "relay: forwarder %+v\n", st)
+	}
+}
+
+func dispatch(o *out, m msg, handlers map[string]func(protocol.Signal) error, st func() *stats) {
+	switch {
+	case m.Cmd == "mark":
+		o.send(msg{Stats: st()})
+	case m.Sig != nil:
+		if h := handlers[m.Child]; h != nil {
+			if err := h(*m.Sig); err != nil {
+				fmt.Fprintln(os.Stderr, "relay: signal:", err)
+			}
+		}
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(1)
+}
+
+// naiveAPI mirrors peer.NewAPI's settings (codecs, NACK, reports, GCM,
+// loopback) so that the two variants differ only in how they fan out.
+func naiveAPI() *webrtc.API {
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		fatal(err)
+	}
+	reg := &interceptor.Registry{}
+	if err := webrtc.ConfigureNack(me, reg); err != nil {
+		fatal(err)
+	}
+	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
+		fatal(err)
+	}
+	se := webrtc.SettingEngine{}
+	se.SetSRTPProtectionProfiles(dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80)
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetInterfaceFilter(func(n string) bool { return n == "lo" })
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
+}
+
+// naiveChild adds the shared track to a new PeerConnection and sends a
+// complete offer (no trickle); it returns the answer/candidate handler.
+func naiveChild(api *webrtc.API, track *webrtc.TrackLocalStaticRTP, send func(protocol.Signal)) (func(protocol.Signal) error, error) {
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	s, err := pc.AddTrack(track)
+	if err != nil {
+		return nil, err
+	}
+	go func() { // drain RTCP so the NACK responder and reports work
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := s.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return nil, err
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return nil, err
+	}
+	<-gathered
+	send(protocol.Signal{Kind: protocol.SignalOffer, SDP: pc.LocalDescription().SDP})
+	return func(sig protocol.Signal) error {
+		switch sig.Kind {
+		case protocol.SignalAnswer:
+			return pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sig.SDP})
+		case protocol.SignalCandidate:
+			var c webrtc.ICECandidateInit
+			if err := json.Unmarshal(sig.Candidate, &c); err != nil {
+				return err
+			}
+			return pc.AddICECandidate(c)
+		}
+		return nil
+	}, nil
+}
