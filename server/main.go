@@ -39,6 +39,7 @@ func run(args []string) error {
 	sourceCap := fs.Int("source-capacity", 4, "children a source feeds directly")
 	stun := fs.String("stun", "", "comma-separated STUN/TURN URLs handed to peers (none by default)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json (one object per line, for log collectors)")
 	loopback := fs.Bool("loopback-only", false, "restrict the in-process peers' ICE to loopback (tests, demos without a network)")
 	sec := registerSecurityFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -48,7 +49,11 @@ func run(args []string) error {
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("-log-level: %w", err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	handler, err := newLogHandler(*logFormat, os.Stderr, level)
+	if err != nil {
+		return err
+	}
+	log := slog.New(handler)
 
 	cfg := Config{Policy: tree.Config{SourceCapacity: *sourceCap}, Logger: log}
 	if *stun != "" {
