@@ -370,3 +370,62 @@ func TestStreamObsRecoveryAfterStall(t *testing.T) {
 		t.Errorf("a source's child waiting for a new source is queued, not recovering: %+v", p)
 	}
 }
+
+// TestMetricsGoTreeRecovery runs real Go peers: a source, two relays in a
+// chain and a viewer. The upper relay leaves; the lower one is re-parented
+// to the source and the viewer keeps playing. /metrics counts the joins and
+// the re-parent. The byte, efficiency and recovery assertions need the Go
+// peers' stats and live reports: they run once the peers send them.
+func TestMetricsGoTreeRecovery(t *testing.T) {
+	_, url := startServer(t, tree.Config{SourceCapacity: 1})
+	src := startSource(t, url, "gm", 1)
+	r1 := startPeer(t, url, "gm", protocol.RoleRelay, 1, nil)
+	waitFor(t, 10*time.Second, "relay 1 under the source", func() bool { return r1.node.Parent() == src.node.ID() })
+	r2 := startPeer(t, url, "gm", protocol.RoleRelay, 1, nil)
+	waitFor(t, 10*time.Second, "relay 2 under relay 1", func() bool { return r2.node.Parent() == r1.node.ID() })
+	v := startPeer(t, url, "gm", protocol.RoleViewer, 0, src)
+	waitFor(t, 10*time.Second, "viewer under relay 2", func() bool { return v.node.Parent() == r2.node.ID() })
+	waitFor(t, 45*time.Second, "viewer frames", func() bool { f, _, _ := v.counts(); return f >= 30 })
+
+	before := scrape(t, url)
+	expectMetric(t, before, 3, "canopy_tree_depth")
+	_ = r1.node.Close()
+	waitFor(t, 15*time.Second, "relay 2 re-parented to the source", func() bool { return r2.node.Parent() == src.node.ID() })
+	f0, _, _ := v.counts()
+	waitFor(t, 30*time.Second, "viewer frames after the move", func() bool { f, _, _ := v.counts(); return f >= f0+30 })
+
+	fams := scrape(t, url)
+	expectMetric(t, fams, 1, "canopy_joins_total", "role", "source", "outcome", "ok")
+	expectMetric(t, fams, 2, "canopy_joins_total", "role", "relay", "outcome", "ok")
+	expectMetric(t, fams, 1, "canopy_joins_total", "role", "viewer", "outcome", "ok")
+	expectMetric(t, fams, 1, "canopy_peers", "role", "relay", "kind", "go")
+	expectMetric(t, fams, 2, "canopy_tree_depth")
+	if n := metric(fams, "canopy_reparents_total"); n < 1 {
+		t.Errorf("canopy_reparents_total = %v after relay 2 moved", n)
+	}
+
+	if metric(fams, "canopy_stats_reports_total") <= 0 {
+		t.Log("Go peers sent no stats: byte and efficiency checks not run")
+	} else {
+		waitFor(t, 30*time.Second, "relayed bytes and efficiency", func() bool {
+			f := scrape(t, url)
+			return metric(f, "canopy_relayed_bytes_total") > 0 && metric(f, "canopy_peer_efficiency_ratio") > 0.3
+		})
+		fams = scrape(t, url)
+		// Two relays forward to the three peers below the source: about two
+		// thirds of what peers receive comes from peers.
+		if e := metric(fams, "canopy_peer_efficiency_ratio"); e > 1 {
+			t.Errorf("peer efficiency %v > 1", e)
+		}
+		t.Logf("source %v B, relayed %v B, delivered %v B, efficiency %.2f",
+			metric(fams, "canopy_source_bytes_total"), metric(fams, "canopy_relayed_bytes_total"),
+			metric(fams, "canopy_delivered_bytes_total"), metric(fams, "canopy_peer_efficiency_ratio"))
+	}
+	if metric(fams, "canopy_time_to_first_frame_seconds") <= 0 {
+		t.Log("Go peers sent no live reports: recovery check not run")
+	} else {
+		waitFor(t, 30*time.Second, "relay 2's recovery timed", func() bool {
+			return metric(scrape(t, url), "canopy_recovery_seconds") >= 1
+		})
+	}
+}
