@@ -95,9 +95,13 @@ func (p *sigPeer) send(m *protocol.Message) {
 	}
 }
 
-func (p *sigPeer) stats(s protocol.Stats) { p.send(&protocol.Message{Type: protocol.TypeStats, Stats: &s}) }
+func (p *sigPeer) stats(s protocol.Stats) {
+	p.send(&protocol.Message{Type: protocol.TypeStats, Stats: &s})
+}
 
-func (p *sigPeer) live(parent string) { p.send(&protocol.Message{Type: protocol.TypeLive, Peer: parent}) }
+func (p *sigPeer) live(parent string) {
+	p.send(&protocol.Message{Type: protocol.TypeLive, Peer: parent})
+}
 
 // close drops the connection without a leave, as a crash would.
 func (p *sigPeer) close() {
