@@ -254,6 +254,11 @@ func TestEmbedPlaysOnAnotherOrigin(t *testing.T) {
 		}
 		if sh.play {
 			waitPlaying(t, ctx, 30, 45*time.Second)
+			// Rates need two samples; the overlay has faded by then too.
+			waitFor(t, 15*time.Second, "the player knows its bitrate", func() bool {
+				v, err := evalJS[float64](ctx, `(() => { const p = window.canopy && window.canopy.player; return p && p.stats ? p.stats.bitrateKbps : 0; })()`)
+				return err == nil && v > 0
+			})
 		} else {
 			waitFor(t, 20*time.Second, "the page shows offline", func() bool {
 				v, err := evalJS[string](ctx, `window.canopy && window.canopy.player ? window.canopy.player.state : ''`)

@@ -73,7 +73,6 @@ const TEMPLATE = `
   </div>
   <div class="controls" part="controls">
     <button type="button" id="mute" aria-label="Unmute" aria-pressed="false">${ICON.muted}</button>
-    <span class="label" id="label"></span>
     <span class="spacer"></span>
     <button type="button" id="stats" aria-label="Stats for nerds" aria-pressed="false">${ICON.stats}</button>
     <button type="button" id="fullscreen" aria-label="Fullscreen">${ICON.fullscreen}</button>
@@ -97,7 +96,7 @@ export class CanopyPlayer extends HTMLElement {
     this._player = /** @type {HTMLElement} */ (root.querySelector('.player'));
     this._ui = {
       title: $('title'), detail: $('detail'), badge: $('badge'), hint: $('hint'), panel: $('panel'),
-      mute: $('mute'), label: $('label'), stats: $('stats'), fullscreen: $('fullscreen'),
+      mute: $('mute'), stats: $('stats'), fullscreen: $('fullscreen'),
       latency: $('p-latency'), bitrate: $('p-bitrate'), depth: $('p-depth'), res: $('p-video'), relay: $('p-relay'),
       play: /** @type {HTMLElement} */ (root.querySelector('.play')),
     };
@@ -297,7 +296,6 @@ export class CanopyPlayer extends HTMLElement {
     this._ui.badge.textContent = badge;
     this._ui.title.textContent = title ?? defaultTitle;
     this._ui.detail.textContent = detail;
-    this._ui.label.textContent = state === 'live' ? '' : badge;
   }
 
   /** @param {Snapshot} s */

@@ -9,13 +9,8 @@ import { formatBitrate, relayLabel } from './format.js';
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
-/** @param {number} n */
-function viewersLabel(n) {
-  return n === 1 ? '1 viewer' : `${n} viewers`;
-}
-
-/** Keeps the viewer count under the title fresh. @param {string} stream */
-function pollViewers(stream) {
+/** Keeps the viewer count under the title fresh. @param {string} stream @param {CanopyPlayer} player */
+function pollViewers(stream, player) {
   const sub = $('sub');
   const refresh = async () => {
     if (document.hidden) return;
@@ -24,13 +19,37 @@ function pollViewers(stream) {
       if (!res.ok) return;
       const list = await res.json();
       const s = Array.isArray(list) ? list.find((x) => x && x.id === stream) : null;
-      sub.textContent = s && s.live ? `${viewersLabel(Number(s.viewers) || 0)} watching` : 'not live';
+      sub.textContent = s && s.live ? `${Math.max(1, Number(s.viewers) || 0)} watching now` : 'not live';
     } catch {
       // the player shows connection trouble; the count just stays as it was
     }
   };
   refresh();
   setInterval(refresh, 5000);
+  player.addEventListener('statechange', refresh);
+}
+
+/** Fills the embed snippets and their copy buttons. @param {string} stream */
+function setupShare(stream) {
+  const origin = location.origin;
+  const name = encodeURIComponent(stream);
+  $('embed-iframe').textContent =
+    `<iframe src="${origin}/embed/${name}?muted=1&autoplay=1&controls=1" width="640" height="360" allow="autoplay; fullscreen" allowfullscreen style="border:0"></iframe>`;
+  $('embed-component').textContent =
+    `<script type="module" src="${origin}/embed.js"></script> <canopy-player stream="${stream}" server="${origin}"></canopy-player>`;
+  for (const btn of document.querySelectorAll('button.copy')) {
+    const b = /** @type {HTMLButtonElement} */ (btn);
+    b.addEventListener('click', async () => {
+      const text = $(b.dataset.copy ?? '').textContent ?? '';
+      try {
+        await navigator.clipboard.writeText(text);
+        b.textContent = 'Copied';
+      } catch {
+        b.textContent = 'Select & copy';
+      }
+      setTimeout(() => { b.textContent = 'Copy'; }, 1500);
+    });
+  }
 }
 
 /** @param {CanopyPlayer} player */
@@ -60,6 +79,8 @@ function setupRelaySwitch(player) {
   };
   render();
   player.addEventListener('statechange', render);
+  // Animate the switch only for the viewer's own changes, not the first paint.
+  requestAnimationFrame(() => requestAnimationFrame(() => { /** @type {HTMLElement} */ (box.parentElement).dataset.ready = ''; }));
   return render;
 }
 
@@ -97,7 +118,8 @@ function main() {
       player.dispatchEvent(new KeyboardEvent('keydown', { key: ev.key }));
     }
   });
-  pollViewers(stream);
+  pollViewers(stream, player);
+  setupShare(stream);
 }
 
 main();
