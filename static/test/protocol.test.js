@@ -168,3 +168,28 @@ test('backoff jitter stays within its band', () => {
   }
   assert.equal(backoffDelay(2, { random: () => 0, jitter: 0.5, base: 100, max: 300 }), 300);
 });
+
+test('live, stalled and stats reports, as protocol.go validates them', () => {
+  assert.equal(encode({ type: Type.LIVE, peer: 'p1' }), '{"type":"live","peer":"p1"}');
+  assert.equal(encode({ type: Type.STALLED, peer: 'p1' }), '{"type":"stalled","peer":"p1"}');
+  assert.equal(encode({ type: Type.LIVE }), '{"type":"live"}');
+  rejects(() => encode({ type: Type.STALLED, peer: 'bad peer' }));
+  const stats = { framesDecoded: 120, bytesReceived: 0, jitterMs: 1.5, bitrateKbps: 800, children: 2 };
+  assert.equal(encode({ type: Type.STATS, stats }),
+    '{"type":"stats","stats":{"framesDecoded":120,"jitterMs":1.5,"bitrateKbps":800,"children":2}}');
+  assert.equal(encode({ type: Type.STATS, stats: {} }), '{"type":"stats","stats":{}}');
+  rejects(() => encode({ type: Type.STATS }));
+  rejects(() => encode({ type: Type.STATS, stats: { jitterMs: -1 } }));
+  rejects(() => encode({ type: Type.STATS, stats: { bitrateKbps: 2e12 } }));
+  rejects(() => encode({ type: Type.STATS, stats: { children: 1001 } }));
+  rejects(() => encode({ type: Type.STATS, stats: { framesDecoded: -3 } }));
+  rejects(() => encode({ type: Type.STATS, stats: /** @type {any} */ ({ fps: 30 }) }));
+  rejects(() => encode({ type: Type.STATS, stats: { stallMs: NaN } }));
+});
+
+test('parent messages may name a standby peer', () => {
+  const m = decode('{"type":"parent","peer":"p1","depth":2,"standby":"p2"}');
+  assert.equal(m.standby, 'p2');
+  rejects(() => decode('{"type":"parent","peer":"p1","standby":"not ok"}'));
+  assert.ok(!SERVER_TYPES.has(Type.STATS) && !SERVER_TYPES.has(Type.LIVE), 'reports only go up');
+});
