@@ -7,7 +7,7 @@ import (
 )
 
 func TestIngressMergesTwoParents(t *testing.T) {
-	g := newIngress()
+	g := newIngress(90000)
 	var out []uint16
 	push := func(seq uint16, ssrc uint32) {
 		p := &rtp.Packet{Header: rtp.Header{SequenceNumber: seq, SSRC: ssrc}}
@@ -41,7 +41,7 @@ func TestIngressMergesTwoParents(t *testing.T) {
 }
 
 func TestIngressRestartedNumbering(t *testing.T) {
-	g := newIngress()
+	g := newIngress(90000)
 	admit := func(seq uint16) bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
@@ -61,14 +61,25 @@ func TestIngressRestartedNumbering(t *testing.T) {
 	if passed < 200-restartAfter || passed == 200 {
 		t.Fatalf("passed %d of 200 restarted packets", passed)
 	}
+	// What passed on continues the old numbering.
+	g.mu.Lock()
+	out := uint16(g.outSeq)
+	g.mu.Unlock()
+	if want := uint16(30099 + passed); out != want {
+		t.Fatalf("after the restart the newest sequence passed on is %d, want %d (continuous)", out, want)
+	}
 	g.reset()
-	if !admit(5) {
-		t.Fatal("after reset the next packet starts a new stream")
+	p := &rtp.Packet{Header: rtp.Header{SequenceNumber: 5}}
+	g.mu.Lock()
+	ok := g.admit(p)
+	g.mu.Unlock()
+	if !ok || p.SequenceNumber != out+1 {
+		t.Fatalf("after reset: admitted %v as %d, want a new stream continuing at %d", ok, p.SequenceNumber, out+1)
 	}
 }
 
 func BenchmarkIngress(b *testing.B) {
-	g := newIngress()
+	g := newIngress(90000)
 	p := &rtp.Packet{Payload: make([]byte, 1000)}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {

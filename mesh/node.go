@@ -247,7 +247,7 @@ func (n *Node) setTracks(tracks []protocol.Track) {
 			continue
 		}
 		f := peer.NewForwarder(t, n.log)
-		next.fwds[t.ID], next.in[t.ID] = f, newIngress()
+		next.fwds[t.ID], next.in[t.ID] = f, newIngress(t.ClockRate)
 		next.tracks = append(next.tracks, t)
 		if t.Kind == "video" {
 			n.wg.Add(1)

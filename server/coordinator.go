@@ -44,6 +44,10 @@ type coordinator struct {
 	// open (it feeds its children until they have moved) to its parent then.
 	departed map[string]string
 	draining map[string]*peerConn // the departed peers' connections
+	// movedAt is when each peer last got a new parent; stalls records which
+	// children reported which parent stalled, and when.
+	movedAt map[string]time.Time
+	stalls  map[string]map[string]time.Time
 	// onEmpty is called (under mu) when the last peer leaves.
 	onEmpty func()
 	obs     *streamObs // measurements for /metrics and the dashboard (stats.go)
@@ -59,6 +63,8 @@ func newCoordinator(id string, policy tree.Config, log *slog.Logger, onEmpty fun
 		moving:   make(map[string]string),
 		departed: make(map[string]string),
 		draining: make(map[string]*peerConn),
+		movedAt:  make(map[string]time.Time),
+		stalls:   make(map[string]map[string]time.Time),
 		onEmpty:  onEmpty,
 		obs:      newStreamObs(log.With("stream", id)),
 	}
@@ -156,6 +162,8 @@ func (c *coordinator) depart(p *peerConn, reason string) {
 	c.draining[p.id] = p
 	delete(c.moving, p.id)
 	delete(c.peers, p.id)
+	delete(c.movedAt, p.id)
+	delete(c.stalls, p.id)
 	c.obs.left(p.id)
 	var changes []tree.Change
 	if c.source == p {
@@ -202,6 +210,7 @@ func (c *coordinator) apply(changes []tree.Change) {
 	for _, ch := range changes {
 		c.obs.changed(ch)
 		child := c.peers[ch.Node]
+		c.movedAt[ch.Node] = time.Now()
 		if ch.To != "" {
 			if parent := c.peers[ch.To]; parent != nil && child != nil {
 				parent.send(&protocol.Message{Type: protocol.TypeAttach, Peer: ch.Node})
@@ -300,11 +309,21 @@ func (c *coordinator) report(p *peerConn, m *protocol.Message) {
 	}
 }
 
+// Stall policy: see stalled.
+const (
+	// stallWindow is how recent the reports that condemn a parent must be.
+	stallWindow = 5 * time.Second
+	// stallGrace ignores reports about a parent that itself just moved: its
+	// children's silence is its own recovery, which is under way.
+	stallGrace = 3 * time.Second
+)
+
 // stalled handles a child's report that its parent's media stopped while
 // the parent's signaling is still up (a hung or overloaded peer, a broken
-// path). The parent is no longer trusted with children: its capacity drops
-// to zero and all its children move, with their subtrees, elsewhere. Called
-// with c.mu held.
+// path). When at least half of the parent's children report it within
+// stallWindow, the parent is no longer trusted with children: its capacity
+// drops to zero and its children move, with their subtrees, elsewhere. One
+// flaky child cannot strip a healthy relay. Called with c.mu held.
 func (c *coordinator) stalled(p *peerConn, parent string) {
 	if cur, ok := c.tree.Parent(p.id); !ok || cur != parent || c.source == nil {
 		return // stale report, or the whole stream is offline
@@ -313,7 +332,30 @@ func (c *coordinator) stalled(p *peerConn, parent string) {
 		c.log.Warn("child reports the source stalled", "peer", p.id)
 		return
 	}
-	c.log.Info("parent stalled; moving its children", "peer", p.id, "parent", parent)
+	now := time.Now()
+	if now.Sub(c.movedAt[parent]) < stallGrace {
+		c.log.Debug("stall report while the parent itself recovers", "peer", p.id, "parent", parent)
+		return
+	}
+	reports := c.stalls[parent]
+	if reports == nil {
+		reports = make(map[string]time.Time)
+		c.stalls[parent] = reports
+	}
+	reports[p.id] = now
+	kids := c.tree.Children(parent)
+	recent := 0
+	for _, k := range kids {
+		if t, ok := reports[k]; ok && now.Sub(t) < stallWindow {
+			recent++
+		}
+	}
+	if recent*2 < len(kids) {
+		c.log.Info("child reports a stalled parent", "peer", p.id, "parent", parent, "reports", recent, "children", len(kids))
+		return
+	}
+	delete(c.stalls, parent)
+	c.log.Info("parent stalled; moving its children", "peer", p.id, "parent", parent, "reports", recent)
 	changes, err := c.tree.SetCapacity(parent, 0)
 	if err != nil {
 		c.log.Warn("shed stalled parent", "parent", parent, "err", err)
