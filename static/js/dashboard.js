@@ -75,8 +75,8 @@
 
 const REFRESH_MS = 1500;
 const SVG_NS = 'http://www.w3.org/2000/svg';
-const COL = 120; // horizontal room per leaf
-const ROW = 110; // vertical room per depth
+const COL = 156; // horizontal room per leaf: an edge label fits
+const ROW = 124; // vertical room per depth
 const PAD = 48;
 const R = 16; // node radius
 const LABEL_LIMIT = 80; // past this many nodes, edges lose their labels
@@ -115,6 +115,13 @@ export function fmtMs(ms) {
 
 /** @param {number} f @param {number} [digits] */
 const pct = (f, digits = 0) => `${(f * 100).toFixed(digits)}%`;
+
+/** @param {number} f fraction of packets lost */
+export function fmtLoss(f) {
+  if (!(f > 0)) return '0% loss';
+  if (f < 0.001) return '<0.1% loss';
+  return `${pct(f, f < 0.1 ? 1 : 0)} loss`;
+}
 
 /** @param {string} id */
 const short = (id) => (id.length > 7 ? id.slice(-6) : id);
@@ -172,7 +179,7 @@ function nodeTitle(n) {
   if (n.role !== 'source') lines.push(n.queued ? 'queued for a slot' : `depth ${n.depth} under ${n.parent || '—'}`);
   lines.push(`children ${n.children.length} of ${n.capacity}`);
   if (n.stats) {
-    if (n.role !== 'source') lines.push(`receives ${fmtRate(n.bitrateKbps)}, loss ${pct(n.loss, 1)}`);
+    if (n.role !== 'source') lines.push(`receives ${fmtRate(n.bitrateKbps)}, ${fmtLoss(n.loss)}`);
     if (n.relayKbps > 0) lines.push(`relays ${fmtRate(n.relayKbps)}`);
     if (n.stats.jitterMs) lines.push(`jitter ${n.stats.jitterMs.toFixed(1)} ms`);
     if (n.stats.delayMs) lines.push(`delay from source ${fmtMs(n.stats.delayMs)}`);
@@ -215,14 +222,17 @@ function drawTree(nodes) {
       edgeEls.set(n.id, g);
     }
     const [path, bg, text] = /** @type {[SVGPathElement, SVGRectElement, SVGTextElement]} */ (/** @type {unknown} */ ([...g.children]));
-    const midY = (from.y + to.y) / 2;
-    path.setAttribute('d', `M${from.x},${from.y + R} C${from.x},${midY} ${to.x},${midY} ${to.x},${to.y - R}`);
+    const startY = from.y + R + 38; // below the parent's name and figures
+    const midY = (startY + to.y) / 2;
+    path.setAttribute('d', `M${from.x},${startY} C${from.x},${midY} ${to.x},${midY} ${to.x},${to.y - R}`);
     const severity = !n.stats ? 'none' : n.loss > 0.05 ? 'bad' : n.loss > 0.01 ? 'warn' : 'ok';
     g.setAttribute('data-severity', severity);
-    const label = n.stats ? `${fmtRate(n.bitrateKbps)} · ${pct(n.loss, n.loss > 0 && n.loss < 0.1 ? 1 : 0)}` : '';
+    const label = n.stats ? `${fmtRate(n.bitrateKbps)} · ${fmtLoss(n.loss)}` : '';
     text.textContent = labels ? label : '';
-    const lx = (from.x + to.x) / 2;
-    const ly = midY + 4;
+    // The label sits on the edge just above the child, where the curve
+    // runs vertical and siblings' labels are a column apart.
+    const lx = to.x;
+    const ly = to.y - R - 22;
     text.setAttribute('x', String(lx));
     text.setAttribute('y', String(ly));
     const w = label.length * 6.2 + 10;
