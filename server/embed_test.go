@@ -232,6 +232,16 @@ func TestEmbedPlaysOnAnotherOrigin(t *testing.T) {
 	}
 	saveScreenshot(t, ctx, "partner-page.png")
 
+	// The stream list at / finds the stream by itself (it polls /api/streams).
+	if err := chromedp.Do(ctx, chromedp.Navigate(canopyURL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the stream list shows the stream", func() bool {
+		v, err := evalJS[string](ctx, `(() => { const c = document.querySelector('[data-stream="`+stream+`"] .card-sub'); return c ? c.textContent : ''; })()`)
+		return err == nil && v != ""
+	})
+	saveScreenshot(t, ctx, "index.png")
+
 	// The player pages themselves, as people see them.
 	shots := []struct {
 		name, path string
