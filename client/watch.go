@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,10 +15,16 @@ import (
 
 	"canopy/mesh"
 	"canopy/mesh/media"
+	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 )
 
-// watchReport is what watch prints, as a line or as JSON.
+// stallGap is how long without a new frame counts as a stall (a 30 fps
+// stream has 33 ms between frames; a few lost frames are not a stall).
+const stallGap = 250 * time.Millisecond
+
+// watchReport is what watch prints, as a line or as JSON; its measures are
+// the ones peers report to the server (protocol.Stats).
 type watchReport struct {
 	Stream           string  `json:"stream"`
 	Peer             string  `json:"peer"`
@@ -26,7 +33,15 @@ type watchReport struct {
 	Frames           int     `json:"frames"`
 	Keyframes        int     `json:"keyframes"`
 	AudioPackets     int     `json:"audioPackets"`
+	PacketsReceived  uint64  `json:"packetsReceived"`
+	BytesReceived    uint64  `json:"bytesReceived"`
 	PacketsLost      int     `json:"packetsLost"`
+	PacketsRelayed   uint64  `json:"packetsRelayed"`
+	BytesRelayed     uint64  `json:"bytesRelayed"`
+	StallMillis      float64 `json:"stallMs"`
+	DelayP50Millis   float64 `json:"delayP50Ms"` // source capture → complete frame here
+	DelayP99Millis   float64 `json:"delayP99Ms"`
+	ParentChanges    int     `json:"parentChanges"`
 	Seconds          float64 `json:"seconds"`
 }
 
@@ -50,10 +65,15 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	w := newWatcher(*frames, *record)
 	defer w.close()
-	start := time.Now()
 	node, err := mesh.Dial(ctx, mesh.Config{
 		Server: c.server, Stream: c.stream, Role: protocol.RoleViewer, Capacity: c.capacity,
 		Token: c.token, LoopbackOnly: c.loopback, Logger: log, OnPacket: w.onPacket,
+		OnStats: w.addStats,
+		OnEvent: func(e mesh.Event) {
+			if e.Kind == mesh.EventParent {
+				w.parentChanged()
+			}
+		},
 	})
 	if err != nil {
 		var se *mesh.ServerError
@@ -70,7 +90,7 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("lost the server: %w", node.Err())
 	case <-ctx.Done():
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			r := w.report(start)
+			r := w.report()
 			if r.Frames == 0 {
 				return fmt.Errorf("stream %q did not play within %s", c.stream, *timeout)
 			}
@@ -80,31 +100,46 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := w.failure(); err != nil {
 		return err
 	}
-	r := w.report(start)
+	r := w.report()
 	r.Stream, r.Peer, r.Depth = c.stream, node.ID(), node.Depth()
+	var s protocol.Stats
+	node.CollectStats(&s)
+	r.PacketsReceived, r.BytesReceived = s.PacketsReceived, s.BytesReceived
+	r.PacketsRelayed, r.BytesRelayed = s.PacketsRelayed, s.BytesRelayed
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(r)
 	}
-	_, err = fmt.Fprintf(stdout, "stream %s: first frame %.0f ms, depth %d, %d frames (%d keyframes), %d audio packets, %d packets lost\n",
-		r.Stream, r.FirstFrameMillis, r.Depth, r.Frames, r.Keyframes, r.AudioPackets, r.PacketsLost)
+	_, err = fmt.Fprintf(stdout, "stream %s: first frame %.0f ms, depth %d, %d frames (%d keyframes), %d audio packets, "+
+		"%d packets lost, delay p50 %.1f ms p99 %.1f ms, stalled %.0f ms\n",
+		r.Stream, r.FirstFrameMillis, r.Depth, r.Frames, r.Keyframes, r.AudioPackets, r.PacketsLost,
+		r.DelayP50Millis, r.DelayP99Millis, r.StallMillis)
 	return err
 }
 
-// watcher assembles the video track into frames and counts what arrives.
+// watcher assembles the video track into frames and measures what arrives.
 type watcher struct {
 	want     int
 	recordTo string
+	start    time.Time
 
 	mu        sync.Mutex
 	video     *media.Assembler
 	recorder  media.Recorder
 	first     time.Time
+	lastFrame time.Time
+	stall     time.Duration
 	frames    int
 	keyframes int
 	audio     int
-	err       error // why watching cannot go on
+	parents   int
+	delays    []float64 // ms from capture to a frame's last packet here
+	err       error     // why watching cannot go on
 	doneOnce  sync.Once
 	done      chan struct{}
+}
+
+func newWatcher(want int, recordTo string) *watcher {
+	return &watcher{want: want, recordTo: recordTo, start: time.Now(), done: make(chan struct{})}
 }
 
 // fail ends the watch with err; it runs under w.mu.
@@ -115,18 +150,14 @@ func (w *watcher) fail(err error) {
 	w.doneOnce.Do(func() { close(w.done) })
 }
 
-func newWatcher(want int, recordTo string) *watcher {
-	return &watcher{want: want, recordTo: recordTo, done: make(chan struct{})}
-}
-
 func (w *watcher) onPacket(t protocol.Track, p *rtp.Packet) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if t.Kind == "audio" {
-		w.audio++
+	if w.err != nil {
 		return
 	}
-	if w.err != nil {
+	if t.Kind == "audio" {
+		w.audio++
 		return
 	}
 	if w.video == nil {
@@ -152,17 +183,29 @@ func (w *watcher) onPacket(t protocol.Track, p *rtp.Packet) {
 			return
 		}
 	}
+	// A frame is complete when its last (marker) packet arrives. Frames in
+	// the first second may come from a relay's GOP cache, burst long after
+	// capture, so they say nothing about this viewer's delay.
+	if ct, ok := peer.CaptureTime(p); ok && p.Marker && !w.first.IsZero() && time.Since(w.first) > time.Second {
+		if len(w.delays) < 1<<16 {
+			w.delays = append(w.delays, float64(time.Since(ct).Microseconds())/1000)
+		}
+	}
 	w.video.Push(p)
 }
 
 // onFrame runs under w.mu (from Push).
 func (w *watcher) onFrame(f media.Frame) {
+	now := time.Now()
 	if w.frames == 0 {
 		if !f.Keyframe {
 			return // undecodable until the first keyframe
 		}
-		w.first = time.Now()
+		w.first = now
+	} else if gap := now.Sub(w.lastFrame); gap > stallGap {
+		w.stall += gap
 	}
+	w.lastFrame = now
 	w.frames++
 	if f.Keyframe {
 		w.keyframes++
@@ -172,15 +215,43 @@ func (w *watcher) onFrame(f media.Frame) {
 	}
 }
 
-func (w *watcher) report(start time.Time) watchReport {
+func (w *watcher) parentChanged() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	r := watchReport{Frames: w.frames, Keyframes: w.keyframes, AudioPackets: w.audio, Seconds: time.Since(start).Seconds()}
+	w.parents++
+}
+
+// addStats adds the watcher's measures to the node's stats reports.
+func (w *watcher) addStats(s *protocol.Stats) {
+	r := w.report()
+	s.FramesDecoded = uint64(r.Frames)
+	s.FirstFrameMs = r.FirstFrameMillis
+	s.StallMs = r.StallMillis
+	s.DelayMs = r.DelayP50Millis
+	s.PacketsLost = uint64(r.PacketsLost)
+}
+
+func (w *watcher) report() watchReport {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r := watchReport{
+		Frames: w.frames, Keyframes: w.keyframes, AudioPackets: w.audio,
+		StallMillis: float64(w.stall.Microseconds()) / 1000, Seconds: time.Since(w.start).Seconds(),
+	}
+	if w.parents > 0 {
+		r.ParentChanges = w.parents - 1 // the first parent is not a change
+	}
 	if !w.first.IsZero() {
-		r.FirstFrameMillis = float64(w.first.Sub(start).Microseconds()) / 1000
+		r.FirstFrameMillis = float64(w.first.Sub(w.start).Microseconds()) / 1000
 	}
 	if w.video != nil {
 		r.PacketsLost = int(w.video.Stats().Lost)
+	}
+	if len(w.delays) > 0 {
+		d := slices.Clone(w.delays)
+		slices.Sort(d)
+		r.DelayP50Millis = d[len(d)/2]
+		r.DelayP99Millis = d[len(d)*99/100]
 	}
 	return r
 }

@@ -460,6 +460,13 @@ func (n *Node) route(m *protocol.Message) {
 // sendStats reports the node's counters to the server.
 func (n *Node) sendStats() {
 	var s protocol.Stats
+	n.CollectStats(&s)
+	_ = n.sig.send(&protocol.Message{Type: protocol.TypeStats, Stats: &s})
+}
+
+// CollectStats fills s with the node's counters, and with the caller's
+// measures through Config.OnStats: what the node reports to the server.
+func (n *Node) CollectStats(s *protocol.Stats) {
 	for _, g := range n.media.Load().in {
 		g.mu.Lock()
 		s.PacketsReceived += g.received
@@ -472,7 +479,6 @@ func (n *Node) sendStats() {
 	s.BytesRelayed = n.relayed.Load()
 	s.Children = n.Children()
 	if n.cfg.OnStats != nil {
-		n.cfg.OnStats(&s)
+		n.cfg.OnStats(s)
 	}
-	_ = n.sig.send(&protocol.Message{Type: protocol.TypeStats, Stats: &s})
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/pion/rtp"
 
 	"canopy/mesh/media"
+	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 )
 
@@ -66,16 +68,26 @@ func (n *Node) Play(ctx context.Context, readers ...media.FrameReader) error {
 		id, pk := tracks[i].ID, packetizers[i]
 		wg.Go(func() {
 			err := media.Play(ctx, r, pk, func(pkts []*rtp.Packet, _ media.Frame) error {
-				for _, p := range pkts {
-					if err := n.WriteRTP(id, p); err != nil {
-						return err
-					}
-				}
-				return nil
+				return n.WriteFrame(id, pkts, time.Now())
 			})
 			cancel(err) // the first reader to stop stops the others
 		})
 	}
 	wg.Wait()
 	return context.Cause(ctx)
+}
+
+// WriteFrame sends the packets of one frame of a source's track, stamped
+// with the frame's capture time (the abs-capture-time header extension), so
+// that every viewer can measure its delay from the source.
+func (n *Node) WriteFrame(trackID string, pkts []*rtp.Packet, captured time.Time) error {
+	for _, p := range pkts {
+		if err := peer.StampCaptureTime(p, captured); err != nil {
+			return err
+		}
+		if err := n.WriteRTP(trackID, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }

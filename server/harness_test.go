@@ -112,12 +112,7 @@ func startSource(t *testing.T, server, stream string, capacity int) *testSource 
 				if tr.id == "video" {
 					s.sent.add(f.Data)
 				}
-				for _, p := range pkts {
-					if err := node.WriteRTP(tr.id, p); err != nil {
-						return err
-					}
-				}
-				return nil
+				return node.WriteFrame(tr.id, pkts, time.Now())
 			})
 		})
 	}

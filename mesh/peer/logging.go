@@ -42,6 +42,7 @@ func (l *slogLeveled) Info(msg string) { l.log(slog.LevelDebug, msg) }
 func (l *slogLeveled) Infof(format string, args ...any) {
 	l.logf(slog.LevelDebug, format, args...)
 }
+
 // Pion warns about routine events ("Failed to ping without candidate pairs"
 // while ICE starts, "stream is already closed" on every close), so its
 // warnings are our info.
