@@ -96,7 +96,7 @@ func (t *Tree) Check() error {
 	if want := len(t.nodes) - queued; placed-boolInt(t.root.id == "") != want {
 		bad("%d placed nodes reachable, %d registered", placed, want)
 	}
-	if err := t.checkIndex(seen, queued); err != nil {
+	if err := t.checkIndex(seen); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
@@ -116,8 +116,7 @@ func boolInt(b bool) int {
 
 // checkIndex verifies that every heap holds exactly the nodes it should and
 // keeps its order.
-func (t *Tree) checkIndex(placed map[*node]bool, queued int) error {
-	count := 0
+func (t *Tree) checkIndex(placed map[*node]bool) error {
 	check := func(n *node) error {
 		w := t.want(n)
 		for k := range numHeaps {
@@ -150,7 +149,6 @@ func (t *Tree) checkIndex(placed map[*node]bool, queued int) error {
 	}
 	for _, h := range heaps {
 		for i, n := range h.items {
-			count++
 			if n.heap[h.kind] != h || n.hidx[h.kind] != i {
 				return fmt.Errorf("index: heap holds %q at %d, node disagrees", n.id, i)
 			}
@@ -162,7 +160,6 @@ func (t *Tree) checkIndex(placed map[*node]bool, queued int) error {
 			}
 		}
 	}
-	_ = queued
 	return nil
 }
 

@@ -34,7 +34,7 @@ const (
 // Config is the placement policy. A zero field takes its default; a negative
 // BrowserMaxCapacity or MaxBrowserHops means 0 (browsers never relay).
 type Config struct {
-	SourceCapacity     int // children of the source; also the vacant root's room
+	SourceCapacity     int // most children of the source (a vacant root keeps the last source's capacity)
 	GoMaxCapacity      int // clamp on a Go peer's claimed capacity
 	BrowserMaxCapacity int // clamp on a browser's claimed capacity
 	MaxBrowserHops     int // browsers that relay (re-encode) on any path from the source
