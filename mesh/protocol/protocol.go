@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
+	"unicode/utf8"
 )
 
 // Version is the protocol version a hello carries; the server rejects others.
@@ -198,7 +200,8 @@ func Decode(data []byte) (*Message, error) {
 	if err := dec.Decode(&m); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if dec.More() {
+	// More() misses a stray '}' or ']'; only EOF means nothing follows.
+	if err := dec.Decode(&struct{}{}); err != io.EOF {
 		return nil, fmt.Errorf("%w: trailing data", ErrMalformed)
 	}
 	if err := m.Validate(); err != nil {
@@ -212,10 +215,15 @@ func Encode(m *Message) ([]byte, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	data, err := json.Marshal(m)
-	if err != nil {
+	// No HTML escaping: it would grow '<', '>' and '&' sixfold, so a
+	// message the server accepted could exceed the limits once forwarded.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
 		return nil, err
 	}
+	data := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	if len(data) > MaxMessageSize {
 		return nil, ErrTooLarge
 	}
@@ -374,9 +382,13 @@ func (s *Stats) validate() error {
 	return nil
 }
 
+// truncate cuts s to at most n bytes at a character boundary.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

@@ -275,10 +275,10 @@ func TestValidID(t *testing.T) {
 	}
 }
 
-// TestKnownIssues pins down defects reported to the lead. Each subtest
+// TestEncodingEdgeCases pins down defects reported to the lead. Each subtest
 // asserts the intended behaviour and skips while the defect is present, so
 // it starts enforcing as soon as protocol.go is fixed.
-func TestKnownIssues(t *testing.T) {
+func TestEncodingEdgeCases(t *testing.T) {
 	t.Run("trailing closing bracket", func(t *testing.T) {
 		// json.Decoder.More is false before '}' and ']', so these pass the
 		// trailing-data check.
