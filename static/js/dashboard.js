@@ -291,8 +291,7 @@ function drawTree(nodes) {
   for (const [id, g] of nodeEls) {
     if (!byID.has(id)) { g.remove(); nodeEls.delete(id); }
   }
-  svg.querySelector('desc').textContent =
-    `Tree of ${nodes.length} peers: ${countStates(nodes)}.`;
+  $('tree-desc').textContent = `Tree of ${nodes.length} peers: ${countStates(nodes)}.`;
 }
 
 /** @param {NodeView[]} nodes */
