@@ -30,7 +30,7 @@ func testLogger() *slog.Logger {
 }
 
 // startServer runs a Canopy server on a loopback port for the test.
-func startServer(t *testing.T, policy tree.Config) (*Server, string) {
+func startServer(t testing.TB, policy tree.Config) (*Server, string) {
 	t.Helper()
 	s := NewServer(Config{Policy: policy, Logger: testLogger()})
 	ts := httptest.NewServer(s)
@@ -39,7 +39,7 @@ func startServer(t *testing.T, policy tree.Config) (*Server, string) {
 }
 
 // waitFor polls cond until it holds or the (generous) deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -82,7 +82,7 @@ type testSource struct {
 	done   chan struct{}
 }
 
-func startSource(t *testing.T, server, stream string, capacity int) *testSource {
+func startSource(t testing.TB, server, stream string, capacity int) *testSource {
 	t.Helper()
 	video, audio, err := demo.Open()
 	if err != nil {
@@ -146,9 +146,10 @@ type testViewer struct {
 	seqCount         int
 	seqStarted       bool
 	lastFrame        time.Time
+	frameTimes       []time.Time // the last frames' arrival, oldest first
 }
 
-func startPeer(t *testing.T, server, stream string, role protocol.Role, capacity int, src *testSource) *testViewer {
+func startPeer(t testing.TB, server, stream string, role protocol.Role, capacity int, src *testSource) *testViewer {
 	t.Helper()
 	v := &testViewer{src: src}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -203,6 +204,10 @@ func (v *testViewer) onFrame(f media.Frame) {
 	v.started = true
 	v.frames++
 	v.lastFrame = time.Now()
+	if len(v.frameTimes) == 1024 {
+		v.frameTimes = append(v.frameTimes[:0], v.frameTimes[512:]...)
+	}
+	v.frameTimes = append(v.frameTimes, v.lastFrame)
 	if v.src != nil && !v.src.sent.has(f.Data) {
 		v.mismatch++
 	}
@@ -265,4 +270,17 @@ func (v *testViewer) checkAgainst(src *testSource) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.src = src
+}
+
+// firstFrameAfter is when the first frame after t arrived (zero if none is
+// remembered).
+func (v *testViewer) firstFrameAfter(t time.Time) time.Time {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, ft := range v.frameTimes {
+		if ft.After(t) {
+			return ft
+		}
+	}
+	return time.Time{}
 }
