@@ -47,8 +47,9 @@ type childWriter struct {
 	stopOnce sync.Once
 	done     chan struct{}
 
-	waitKeyframe bool // owned by the producer (the WriteRTP goroutine)
-	needGOP      bool // owned by the producer: hand this child the cached GOP
+	// waitKeyframe is owned by the producer (the WriteRTP goroutine) once
+	// attach has published the child.
+	waitKeyframe bool
 
 	// burst, once set by the producer, is sent before the queue.
 	burst     atomic.Pointer[burst]
@@ -96,10 +97,14 @@ func (c *childWriter) wake() {
 // queued returns the number of packets waiting.
 func (c *childWriter) queued() int { return int(c.tail.Load() - c.head.Load()) }
 
-// run drains the queue until stopped. It wakes once per burst, not once per
-// packet: everything queued meanwhile is written in one pass.
-func (c *childWriter) run() {
+// run waits until start says the child is attached, then drains the queue
+// until stopped. It wakes once per burst, not once per packet: everything
+// queued meanwhile is written in one pass.
+func (c *childWriter) run(start func() bool) {
 	defer close(c.done)
+	if !start() {
+		return
+	}
 	defer func() {
 		if b := c.burst.Swap(nil); b != nil {
 			b.g.refs.Add(-1)
@@ -170,6 +175,15 @@ func (c *childWriter) sendBurst(hdr *rtp.Header, b *burst) bool {
 
 func (c *childWriter) stop() { c.stopOnce.Do(func() { close(c.stopCh) }) }
 
+func (c *childWriter) stopped() bool {
+	select {
+	case <-c.stopCh:
+		return true
+	default:
+		return false
+	}
+}
+
 // isClosedErr reports errors that mean "the other end is gone", which end a
 // read loop quietly.
 func isClosedErr(err error) bool {
@@ -180,6 +194,11 @@ func isClosedErr(err error) bool {
 // per child, so each Bind creates that child's queue and writer.
 type downTrack struct {
 	fwd *Forwarder
+	// ready is closed when the connection is up (nil: it is already). Until
+	// then pion drops whatever is written (its SRTP writer returns 0, nil
+	// before DTLS completes), so the child joins the Forwarder, and is handed
+	// the cached GOP, only then. gone is closed if the connection ends first.
+	ready, gone <-chan struct{}
 
 	mu     sync.Mutex
 	writer *childWriter
@@ -188,7 +207,9 @@ type downTrack struct {
 
 var _ webrtc.TrackLocal = (*downTrack)(nil)
 
-func newDownTrack(f *Forwarder) *downTrack { return &downTrack{fwd: f} }
+func newDownTrack(f *Forwarder, ready, gone <-chan struct{}) *downTrack {
+	return &downTrack{fwd: f, ready: ready, gone: gone}
+}
 
 // Bind records the negotiated SSRC, payload type and WriteStream and starts
 // the child's writer.
@@ -206,22 +227,38 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		return webrtc.RTPCodecParameters{}, ErrAlreadyBound
 	}
 	f := d.fwd
+	if f.isClosed() {
+		return webrtc.RTPCodecParameters{}, ErrClosed
+	}
 	w := newChildWriter(uint32(ctx.SSRC()), uint8(codec.PayloadType), ctx.WriteStream(), f.slots)
 	w.extID = captureExtID(ctx.HeaderExtensions())
 	w.burstRate, w.keepTS = float64(f.opts.BurstRate)/8, f.opts.KeepBurstTimestamps
-	// A new video child has nothing to decode until a keyframe: it starts
-	// from the cached GOP if there is one, else it skips the deltas and asks
-	// for a keyframe so it starts fast.
-	w.needGOP = f.gops.bytes > 0
-	w.waitKeyframe = f.isKeyframe != nil && !w.needGOP
-	if err := f.attach(w); err != nil {
-		return webrtc.RTPCodecParameters{}, err
-	}
 	d.writer = w
-	go w.run()
+	// pion binds when the answer is applied, before ICE and DTLS: ask for a
+	// keyframe now if the cache cannot serve this child, so it is on its way
+	// while the connection comes up.
 	if f.isKeyframe != nil && !f.gopReady.Load() {
 		f.requestKeyframe()
 	}
+	if d.ready == nil {
+		if err := f.attach(w); err != nil {
+			d.writer = nil
+			return webrtc.RTPCodecParameters{}, err
+		}
+		go w.run(func() bool { return true })
+		return *codec, nil
+	}
+	ready, gone := d.ready, d.gone
+	go w.run(func() bool {
+		select {
+		case <-ready:
+		case <-gone:
+			return false
+		case <-w.stopCh:
+			return false
+		}
+		return f.attach(w) == nil
+	})
 	return *codec, nil
 }
 

@@ -48,7 +48,7 @@ func (d *Downstream) setup(fwds []*Forwarder) error {
 		if err != nil {
 			return err
 		}
-		dt := newDownTrack(f)
+		dt := newDownTrack(f, d.conn.connected, d.conn.done)
 		d.tracks = append(d.tracks, dt)
 		tr, err := d.pc.AddTransceiverFromTrack(dt, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
 		if err != nil {

@@ -61,8 +61,12 @@ type Forwarder struct {
 	logger     *slog.Logger
 	opts       ForwarderOptions
 
-	// gops is the video GOP cache, owned by the WriteRTP goroutine; gopReady
-	// tells Bind (another goroutine) whether a new child can start from it.
+	// gops is the video GOP cache. WriteRTP adds to it and attach takes it
+	// for a new child, both under gopMu, which also orders a new child's
+	// entry in the children snapshot with the GOP it is handed: the burst
+	// ends exactly where the child's queue starts. gopReady tells Bind
+	// whether a new child can start from the cache.
+	gopMu    sync.Mutex
 	gops     gopCache
 	gopReady atomic.Bool
 	bursts   atomic.Uint64
@@ -187,8 +191,10 @@ func (f *Forwarder) WriteRTP(p *rtp.Packet) error {
 		ext = nil
 	}
 	keyState := 0 // 0 not computed, 1 keyframe, 2 not
+	var kids []*childWriter
 	if f.gops.bytes > 0 {
 		keyState = 2
+		f.gopMu.Lock()
 		if f.isKeyframe(p.Payload) {
 			keyState = 1
 			f.gops.keyframe(ts)
@@ -197,21 +203,12 @@ func (f *Forwarder) WriteRTP(p *rtp.Packet) error {
 			g.add(seq, ts, p.Marker, pad, p.Payload, ext)
 			f.gopReady.Store(!g.full)
 		}
+		kids = *f.children.Load()
+		f.gopMu.Unlock()
+	} else {
+		kids = *f.children.Load()
 	}
-	kids := *f.children.Load()
 	for _, c := range kids {
-		if c.needGOP {
-			c.needGOP = false
-			if b := f.gops.take(); b != nil {
-				// The cached GOP ends with this packet; the queue starts after it.
-				c.burst.Store(b)
-				f.bursts.Add(1)
-				c.wake()
-				continue
-			}
-			c.waitKeyframe = true
-			f.requestKeyframe()
-		}
 		if c.waitKeyframe {
 			// Keyframe detection parses the payload, so do it only when needed.
 			if keyState == 0 {
@@ -259,23 +256,46 @@ func (f *Forwarder) rewrite(p *rtp.Packet) (uint16, uint32) {
 	return seq, ts
 }
 
-// attach adds a bound child; it fails once the Forwarder is closed.
+// attach adds a child whose connection is up. A video child starts from the
+// cached GOP, handed over under gopMu so that the burst ends with the last
+// packet cached and the child's queue starts with the next one; without a
+// usable GOP it waits for a keyframe, and one is asked for. attach fails once
+// the Forwarder is closed or the child stopped.
 func (f *Forwarder) attach(c *childWriter) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
+	if f.closed || c.stopped() {
+		f.mu.Unlock()
 		return ErrClosed
 	}
+	wait := f.isKeyframe != nil
 	old := *f.children.Load()
 	next := make([]*childWriter, 0, len(old)+1)
 	next = append(append(next, old...), c)
+	f.gopMu.Lock()
+	if f.gops.bytes > 0 {
+		if b := f.gops.take(); b != nil {
+			wait = false
+			c.burst.Store(b)
+			f.bursts.Add(1)
+		}
+	}
+	// Written before the child is published; the producer owns it after.
+	c.waitKeyframe = wait
 	f.children.Store(&next)
+	f.gopMu.Unlock()
+	f.mu.Unlock()
+	if wait {
+		f.requestKeyframe()
+	}
 	return nil
 }
 
-// detach removes a child (if present) and stops its writer.
+// detach removes a child (if present) and stops its writer. The writer is
+// stopped first, so a child that was about to attach no longer can.
 func (f *Forwarder) detach(c *childWriter) {
+	c.stop()
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	old := *f.children.Load()
 	next := make([]*childWriter, 0, len(old))
 	for _, k := range old {
@@ -288,8 +308,13 @@ func (f *Forwarder) detach(c *childWriter) {
 		f.retired.out += c.sent.Load()
 		f.retired.drops += c.dropped.Load()
 	}
-	f.mu.Unlock()
-	c.stop()
+}
+
+// isClosed reports whether Close was called.
+func (f *Forwarder) isClosed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closed
 }
 
 // Stats returns the Forwarder's counters.
