@@ -2,6 +2,8 @@ module canopy
 
 go 1.26.0
 
+toolchain go1.26.10
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/bytedance/gopkg v0.1.3 // indirect

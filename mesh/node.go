@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
@@ -72,6 +73,11 @@ type Config struct {
 	Tracks []protocol.Track
 	// LoopbackOnly restricts ICE to loopback; for tests.
 	LoopbackOnly bool
+	// UDPMux, if set, carries all of the node's WebRTC traffic on one UDP
+	// port (see peer.Config.UDPMux).
+	UDPMux ice.UDPMux
+	// PublicIPs are advertised instead of local addresses (1:1 NAT).
+	PublicIPs []string
 	// Logger receives the node's and pion's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// OnPacket, if set, sees every packet this node receives, once each,
@@ -191,6 +197,8 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 		LoopbackOnly: cfg.LoopbackOnly,
 		ICEServers:   iceServers(welcome.ICEServers),
 		Logger:       cfg.Logger,
+		UDPMux:       cfg.UDPMux,
+		PublicIPs:    cfg.PublicIPs,
 	})
 	if err != nil {
 		sig.close()

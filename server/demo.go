@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/pion/ice/v4"
+
 	"canopy/mesh"
 	"canopy/mesh/media"
 	"canopy/mesh/media/demo"
@@ -19,6 +21,8 @@ type demoConfig struct {
 	capacity     int
 	loopbackOnly bool
 	token        string // publishing credential when auth is on
+	udpMux       ice.UDPMux
+	publicIPs    []string
 	log          *slog.Logger
 }
 
@@ -53,6 +57,8 @@ func publishDemo(ctx context.Context, cfg demoConfig) error {
 		Capacity:     cfg.capacity,
 		Tracks:       mesh.TracksFor(video, audio),
 		LoopbackOnly: cfg.loopbackOnly,
+		UDPMux:       cfg.udpMux,
+		PublicIPs:    cfg.publicIPs,
 		Token:        cfg.token,
 		Logger:       cfg.log,
 	})

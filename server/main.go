@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pion/ice/v4"
+
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
 )
@@ -41,6 +43,8 @@ func run(args []string) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json (one object per line, for log collectors)")
 	loopback := fs.Bool("loopback-only", false, "restrict the in-process peers' ICE to loopback (tests, demos without a network)")
+	udpPort := fs.Int("udp-port", 0, "serve all of the server's in-process peers (the demo source) on this one UDP port (0: any ports)")
+	allowOrigin := fs.String("allow-origin", "", "comma-separated origins (https://site.example) whose pages may embed the player and open the signaling WebSocket; * allows any")
 	sec := registerSecurityFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -58,6 +62,11 @@ func run(args []string) error {
 	cfg := Config{Policy: tree.Config{SourceCapacity: *sourceCap}, Logger: log}
 	if *stun != "" {
 		cfg.ICEServers = append(cfg.ICEServers, iceServerList(*stun)...)
+	}
+	for _, o := range strings.Split(*allowOrigin, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
+		}
 	}
 	demoToken, err := sec.apply(&cfg, *demo, *demoStream)
 	if err != nil {
@@ -84,8 +93,27 @@ func run(args []string) error {
 	go func() { errc <- httpSrv.Serve(ln) }()
 	log.Info("canopy listening", "addr", ln.Addr().String(), "url", "http://"+localURLHost(ln.Addr()))
 
+	var udpMux ice.UDPMux
+	if *udpPort != 0 {
+		opts := []ice.UDPMuxFromPortOption{ice.UDPMuxFromPortWithLoopback(), ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4)}
+		if *loopback {
+			opts = append(opts, ice.UDPMuxFromPortWithInterfaceFilter(func(n string) bool { return n == "lo" }))
+		}
+		mux, err := ice.NewMultiUDPMuxFromPort(*udpPort, opts...)
+		if err != nil {
+			return fmt.Errorf("-udp-port %d: %w", *udpPort, err)
+		}
+		defer mux.Close()
+		udpMux = mux
+	}
+	var publicIPs []string
+	if *sec.publicIP != "" {
+		publicIPs = []string{*sec.publicIP}
+	}
 	if *demo {
 		go runDemo(ctx, demoConfig{
+			udpMux:       udpMux,
+			publicIPs:    publicIPs,
 			server:       "http://" + localURLHost(ln.Addr()),
 			stream:       *demoStream,
 			capacity:     *sourceCap,

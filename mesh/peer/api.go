@@ -35,6 +35,12 @@ type Config struct {
 	// Net replaces the host's network, e.g. with a pion/transport vnet to
 	// test loss; nil means the real network.
 	Net transport.Net
+	// UDPMux, if set, carries every PeerConnection's ICE traffic on one UDP
+	// port (ice.NewMultiUDPMuxFromPort): one port to open in a firewall.
+	UDPMux ice.UDPMux
+	// PublicIPs are advertised as host candidates in place of the local
+	// addresses, for a host behind 1:1 NAT (a cloud VM).
+	PublicIPs []string
 }
 
 // API builds PeerConnections that share one codec, interceptor and network
@@ -131,6 +137,12 @@ func NewAPI(cfg Config) (*API, error) {
 		se.SetNet(cfg.Net)
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	}
+	if cfg.UDPMux != nil {
+		se.SetICEUDPMux(cfg.UDPMux)
+	}
+	if len(cfg.PublicIPs) > 0 {
+		se.SetNAT1To1IPs(cfg.PublicIPs, webrtc.ICECandidateTypeHost)
 	}
 	if cfg.LoopbackOnly && cfg.Net == nil {
 		se.SetInterfaceFilter(func(n string) bool { return n == "lo" })
