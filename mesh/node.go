@@ -385,6 +385,7 @@ func (n *Node) run() {
 		case <-leaveReq:
 			leaveReq = nil
 			n.leaving = true
+			n.sendStats() // the last word on what this node received and relayed
 			_ = n.sig.send(&protocol.Message{Type: protocol.TypeLeave})
 			drain = time.After(drainTimeout)
 		case <-drain:

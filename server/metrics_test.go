@@ -378,8 +378,8 @@ func TestStreamObsRecoveryAfterStall(t *testing.T) {
 // TestMetricsGoTreeRecovery runs real Go peers: a source, two relays in a
 // chain and a viewer. The upper relay leaves; the lower one is re-parented
 // to the source and the viewer keeps playing. /metrics counts the joins and
-// the re-parent. The byte, efficiency and recovery assertions need the Go
-// peers' stats and live reports: they run once the peers send them.
+// the re-parent; the Go peers' stats and live reports give relayed bytes,
+// peer efficiency, time to first frame and the recovery's duration.
 func TestMetricsGoTreeRecovery(t *testing.T) {
 	_, url := startServer(t, tree.Config{SourceCapacity: 1})
 	src := startSource(t, url, "gm", 1)
@@ -408,26 +408,22 @@ func TestMetricsGoTreeRecovery(t *testing.T) {
 		t.Errorf("canopy_reparents_total = %v after relay 2 moved", n)
 	}
 
-	if metric(fams, "canopy_stats_reports_total") <= 0 {
-		t.Log("Go peers sent no stats: byte and efficiency checks not run")
-	} else {
-		waitFor(t, 30*time.Second, "relayed bytes and efficiency", func() bool {
-			f := scrape(t, url)
-			return metric(f, "canopy_relayed_bytes_total") > 0 && metric(f, "canopy_peer_efficiency_ratio") > 0.3
-		})
-		fams = scrape(t, url)
-		// Two relays forward to the three peers below the source: about two
-		// thirds of what peers receive comes from peers.
-		if e := metric(fams, "canopy_peer_efficiency_ratio"); e > 1 {
-			t.Errorf("peer efficiency %v > 1", e)
-		}
-		t.Logf("source %v B, relayed %v B, delivered %v B, efficiency %.2f",
-			metric(fams, "canopy_source_bytes_total"), metric(fams, "canopy_relayed_bytes_total"),
-			metric(fams, "canopy_delivered_bytes_total"), metric(fams, "canopy_peer_efficiency_ratio"))
-	}
+	// Go peers report stats every 5 s. Of the three peers below the source
+	// two received from a relay, so once everyone has reported, about two
+	// thirds of what peers received came from peers.
+	waitFor(t, 30*time.Second, "peer efficiency near two thirds", func() bool {
+		f := scrape(t, url)
+		e := metric(f, "canopy_peer_efficiency_ratio")
+		return metric(f, "canopy_relayed_bytes_total") > 0 && e > 0.5 && e < 0.85
+	})
+	fams = scrape(t, url)
+	t.Logf("source %v B, relayed %v B, delivered %v B, efficiency %.2f",
+		metric(fams, "canopy_source_bytes_total"), metric(fams, "canopy_relayed_bytes_total"),
+		metric(fams, "canopy_delivered_bytes_total"), metric(fams, "canopy_peer_efficiency_ratio"))
 	if metric(fams, "canopy_time_to_first_frame_seconds") <= 0 {
-		t.Log("Go peers sent no live reports: recovery check not run")
-	} else {
+		t.Error("no time to first frame recorded from the Go peers' live reports")
+	}
+	{
 		waitFor(t, 30*time.Second, "relay 2's recovery timed", func() bool {
 			return metric(scrape(t, url), "canopy_recovery_seconds") >= 1
 		})
