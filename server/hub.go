@@ -21,10 +21,13 @@ type hub struct {
 
 	mu      sync.Mutex
 	streams map[string]*coordinator
+	// ended holds the final figures of streams that are gone, and the joins
+	// refused before any stream existed, so metrics never go backwards.
+	ended streamTotals
 }
 
 func newHub(policy tree.Config, log *slog.Logger) *hub {
-	return &hub{log: log, policy: policy, streams: make(map[string]*coordinator)}
+	return &hub{log: log, policy: policy, streams: make(map[string]*coordinator), ended: newStreamTotals()}
 }
 
 // join finds or creates the coordinator for hello's stream and places p.
@@ -51,6 +54,7 @@ func (h *hub) find(hello *protocol.Message) (*coordinator, error) {
 	c := h.streams[hello.Stream]
 	if c == nil {
 		if hello.Role != protocol.RoleSource {
+			h.ended.Joins[joinKey{hello.Role, outcomeNotFound}]++
 			return nil, errNoStream
 		}
 		var self *coordinator
@@ -75,6 +79,7 @@ func (h *hub) remove(c *coordinator) {
 		if len(c.peers) == 0 {
 			c.removed = true
 			delete(h.streams, c.id)
+			h.ended.add(c.obs.snapshot())
 		}
 	}()
 }

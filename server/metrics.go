@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,13 +55,22 @@ func (s *Server) streamStats(c *gin.Context) {
 
 // coordinators lists the hub's streams.
 func (h *hub) coordinators() []*coordinator {
+	cs, _ := h.census()
+	return cs
+}
+
+// census returns the present coordinators and the totals of the streams
+// that ended, together, so no stream is counted twice or missed.
+func (h *hub) census() ([]*coordinator, streamTotals) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := make([]*coordinator, 0, len(h.streams))
 	for _, c := range h.streams {
 		out = append(out, c)
 	}
-	return out
+	ended := newStreamTotals()
+	ended.add(h.ended)
+	return out, ended
 }
 
 // shape is what the collector reads from a coordinator under its lock.
@@ -83,15 +91,10 @@ func (c *coordinator) shape() (live bool, depth int, peers map[[2]string]int, qu
 }
 
 // treeCollector turns the streams' measurements into canopy_* metrics at
-// scrape time. Counters sum every stream's totals; a stream that ended is
-// folded into gone so that they never go backwards. (A stream that starts
-// and ends between two scrapes is not seen; see the README.)
+// scrape time. Counters sum every present stream's totals and those the hub
+// kept of streams that ended, so they never go backwards.
 type treeCollector struct {
 	hub *hub
-
-	mu   sync.Mutex
-	seen map[*coordinator]bool
-	gone streamTotals
 
 	streams, liveStreams, peers, queued, depth, efficiency *prometheus.Desc
 	joins, sourceBytes, relayedBytes, deliveredBytes       *prometheus.Desc
@@ -105,7 +108,6 @@ func newTreeCollector(h *hub) *treeCollector {
 	}
 	return &treeCollector{
 		hub:            h,
-		seen:           make(map[*coordinator]bool),
 		streams:        d("streams", "Streams that exist (have at least one peer)."),
 		liveStreams:    d("live_streams", "Streams whose source is connected."),
 		peers:          d("peers", "Peers in a tree, sources included, by role and kind.", "role", "kind"),
@@ -138,7 +140,7 @@ func (tc *treeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (tc *treeCollector) Collect(ch chan<- prometheus.Metric) {
-	cs := tc.hub.coordinators()
+	cs, totals := tc.hub.census()
 	live, depth, queued := 0, 0, 0
 	peers := make(map[[2]string]int)
 	for _, role := range []protocol.Role{protocol.RoleSource, protocol.RoleRelay, protocol.RoleViewer} {
@@ -146,7 +148,9 @@ func (tc *treeCollector) Collect(ch chan<- prometheus.Metric) {
 			peers[[2]string{string(role), string(kind)}] = 0
 		}
 	}
-	totals := tc.totals(cs)
+	for _, c := range cs {
+		totals.add(c.obs.snapshot())
+	}
 	for _, c := range cs {
 		l, d, ps, q := c.shape()
 		if l {
@@ -191,31 +195,6 @@ func (tc *treeCollector) Collect(ch chan<- prometheus.Metric) {
 	}{{tc.firstFrame, totals.FirstFrame}, {tc.recovery, totals.Recovery}} {
 		ch <- prometheus.MustNewConstHistogram(h.d, h.h.count, h.h.sum, h.h.cumulative())
 	}
-}
-
-// totals sums the present streams and those that ended since the last
-// scrape into the running total.
-func (tc *treeCollector) totals(present []*coordinator) streamTotals {
-	tc.mu.Lock()
-	defer tc.mu.Unlock()
-	now := make(map[*coordinator]bool, len(present))
-	for _, c := range present {
-		now[c] = true
-	}
-	// A coordinator out of the hub is removed for good: its totals are final.
-	for c := range tc.seen {
-		if !now[c] {
-			tc.gone.add(c.obs.snapshot())
-			delete(tc.seen, c)
-		}
-	}
-	t := streamTotals{FirstFrame: newHistogram(firstFrameBuckets), Recovery: newHistogram(recoveryBuckets)}
-	t.add(tc.gone)
-	for _, c := range present {
-		tc.seen[c] = true
-		t.add(c.obs.snapshot())
-	}
-	return t
 }
 
 // newLogHandler builds the server's slog handler for -log-format.

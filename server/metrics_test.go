@@ -429,3 +429,30 @@ func TestMetricsGoTreeRecovery(t *testing.T) {
 		})
 	}
 }
+
+// TestMetricsCountRefusedAndShortLivedStreams checks the two joins the
+// coordinators never see: a viewer of a stream that does not exist, and a
+// stream that starts and ends between two scrapes.
+func TestMetricsCountRefusedAndShortLivedStreams(t *testing.T) {
+	_, url := startServer(t, tree.Config{})
+	q := dialRaw(t, url)
+	q.sendText(`{"type":"hello","v":1,"role":"viewer","kind":"browser","stream":"ghost"}`)
+	q.next(protocol.TypeError)
+
+	s := dialRaw(t, url)
+	s.sendText(`{"type":"hello","v":1,"role":"source","kind":"go","stream":"brief",` +
+		`"tracks":[{"id":"video","kind":"video","mimeType":"video/VP8","clockRate":90000}]}`)
+	s.next(protocol.TypeWelcome)
+	s.sendText(`{"type":"leave"}`)
+	s.conn.Close()
+	waitFor(t, 10*time.Second, "the brief stream is gone", func() bool {
+		var streams []streamInfo
+		getJSON(t, url+"/api/streams", &streams)
+		return len(streams) == 0
+	})
+
+	fams := scrape(t, url)
+	expectMetric(t, fams, 1, "canopy_joins_total", "role", "viewer", "outcome", "not_found")
+	expectMetric(t, fams, 1, "canopy_joins_total", "role", "source", "outcome", "ok")
+	expectMetric(t, fams, 0, "canopy_streams")
+}

@@ -15,7 +15,7 @@ const (
 	outcomeOK          = "ok"           // placed under a parent (or the source's own publish)
 	outcomeQueued      = "queued"       // accepted, waiting for a free slot
 	outcomeStreamTaken = "stream_taken" // a second source for a live stream
-	outcomeNotFound    = "not_found"    // no such stream (counted once ws.go reports it)
+	outcomeNotFound    = "not_found"    // no such stream (counted by the hub)
 	outcomeRefused     = "refused"      // any other refusal
 )
 
@@ -104,6 +104,15 @@ type streamTotals struct {
 	Reports        uint64 // stats reports
 	FirstFrame     histogram
 	Recovery       histogram
+}
+
+// newStreamTotals is an empty total, ready to add to.
+func newStreamTotals() streamTotals {
+	return streamTotals{
+		Joins:      make(map[joinKey]uint64),
+		FirstFrame: newHistogram(firstFrameBuckets),
+		Recovery:   newHistogram(recoveryBuckets),
+	}
 }
 
 func (t *streamTotals) add(o streamTotals) {
