@@ -195,7 +195,11 @@ export class CanopyPlayer extends HTMLElement {
     client.addEventListener('children', () => { if (client.snapshot) this._renderStats(client.snapshot); });
     client.addEventListener('error', (ev) => {
       const { code, reason } = /** @type {CustomEvent} */ (ev).detail;
-      if (code !== 'not_found' && code !== 'full' && client.state !== 'live') this._show('error', 'Something went wrong', reason || code);
+      if (code === 'full') {
+        this._show('connecting', 'The stream is full', 'You are in line and will start as soon as a slot frees up.');
+      } else if (code !== 'not_found' && client.state !== 'live') {
+        this._show('error', 'Something went wrong', reason || code);
+      }
     });
     this._show('connecting');
     client.start();
