@@ -21,7 +21,7 @@ type upstreamConn struct {
 	live    atomic.Bool
 	last    atomic.Int64 // unix nanoseconds of the last packet
 	// Owned by the run goroutine.
-	stalled  bool
+	stalled  time.Time // when the server was last told this parent stalled
 	reported bool      // the server was told this connection is live
 	retired  time.Time // when it became the previous connection
 }
@@ -116,9 +116,6 @@ func (n *Node) watchdog() {
 	if uc.live.Load() && !uc.reported {
 		n.onLive(uc) // its notice was dropped from the full channel
 	}
-	if uc.stalled {
-		return
-	}
 	last := uc.created
 	if l := uc.last.Load(); l != 0 {
 		last = time.Unix(0, l)
@@ -132,7 +129,12 @@ func (n *Node) watchdog() {
 	if !failed && now.Sub(last) < stallTimeout {
 		return
 	}
-	uc.stalled = true
+	// Repeat the report while the silence lasts: the server acts only when
+	// enough of the parent's children agree, which may take a while.
+	if !uc.stalled.IsZero() && now.Sub(uc.stalled) < stallRepeat {
+		return
+	}
+	uc.stalled = now
 	n.log.Info("parent stalled", "parent", uc.parent, "failed", failed, "silent", now.Sub(last).Round(time.Millisecond))
 	_ = n.sig.send(&protocol.Message{Type: protocol.TypeStalled, Peer: uc.parent})
 	n.emit(Event{Kind: EventStalled, Peer: uc.parent})

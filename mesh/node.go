@@ -37,6 +37,8 @@ const (
 	// stallTimeout is how long a node waits without media from its parent
 	// before it tells the server the parent has failed.
 	stallTimeout = 1500 * time.Millisecond
+	// stallRepeat is how often a node repeats its report of a silent parent.
+	stallRepeat = 3 * time.Second
 	// drainTimeout bounds a graceful leave: children that have not moved to
 	// their new parent by then are dropped.
 	drainTimeout = 5 * time.Second

@@ -170,3 +170,45 @@ func TestSourceRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestHungRelayLosesItsChildren joins a relay that keeps its signaling
+// alive but never sends media (it ignores its offers). Its children report
+// the stall, and the server moves them, with their subtrees, to a healthy
+// relay, where they play.
+func TestHungRelayLosesItsChildren(t *testing.T) {
+	_, url := startServer(t, tree.Config{SourceCapacity: 2})
+	src := startSource(t, url, "hung", 2)
+	hung := dialRaw(t, url)
+	hung.sendText(`{"type":"hello","v":1,"role":"relay","kind":"go","stream":"hung","capacity":8}`)
+	hungID := hung.next(protocol.TypeWelcome).ID
+	go func() { // read (and so answer pings) but never act
+		for {
+			if _, _, err := hung.conn.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	healthy := startPeer(t, url, "hung", protocol.RoleRelay, 8, nil)
+	waitFor(t, 10*time.Second, "healthy relay placed", func() bool { return healthy.node.Parent() == src.node.ID() })
+
+	var viewers []*testViewer
+	underHung := 0
+	for range 4 {
+		v := startPeer(t, url, "hung", protocol.RoleViewer, 0, src)
+		waitFor(t, 10*time.Second, "viewer placed", func() bool { return v.node.Parent() != "" })
+		if v.node.Parent() == hungID {
+			underHung++
+		}
+		viewers = append(viewers, v)
+	}
+	if underHung == 0 {
+		t.Fatal("placement put no viewer under the hung relay; the test needs one")
+	}
+	for _, v := range viewers {
+		waitFor(t, 30*time.Second, "every viewer plays", func() bool { f, _, _ := v.counts(); return f >= 30 })
+		if p := v.node.Parent(); p == hungID {
+			t.Errorf("viewer %s still under the hung relay", v.node.ID())
+		}
+	}
+	t.Logf("%d of %d viewers moved off the hung relay", underHung, len(viewers))
+}
