@@ -284,3 +284,17 @@ func (v *testViewer) firstFrameAfter(t time.Time) time.Time {
 	}
 	return time.Time{}
 }
+
+// startViewers starts n Go viewers of stream and waits until each has
+// played minFrames frames (checked against src when it is not nil).
+func startViewers(t testing.TB, server, stream string, n, minFrames int, src *testSource) []*testViewer {
+	t.Helper()
+	viewers := make([]*testViewer, 0, n)
+	for range n {
+		viewers = append(viewers, startPeer(t, server, stream, protocol.RoleViewer, 0, src))
+	}
+	for _, v := range viewers {
+		waitFor(t, 60*time.Second, "viewers play", func() bool { f, _, _ := v.counts(); return f >= minFrames })
+	}
+	return viewers
+}

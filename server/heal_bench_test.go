@@ -22,13 +22,7 @@ func BenchmarkOrphanStall(b *testing.B) {
 		return r
 	}
 	relays := []*testViewer{join(), join()}
-	var viewers []*testViewer
-	for range 4 {
-		viewers = append(viewers, startPeer(b, url, "stall", protocol.RoleViewer, 0, src))
-	}
-	for _, v := range viewers {
-		waitFor(b, 30*time.Second, "viewers play", func() bool { f, _, _ := v.counts(); return f >= 30 })
-	}
+	viewers := startViewers(b, url, "stall", 4, 30, src)
 	var gaps []float64
 	b.ResetTimer()
 	for b.Loop() {

@@ -31,13 +31,7 @@ func TestRelayCrashRecovers(t *testing.T) {
 	if mid == nil {
 		t.Fatalf("third relay placed under %s, not under a relay", relays[2].node.Parent())
 	}
-	var viewers []*testViewer
-	for range 20 {
-		viewers = append(viewers, startPeer(t, url, "crash", protocol.RoleViewer, 0, src))
-	}
-	for _, v := range viewers {
-		waitFor(t, 60*time.Second, "viewers play", func() bool { f, _, _ := v.counts(); return f >= 30 })
-	}
+	viewers := startViewers(t, url, "crash", 20, 30, src)
 
 	// Who is below the relay that will crash, and who are the orphan's children.
 	var below []*testViewer
@@ -99,13 +93,7 @@ func TestGracefulLeaveLosesNoFrames(t *testing.T) {
 	waitFor(t, 10*time.Second, "relay placed", func() bool { return relay.node.Parent() != "" })
 	spare := startPeer(t, url, "graceful", protocol.RoleRelay, 4, nil)
 	waitFor(t, 10*time.Second, "spare placed", func() bool { return spare.node.Parent() != "" })
-	var kids []*testViewer
-	for range 3 {
-		kids = append(kids, startPeer(t, url, "graceful", protocol.RoleViewer, 0, src))
-	}
-	for _, v := range kids {
-		waitFor(t, 30*time.Second, "viewers play", func() bool { f, _, _ := v.counts(); return f >= 30 })
-	}
+	kids := startViewers(t, url, "graceful", 3, 30, src)
 	var moved []*testViewer
 	for _, v := range kids {
 		if v.node.Parent() == relay.node.ID() {
@@ -144,13 +132,7 @@ func TestSourceRestart(t *testing.T) {
 	src := startSource(t, url, "restart", 2)
 	relay := startPeer(t, url, "restart", protocol.RoleRelay, 4, nil)
 	waitFor(t, 10*time.Second, "relay placed", func() bool { return relay.node.Parent() != "" })
-	var viewers []*testViewer
-	for range 4 {
-		viewers = append(viewers, startPeer(t, url, "restart", protocol.RoleViewer, 0, src))
-	}
-	for _, v := range viewers {
-		waitFor(t, 30*time.Second, "viewers play", func() bool { f, _, _ := v.counts(); return f >= 30 })
-	}
+	viewers := startViewers(t, url, "restart", 4, 30, src)
 	src.stop()
 	for _, v := range viewers {
 		waitFor(t, 10*time.Second, "viewers told offline", func() bool { return v.offlineCount() > 0 })
