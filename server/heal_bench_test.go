@@ -57,6 +57,7 @@ func BenchmarkOrphanStall(b *testing.B) {
 		relays = append(relays, join())
 	}
 	b.StopTimer()
+	b.Logf("stall per viewer per kill, ms: %.0f", gaps)
 	slices.Sort(gaps)
 	b.ReportMetric(gaps[len(gaps)/2], "p50-stall-ms")
 	b.ReportMetric(gaps[len(gaps)*95/100], "p95-stall-ms")
