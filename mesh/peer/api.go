@@ -84,8 +84,8 @@ func rtx(pt, apt webrtc.PayloadType) webrtc.RTPCodecParameters {
 	}, PayloadType: pt}
 }
 
-// NewAPI builds the pion API: codecs, interceptors (NACK generator and
-// responder, RTCP sender and receiver reports) and settings.
+// NewAPI builds the pion API: codecs, interceptors (NACK generator, RTCP
+// sender and receiver reports) and settings.
 func NewAPI(cfg Config) (*API, error) {
 	logger := cfg.Logger
 	if logger == nil {
@@ -114,12 +114,15 @@ func NewAPI(cfg Config) (*API, error) {
 
 	// No stats or TWCC interceptor: each costs a lock and bookkeeping per
 	// packet per child, and the relay's budget per forwarded packet is small.
+	// NACKs: pion's generator asks parents for what a child lost. There is
+	// no responder interceptor: it copies every packet sent to every child
+	// into its own buffer; a Forwarder's child answers NACKs from its ring.
 	reg := &interceptor.Registry{}
-	if err := webrtc.ConfigureNackWithOptions(me, reg,
-		[]nack.GeneratorOption{nack.WithGeneratorLoggerFactory(lf)},
-		nack.WithResponderLoggerFactory(lf)); err != nil {
+	gen, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(lf))
+	if err != nil {
 		return nil, fmt.Errorf("peer: nack: %w", err)
 	}
+	reg.Add(gen)
 	if err := webrtc.ConfigureRTCPReportsWithOptions(reg,
 		[]report.ReceiverOption{report.WithReceiverLoggerFactory(lf)},
 		report.WithSenderLoggerFactory(lf)); err != nil {

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
@@ -14,6 +15,17 @@ import (
 // slotPayloadSize bounds one queued payload: an Ethernet MTU, more than any
 // RTP payload that arrived over UDP after its headers.
 const slotPayloadSize = 1500
+
+// Retransmission. A child's ring keeps the last retainSlots packets it sent
+// intact (the producer never overwrites them), and NACKs are answered from
+// there by the child's writer: no copy of every packet into a second buffer,
+// as pion's NACK responder interceptor makes. A packet is resent at most once
+// per resendInterval, however often it is asked for.
+const (
+	retainSlots    = 256 // about 0.85 s of a 2.5 Mbps stream
+	resendInterval = 20 * time.Millisecond
+	maxPendingNACK = 512
+)
 
 // slot is one queued packet: the header fields the child keeps (SSRC and
 // payload type are the binding's; of the extensions only abs-capture-time
@@ -26,6 +38,7 @@ type slot struct {
 	extLen  uint8
 	ext     [maxExtLen]byte
 	n       int
+	resent  int64 // unix nanoseconds of the last retransmission; the writer's
 	buf     [slotPayloadSize]byte
 }
 
@@ -38,9 +51,19 @@ type childWriter struct {
 	extID uint8 // abs-capture-time id the child negotiated; 0: not sent
 	ws    webrtc.TrackLocalWriter
 
-	slots []slot
-	head  atomic.Uint64 // next slot to write out; owned by the writer
-	tail  atomic.Uint64 // next slot to fill; owned by the producer
+	slots  []slot
+	retain uint64        // slots behind head kept for retransmission
+	head   atomic.Uint64 // next slot to write out; owned by the writer
+	tail   atomic.Uint64 // next slot to fill; owned by the producer
+
+	// NACKed sequence numbers waiting for the writer.
+	nackMu sync.Mutex
+	nacks  []uint16
+
+	// Owned by the writer: the burst it sent, kept (with its GOP reference)
+	// until retainSlots queued packets have followed it, to answer NACKs.
+	held      *burst
+	heldUntil uint64
 
 	notify   chan struct{} // buffered(1): "the tail moved"
 	stopCh   chan struct{}
@@ -57,14 +80,18 @@ type childWriter struct {
 	keepTS    bool
 
 	sent      atomic.Uint64
+	resent    atomic.Uint64
 	dropped   atomic.Uint64
 	writeErrs atomic.Uint64
 }
 
+// newChildWriter makes a child's ring: slots for queued packets plus
+// retainSlots for the ones sent last.
 func newChildWriter(ssrc uint32, pt uint8, ws webrtc.TrackLocalWriter, slots int) *childWriter {
 	return &childWriter{
 		ssrc: ssrc, pt: pt, ws: ws,
-		slots:  make([]slot, slots),
+		slots:  make([]slot, slots+retainSlots),
+		retain: retainSlots,
 		notify: make(chan struct{}, 1),
 		stopCh: make(chan struct{}),
 		done:   make(chan struct{}),
@@ -74,11 +101,11 @@ func newChildWriter(ssrc uint32, pt uint8, ws webrtc.TrackLocalWriter, slots int
 // push queues a packet; it reports false when the queue is full.
 func (c *childWriter) push(seq uint16, ts uint32, marker bool, pad byte, payload, ext []byte) bool {
 	t := c.tail.Load()
-	if t-c.head.Load() >= uint64(len(c.slots)) {
+	if t-c.head.Load() >= uint64(len(c.slots))-c.retain {
 		return false
 	}
 	s := &c.slots[t%uint64(len(c.slots))]
-	s.seq, s.ts, s.marker, s.padding = seq, ts, marker, pad
+	s.seq, s.ts, s.marker, s.padding, s.resent = seq, ts, marker, pad, 0
 	s.extLen = uint8(copy(s.ext[:], ext))
 	s.n = copy(s.buf[:], payload)
 	c.tail.Store(t + 1)
@@ -92,6 +119,22 @@ func (c *childWriter) wake() {
 	case c.notify <- struct{}{}:
 	default: // the writer has a wake-up pending already
 	}
+}
+
+// queueNACK hands NACKed sequence numbers to the writer.
+func (c *childWriter) queueNACK(pairs []rtcp.NackPair) {
+	c.nackMu.Lock()
+	for _, p := range pairs {
+		p.Range(func(seq uint16) bool {
+			if len(c.nacks) >= maxPendingNACK {
+				return false
+			}
+			c.nacks = append(c.nacks, seq)
+			return true
+		})
+	}
+	c.nackMu.Unlock()
+	c.wake()
 }
 
 // queued returns the number of packets waiting.
@@ -109,21 +152,27 @@ func (c *childWriter) run(start func() bool) {
 		if b := c.burst.Swap(nil); b != nil {
 			b.g.refs.Add(-1)
 		}
+		c.release()
 	}()
 	hdr := rtp.Header{Version: 2, PayloadType: c.pt, SSRC: c.ssrc, Extensions: make([]rtp.Extension, 0, 1)}
+	var pending []uint16
 	for {
 		if b := c.burst.Swap(nil); b != nil {
-			ok := c.sendBurst(&hdr, b)
-			b.g.refs.Add(-1)
-			if !ok {
+			c.release()
+			c.held, c.heldUntil = b, c.head.Load()+c.retain
+			if !c.sendBurst(&hdr, b, &pending) {
 				return
 			}
 		}
+		pending = c.resend(&hdr, pending)
 		h, t := c.head.Load(), c.tail.Load()
 		for ; h != t; h++ {
 			s := &c.slots[h%uint64(len(c.slots))]
 			c.write(&hdr, s.seq, s.ts, s.marker, s.padding, s.ext[:s.extLen], s.buf[:s.n])
 			c.head.Store(h + 1)
+		}
+		if c.held != nil && h >= c.heldUntil {
+			c.release()
 		}
 		select {
 		case <-c.notify:
@@ -131,6 +180,73 @@ func (c *childWriter) run(start func() bool) {
 			return
 		}
 	}
+}
+
+// release lets go of the burst kept for retransmission.
+func (c *childWriter) release() {
+	if c.held != nil {
+		c.held.g.refs.Add(-1)
+		c.held = nil
+	}
+}
+
+// resend answers the NACKs queued since the last call from the packets
+// sent last: the retained slots behind head, and the burst while it is
+// held. Unknown or too old sequence numbers are ignored, as pion does. It
+// returns buf for reuse.
+func (c *childWriter) resend(hdr *rtp.Header, buf []uint16) []uint16 {
+	c.nackMu.Lock()
+	buf, c.nacks = c.nacks, buf[:0]
+	c.nackMu.Unlock()
+	if len(buf) == 0 {
+		return buf
+	}
+	now := time.Now().UnixNano()
+	head := c.head.Load()
+	lo := uint64(0)
+	if head > c.retain {
+		lo = head - c.retain
+	}
+	for _, seq := range buf {
+		if s := c.findSlot(seq, lo, head); s != nil {
+			if now-s.resent < int64(resendInterval) {
+				continue
+			}
+			s.resent = now
+			c.write(hdr, s.seq, s.ts, s.marker, s.padding, s.ext[:s.extLen], s.buf[:s.n])
+			c.resent.Add(1)
+			continue
+		}
+		if b := c.held; b != nil {
+			if i := b.find(seq); i >= 0 {
+				e := &b.g.entries[i]
+				c.write(hdr, e.seq, c.burstTS(b, e), e.marker, e.padding, e.ext[:e.extLen], b.g.arena[e.off:e.off+e.n])
+				c.resent.Add(1)
+			}
+		}
+	}
+	return buf
+}
+
+// findSlot finds the sent slot with sequence number seq in [lo, head):
+// where consecutive numbering puts it, else by a scan.
+func (c *childWriter) findSlot(seq uint16, lo, head uint64) *slot {
+	if head == lo {
+		return nil
+	}
+	n := uint64(len(c.slots))
+	last := &c.slots[(head-1)%n]
+	if d := uint64(last.seq - seq); d < head-lo {
+		if s := &c.slots[(head-1-d)%n]; s.seq == seq {
+			return s
+		}
+	}
+	for i := head; i > lo; i-- {
+		if s := &c.slots[(i-1)%n]; s.seq == seq {
+			return s
+		}
+	}
+	return nil
 }
 
 // write sends one packet through the binding's WriteStream.
@@ -150,17 +266,13 @@ func (c *childWriter) write(hdr *rtp.Header, seq uint16, ts uint32, marker bool,
 	}
 }
 
-// sendBurst writes the cached GOP, paced; it reports false if stopped.
-func (c *childWriter) sendBurst(hdr *rtp.Header, b *burst) bool {
-	const tick = 90 // 1 ms at 90 kHz, the clock of every video codec here
+// sendBurst writes the cached GOP, paced, answering NACKs as it goes; it
+// reports false if stopped.
+func (c *childWriter) sendBurst(hdr *rtp.Header, b *burst, pending *[]uint16) bool {
 	pc := pacer{rate: c.burstRate, start: time.Now()}
 	for i := range b.upto {
 		e := &b.g.entries[i]
-		ts := e.ts
-		if !c.keepTS {
-			ts = b.lastTS - uint32(b.lastFrame-e.frame)*tick
-		}
-		c.write(hdr, e.seq, ts, e.marker, e.padding, e.ext[:e.extLen], b.g.arena[e.off:e.off+e.n])
+		c.write(hdr, e.seq, c.burstTS(b, e), e.marker, e.padding, e.ext[:e.extLen], b.g.arena[e.off:e.off+e.n])
 		pc.wait(int(e.n))
 		if i%32 == 31 {
 			select {
@@ -168,9 +280,20 @@ func (c *childWriter) sendBurst(hdr *rtp.Header, b *burst) bool {
 				return false
 			default:
 			}
+			*pending = c.resend(hdr, *pending)
 		}
 	}
 	return true
+}
+
+// burstTS is the timestamp a burst's packet is sent with: its own, or moved
+// up to 1 ms before the next frame (see ForwarderOptions).
+func (c *childWriter) burstTS(b *burst, e *gopEntry) uint32 {
+	const tick = 90 // 1 ms at 90 kHz, the clock of every video codec here
+	if c.keepTS {
+		return e.ts
+	}
+	return b.lastTS - uint32(b.lastFrame-e.frame)*tick
 }
 
 func (c *childWriter) stop() { c.stopOnce.Do(func() { close(c.stopCh) }) }
@@ -272,6 +395,16 @@ func (d *downTrack) Unbind(webrtc.TrackLocalContext) error {
 		d.fwd.detach(w)
 	}
 	return nil
+}
+
+// onNACK passes a child's NACK to its writer.
+func (d *downTrack) onNACK(n *rtcp.TransportLayerNack) {
+	d.mu.Lock()
+	w := d.writer
+	d.mu.Unlock()
+	if w != nil {
+		w.queueNACK(n.Nacks)
+	}
 }
 
 // close detaches for good and waits for the writer goroutine.

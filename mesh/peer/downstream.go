@@ -58,7 +58,7 @@ func (d *Downstream) setup(fwds []*Forwarder) error {
 			return fmt.Errorf("peer: codec preferences %s: %w", f.track.ID, err)
 		}
 		d.wg.Add(1)
-		go d.readRTCP(tr.Sender(), f)
+		go d.readRTCP(tr.Sender(), dt)
 	}
 	offer, err := d.pc.CreateOffer(nil)
 	if err != nil {
@@ -71,9 +71,11 @@ func (d *Downstream) setup(fwds []*Forwarder) error {
 	return nil
 }
 
-// readRTCP drains one sender's RTCP. Draining is what feeds pion's NACK
-// responder and report interceptors; PLI and FIR go to the Forwarder.
-func (d *Downstream) readRTCP(s *webrtc.RTPSender, f *Forwarder) {
+// readRTCP drains one sender's RTCP. Draining is what feeds pion's report
+// interceptors; PLI and FIR go to the Forwarder, NACKs to the child's writer,
+// which answers them from what it sent.
+func (d *Downstream) readRTCP(s *webrtc.RTPSender, dt *downTrack) {
+	f := dt.fwd
 	defer d.wg.Done()
 	buf := make([]byte, 1500)
 	for {
@@ -92,6 +94,8 @@ func (d *Downstream) readRTCP(s *webrtc.RTPSender, f *Forwarder) {
 			switch p.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				f.requestKeyframe()
+			case *rtcp.TransportLayerNack:
+				dt.onNACK(p.(*rtcp.TransportLayerNack))
 			}
 		}
 	}

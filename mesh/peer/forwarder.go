@@ -44,6 +44,7 @@ type ForwarderOptions struct {
 type ForwarderStats struct {
 	PacketsIn  uint64 // packets passed to WriteRTP
 	PacketsOut uint64 // packets written to children, summed over children (bursts included)
+	Resent     uint64 // packets retransmitted to children on their NACKs
 	Bursts     uint64 // children that started from the cached GOP
 	Drops      uint64 // packets not delivered to a child: queue full, waiting for a keyframe, too large
 	Children   int    // children bound now
@@ -83,7 +84,7 @@ type Forwarder struct {
 	packetsIn atomic.Uint64
 	drops     atomic.Uint64 // drops counted before any child (too large)
 	retired   struct {      // counters of children gone, under mu
-		out, drops uint64
+		out, resent, drops uint64
 	}
 
 	// Continuity state, touched only by the WriteRTP goroutine.
@@ -306,6 +307,7 @@ func (f *Forwarder) detach(c *childWriter) {
 	if len(next) != len(old) {
 		f.children.Store(&next)
 		f.retired.out += c.sent.Load()
+		f.retired.resent += c.resent.Load()
 		f.retired.drops += c.dropped.Load()
 	}
 }
@@ -323,6 +325,7 @@ func (f *Forwarder) Stats() ForwarderStats {
 	s := ForwarderStats{
 		PacketsIn:  f.packetsIn.Load(),
 		PacketsOut: f.retired.out,
+		Resent:     f.retired.resent,
 		Drops:      f.retired.drops + f.drops.Load(),
 		Bursts:     f.bursts.Load(),
 	}
@@ -331,6 +334,7 @@ func (f *Forwarder) Stats() ForwarderStats {
 	s.Children = len(kids)
 	for _, c := range kids {
 		s.PacketsOut += c.sent.Load()
+		s.Resent += c.resent.Load()
 		s.Drops += c.dropped.Load()
 	}
 	return s
@@ -350,6 +354,7 @@ func (f *Forwarder) Close() {
 	f.children.Store(&[]*childWriter{})
 	for _, c := range kids {
 		f.retired.out += c.sent.Load()
+		f.retired.resent += c.resent.Load()
 		f.retired.drops += c.dropped.Load()
 	}
 	f.mu.Unlock()

@@ -110,6 +110,23 @@ type burst struct {
 	lastTS    uint32
 }
 
+// find returns the index of the burst's entry with sequence number seq, or
+// -1: where consecutive numbering puts it, else by a scan.
+func (b *burst) find(seq uint16) int {
+	if b.upto == 0 {
+		return -1
+	}
+	if i := int(seq - b.g.entries[0].seq); i < b.upto && b.g.entries[i].seq == seq {
+		return i
+	}
+	for i := range b.upto {
+		if b.g.entries[i].seq == seq {
+			return i
+		}
+	}
+	return -1
+}
+
 // gopCache is the Forwarder's current GOP plus a spare, so switching at a
 // keyframe allocates nothing unless a child is still bursting from both.
 type gopCache struct {

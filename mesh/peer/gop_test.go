@@ -45,7 +45,7 @@ func TestGOPBurstContinuity(t *testing.T) {
 		synthFrame(t, f, p, i, i%60 == 0, pkts, 200)
 	}
 	w := &discardWriter{keep: true}
-	bindFake(t, f, "late", 9, w)
+	d := bindFake(t, f, "late", 9, w)
 	for i := 75; i < 85; i++ {
 		synthFrame(t, f, p, i, false, pkts, 200)
 	}
@@ -68,6 +68,12 @@ func TestGOPBurstContinuity(t *testing.T) {
 	if st := f.Stats(); st.Bursts != 1 {
 		t.Fatalf("stats %+v, want one burst", st)
 	}
+	// The child keeps the burst to answer NACKs until retainSlots packets
+	// followed it, or until it goes.
+	if f.gops.cur.refs.Load() != 1 {
+		t.Fatalf("GOP refs %d, want 1: held for retransmission", f.gops.cur.refs.Load())
+	}
+	d.close()
 	waitFor(t, ctx, "the GOP to be released", func() bool { return f.gops.cur.refs.Load() == 0 })
 }
 
