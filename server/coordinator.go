@@ -269,7 +269,7 @@ func (c *coordinator) moveDone(child, from string) {
 func (c *coordinator) signal(p *peerConn, m *protocol.Message) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	to := c.peers[m.Peer]
+	to := c.peerOrDeparted(m.Peer)
 	if to == nil || !c.neighbours(p.id, m.Peer) {
 		return errNotNeighbour
 	}
@@ -277,11 +277,23 @@ func (c *coordinator) signal(p *peerConn, m *protocol.Message) error {
 	return nil
 }
 
+// neighbours reports whether a and b are connected: a tree edge, or an old
+// edge still up while a child moves (make before break) or while a peer
+// that left drains.
 func (c *coordinator) neighbours(a, b string) bool {
 	if pa, ok := c.tree.Parent(a); ok && pa == b {
 		return true
 	}
-	pb, ok := c.tree.Parent(b)
+	if pb, ok := c.tree.Parent(b); ok && pb == a {
+		return true
+	}
+	if c.moving[a] == b || c.moving[b] == a {
+		return true
+	}
+	if pa, ok := c.departed[a]; ok && pa == b {
+		return true
+	}
+	pb, ok := c.departed[b]
 	return ok && pb == a
 }
 
