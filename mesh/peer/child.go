@@ -65,7 +65,8 @@ type childWriter struct {
 	held      *burst
 	heldUntil uint64
 
-	notify   chan struct{} // buffered(1): "the tail moved"
+	notify   chan struct{} // buffered(1): "the tail moved", or a NACK came
+	idle     atomic.Bool   // the writer found nothing to send and may sleep
 	stopCh   chan struct{}
 	stopOnce sync.Once
 	done     chan struct{}
@@ -109,7 +110,12 @@ func (c *childWriter) push(seq uint16, ts uint32, marker bool, pad byte, payload
 	s.extLen = uint8(copy(s.ext[:], ext))
 	s.n = copy(s.buf[:], payload)
 	c.tail.Store(t + 1)
-	c.wake()
+	// Wake the writer only if it is asleep (or about to be): a busy writer
+	// looks at tail again before it sleeps. Both sides use sequentially
+	// consistent atomics, so one of them sees the other's store.
+	if c.idle.Load() && c.idle.CompareAndSwap(true, false) {
+		c.wake()
+	}
 	return true
 }
 
@@ -174,11 +180,17 @@ func (c *childWriter) run(start func() bool) {
 		if c.held != nil && h >= c.heldUntil {
 			c.release()
 		}
+		c.idle.Store(true)
+		if c.tail.Load() != h {
+			c.idle.Store(false)
+			continue // pushed after the drain; push may not have woken us
+		}
 		select {
 		case <-c.notify:
 		case <-c.stopCh:
 			return
 		}
+		c.idle.Store(false)
 	}
 }
 

@@ -45,6 +45,10 @@ func runChildren() {
 			st := &stats{CPU: cpuTime(), Received: received.Load(), Ready: ready}
 			if len(delays) > 0 {
 				st.P50, st.P99 = delays[len(delays)/2], delays[len(delays)*99/100]
+				st.Delays = len(delays)
+				for i := range 200 {
+					st.Quantiles = append(st.Quantiles, delays[(2*i+1)*len(delays)/400])
+				}
 			}
 			delays = delays[:0]
 			mu.Unlock()

@@ -47,6 +47,10 @@ type stats struct {
 	Ready    int           `json:"ready"`    // children: children that received anything
 	P50      float64       `json:"p50"`      // children: source→child delay of frames since the last mark, ms
 	P99      float64       `json:"p99"`
+	// Children: the delays' quantiles (every 0.5 %) and how many there
+	// were, so the orchestrator can merge several children processes.
+	Quantiles []float64 `json:"q,omitempty"`
+	Delays    int       `json:"delays"`
 }
 
 func cpuTime() time.Duration {
@@ -91,6 +95,10 @@ func main() {
 	ns := flag.String("n", "10,50,100", "children counts to run")
 	window := flag.Duration("t", 10*time.Second, "measurement window per run")
 	runs := flag.Int("runs", 1, "runs per configuration, interleaved")
+	flag.IntVar(&perProc, "per-proc", 25, "children per receiving process: the children are split across processes so that the receiving side is not what limits the relay")
+	variants := flag.String("variants", "naive,forwarder", "relay variants to compare: naive, forwarder, forwarder-mux (one UDP socket), forwarder-batch (one socket, sendmmsg)")
+	flag.DurationVar(&batchInterval, "batch-interval", time.Millisecond, "forwarder-batch: longest wait before a batch is sent")
+	flag.IntVar(&batchSize, "batch-size", 64, "forwarder-batch: datagrams per sendmmsg")
 	flag.Parse()
 	switch *mode {
 	case "relay":
@@ -98,19 +106,27 @@ func main() {
 	case "children":
 		runChildren()
 	default:
-		orchestrate(*ns, *window, *runs)
+		orchestrate(*ns, strings.Split(*variants, ","), *window, *runs)
 	}
 }
 
 // result is one run's figures.
 type result struct {
+	childCPU   float64 // receiving processes' CPU, percent of one core
 	cpuPerPkt  float64 // µs of relay CPU per forwarded packet
 	pktsPerSec float64 // forwarded packets per relay CPU second
 	loss       float64 // percent of forwarded packets not received
 	p50, p99   float64 // ms
 }
 
-func orchestrate(ns string, window time.Duration, runs int) {
+// Batching of the forwarder-batch variant, passed on to the relay process.
+var (
+	batchInterval time.Duration
+	batchSize     int
+	perProc       int
+)
+
+func orchestrate(ns string, variants []string, window time.Duration, runs int) {
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -123,11 +139,11 @@ func orchestrate(ns string, window time.Duration, runs int) {
 		}
 	}
 	fmt.Printf("relay: 2.5 Mbps VP8 (300 pkt/s, 1040 B payload), window %v, %d run(s) per row, medians\n", window, runs)
-	fmt.Printf("%-9s %-10s %12s %14s %8s %9s %9s\n", "children", "variant", "cpu µs/pkt", "pkt/s per core", "loss %", "p50 ms", "p99 ms")
+	fmt.Printf("%-9s %-16s %12s %14s %8s %9s %9s %12s\n", "children", "variant", "cpu µs/pkt", "pkt/s per core", "loss %", "p50 ms", "p99 ms", "recv cpu %")
 	for _, c := range counts {
 		res := map[string][]result{}
 		for range runs {
-			for _, v := range []string{"naive", "forwarder"} {
+			for _, v := range variants {
 				r, err := oneRun(self, v, c, window)
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "%s n=%d: %v\n", v, c, err)
@@ -137,16 +153,18 @@ func orchestrate(ns string, window time.Duration, runs int) {
 			}
 		}
 		med := map[string]result{}
-		for _, v := range []string{"naive", "forwarder"} {
+		for _, v := range variants {
 			if len(res[v]) == 0 {
 				continue
 			}
 			m := median(res[v])
 			med[v] = m
-			fmt.Printf("%-9d %-10s %12.2f %14.0f %8.2f %9.2f %9.2f\n", c, v, m.cpuPerPkt, m.pktsPerSec, m.loss, m.p50, m.p99)
+			fmt.Printf("%-9d %-16s %12.2f %14.0f %8.2f %9.2f %9.2f %12.0f\n", c, v, m.cpuPerPkt, m.pktsPerSec, m.loss, m.p50, m.p99, m.childCPU)
 		}
-		if a, b := med["forwarder"], med["naive"]; a.cpuPerPkt > 0 && b.cpuPerPkt > 0 {
-			fmt.Printf("%-9d ratio      %12.2f  (forwarder / naive CPU per packet)\n", c, a.cpuPerPkt/b.cpuPerPkt)
+		for _, v := range variants {
+			if a, b := med[v], med["naive"]; v != "naive" && a.cpuPerPkt > 0 && b.cpuPerPkt > 0 {
+				fmt.Printf("%-9d %-16s %12.2f  (%s / naive CPU per packet)\n", c, "ratio", a.cpuPerPkt/b.cpuPerPkt, v)
+			}
 		}
 	}
 }
@@ -166,6 +184,7 @@ func median(rs []result) result {
 		loss:       pick(func(r result) float64 { return r.loss }),
 		p50:        pick(func(r result) float64 { return r.p50 }),
 		p99:        pick(func(r result) float64 { return r.p99 }),
+		childCPU:   pick(func(r result) float64 { return r.childCPU }),
 	}
 }
 
@@ -239,19 +258,87 @@ func route(from, to *proc) {
 	}
 }
 
-func oneRun(self, variant string, n int, window time.Duration) (result, error) {
-	children, err := start(self, "-mode=children")
-	if err != nil {
-		return result{}, err
+// group is the receiving processes of one run, children spread over them.
+type group []*proc
+
+func (g group) of(child string) *proc {
+	i, _ := strconv.Atoi(strings.TrimPrefix(child, "c"))
+	return g[i%len(g)]
+}
+
+// mark collects every process's counters and merges them.
+func (g group) mark() (*stats, error) {
+	total := &stats{}
+	var q []float64 // pooled quantiles, each standing for Delays/len(Quantiles) delays
+	var w []float64
+	for _, p := range g {
+		s, err := p.mark()
+		if err != nil {
+			return nil, err
+		}
+		total.CPU += s.CPU
+		total.Received += s.Received
+		total.Ready += s.Ready
+		for _, v := range s.Quantiles {
+			q = append(q, v)
+			w = append(w, float64(s.Delays)/float64(len(s.Quantiles)))
+		}
+		total.Delays += s.Delays
 	}
-	defer children.stop()
-	relay, err := start(self, "-mode=relay", "-variant="+variant, "-children="+strconv.Itoa(n))
+	if len(q) > 0 {
+		idx := make([]int, len(q))
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.Slice(idx, func(a, b int) bool { return q[idx[a]] < q[idx[b]] })
+		at := func(frac float64) float64 {
+			want, acc := frac*float64(total.Delays), 0.0
+			for _, i := range idx {
+				acc += w[i]
+				if acc >= want {
+					return q[i]
+				}
+			}
+			return q[idx[len(idx)-1]]
+		}
+		total.P50, total.P99 = at(0.5), at(0.99)
+	}
+	return total, nil
+}
+
+func oneRun(self, variant string, n int, window time.Duration) (result, error) {
+	procs := max(1, (n+perProc-1)/perProc)
+	children := make(group, 0, procs)
+	defer func() {
+		for _, c := range children {
+			c.stop()
+		}
+	}()
+	for range procs {
+		c, err := start(self, "-mode=children")
+		if err != nil {
+			return result{}, err
+		}
+		children = append(children, c)
+	}
+	relay, err := start(self, "-mode=relay", "-variant="+variant, "-children="+strconv.Itoa(n),
+		"-batch-interval="+batchInterval.String(), "-batch-size="+strconv.Itoa(batchSize))
 	if err != nil {
 		return result{}, err
 	}
 	defer relay.stop()
-	go route(relay, children)
-	go route(children, relay)
+	go func() {
+		for m := range relay.out {
+			if m.Stats != nil {
+				relay.replies <- m.Stats
+				continue
+			}
+			children.of(m.Child).send(m)
+		}
+	}()
+	for _, c := range children {
+		go route(c, relay)
+	}
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -295,5 +382,6 @@ func oneRun(self, variant string, n int, window time.Duration) (result, error) {
 		loss:       max(0, 100*(1-got/fwd)),
 		p50:        c1.P50,
 		p99:        c1.P99,
+		childCPU:   100 * (c1.CPU - c0.CPU).Seconds() / (window + 300*time.Millisecond).Seconds(),
 	}, nil
 }

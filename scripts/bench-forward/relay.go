@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"runtime/pprof"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
+	"github.com/pion/transport/v5/udp"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -52,7 +55,7 @@ func source(write func(*rtp.Packet) error, count *atomic.Uint64) {
 }
 
 func runRelay(variant string, n int) {
-	if path := os.Getenv("BENCH_RELAY_PROFILE"); path != "" && variant == "forwarder" {
+	if path := os.Getenv("BENCH_RELAY_PROFILE"); path != "" && strings.HasPrefix(variant, "forwarder") {
 		if f, err := os.Create(path); err == nil {
 			_ = pprof.StartCPUProfile(f)
 			defer pprof.StopCPUProfile()
@@ -66,8 +69,21 @@ func runRelay(variant string, n int) {
 	handlers := map[string]func(protocol.Signal) error{}
 	var f *peer.Forwarder
 	switch variant {
-	case "forwarder":
-		a, err := peer.NewAPI(peer.Config{LoopbackOnly: true, Logger: logger()})
+	case "forwarder", "forwarder-mux", "forwarder-batch":
+		cfg := peer.Config{LoopbackOnly: true, Logger: logger()}
+		if variant != "forwarder" {
+			// One socket for every child (an ICE UDP mux); with -batch its
+			// writes are queued and sent with sendmmsg.
+			conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+			if err != nil {
+				fatal(err)
+			}
+			if variant == "forwarder-batch" {
+				conn = udp.NewBatchConn(conn, batchSize, batchInterval)
+			}
+			cfg.UDPMux = ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn})
+		}
+		a, err := peer.NewAPI(cfg)
 		if err != nil {
 			fatal(err)
 		}
