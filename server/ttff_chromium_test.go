@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -305,6 +306,17 @@ func ttffOne(t *testing.T, browser context.Context, pageURL string, src *gopSour
 	steps, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]float64](
 		"Object.fromEntries(Object.entries(window.__ttff).filter(([k, v]) => typeof v === 'number' && k !== 'origin'))"))
 	if err == nil {
+		// Where the page's own load went: the document and its slowest
+		// sub-resource (the module graph is fetched a level at a time).
+		res, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]float64](`(() => {
+  const n = performance.getEntriesByType('navigation')[0] || {};
+  const r = performance.getEntriesByType('resource').filter((e) => !e.name.includes('/api/'));
+  return { docResponse: n.responseEnd || 0, domInteractive: n.domInteractive || 0,
+           lastResource: Math.max(0, ...r.map((e) => e.responseEnd)), resources: r.length };
+})()`))
+		if err == nil {
+			maps.Copy(steps, res)
+		}
 		keys := make([]string, 0, len(steps))
 		for k := range steps {
 			keys = append(keys, k)
