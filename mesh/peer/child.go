@@ -25,6 +25,10 @@ const (
 	retainSlots    = 256 // about 0.85 s of a 2.5 Mbps stream
 	resendInterval = 20 * time.Millisecond
 	maxPendingNACK = 512
+	// burstHold bounds how long after its burst a child keeps the GOP for
+	// retransmissions: a held GOP cannot be reused at the next keyframe, so
+	// children joining one after another would make the cache allocate.
+	burstHold = 300 * time.Millisecond
 )
 
 // slot is one queued packet: the header fields the child keeps (SSRC and
@@ -61,9 +65,10 @@ type childWriter struct {
 	nacks  []uint16
 
 	// Owned by the writer: the burst it sent, kept (with its GOP reference)
-	// until retainSlots queued packets have followed it, to answer NACKs.
+	// for a while after, to answer NACKs.
 	held      *burst
-	heldUntil uint64
+	heldUntil uint64    // or until retainSlots queued packets followed
+	heldTill  time.Time // or until then, whichever comes first
 
 	notify   chan struct{} // buffered(1): "the tail moved", or a NACK came
 	idle     atomic.Bool   // the writer found nothing to send and may sleep
@@ -169,6 +174,7 @@ func (c *childWriter) run(start func() bool) {
 			if !c.sendBurst(&hdr, b, &pending) {
 				return
 			}
+			c.heldTill = time.Now().Add(burstHold)
 		}
 		pending = c.resend(&hdr, pending)
 		h, t := c.head.Load(), c.tail.Load()
@@ -177,7 +183,7 @@ func (c *childWriter) run(start func() bool) {
 			c.write(&hdr, s.seq, s.ts, s.marker, s.padding, s.ext[:s.extLen], s.buf[:s.n])
 			c.head.Store(h + 1)
 		}
-		if c.held != nil && h >= c.heldUntil {
+		if c.held != nil && (h >= c.heldUntil || time.Now().After(c.heldTill)) {
 			c.release()
 		}
 		c.idle.Store(true)
