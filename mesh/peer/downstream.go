@@ -67,6 +67,9 @@ func (d *Downstream) setup(fwds []*Forwarder) error {
 	if err := d.pc.SetLocalDescription(offer); err != nil {
 		return fmt.Errorf("peer: set local offer: %w", err)
 	}
+	if !setICECheckInterval(d.pc, iceCheckInterval) {
+		d.logger.Debug("pion's ICE check interval not found; keeping its default")
+	}
 	d.sendDescription(protocol.SignalOffer, d.pc.LocalDescription())
 	return nil
 }
