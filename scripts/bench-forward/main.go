@@ -1,12 +1,18 @@
 // Command bench-forward measures a relay in its own process fanning a
-// 2.5 Mbps VP8 stream out to N children in another process, with Canopy's
-// Forwarder and, in the same run, with the naive pion fan-out (one
+// 2.5 Mbps VP8 stream out to N children in other processes (one per
+// -per-proc children, so the receivers are not what limits the relay), with
+// Canopy's Forwarder and, in the same run, with the naive pion fan-out (one
 // TrackLocalStaticRTP added to every child, as pion's broadcast example
 // does). It prints relay CPU per forwarded packet, packets out per CPU
-// second, loss and source-to-child latency, and the forwarder/naive ratio.
+// second, loss, source-to-child latency of each frame's last packet, the
+// receivers' CPU, and the ratio of each variant to naive. Variants:
+// forwarder (one socket per child, as Canopy runs), forwarder-mux (one ICE
+// UDP mux socket for all), forwarder-batch (that socket with sendmmsg).
 //
-//	go run ./scripts/bench-forward -n 10,50,100 -t 10s -runs 1
+//	go run ./scripts/bench-forward -n 10,50,100 -t 8s -runs 3
+//	go run ./scripts/bench-forward -n 100 -variants naive,forwarder,forwarder-mux,forwarder-batch
 //
+// BENCH_RELAY_PROFILE=<file> writes a CPU profile of the forwarder relay.
 // The relay and the children talk signaling over the parent's pipes (JSON
 // lines); media goes over loopback UDP.
 package main
