@@ -46,3 +46,48 @@ func TestPagesReferToEmbeddedAssets(t *testing.T) {
 		}
 	}
 }
+
+// TestPagesPreloadTheirModuleGraph checks that the player pages list every
+// module their entry imports, directly or not, as a modulepreload: the
+// browser then fetches the graph at once instead of one import level per
+// round trip, which is most of a page's time to first frame.
+func TestPagesPreloadTheirModuleGraph(t *testing.T) {
+	imp := regexp.MustCompile(`from '\./([^']+\.js)'`)
+	entry := regexp.MustCompile(`<script type="module" src="/static/js/([^"]+)">`)
+	preload := regexp.MustCompile(`<link rel="modulepreload" href="/static/js/([^"]+)">`)
+	for _, page := range []string{"watch.html", "embed.html"} {
+		data, err := fs.ReadFile(FS, page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := entry.FindStringSubmatch(string(data))
+		if m == nil {
+			t.Fatalf("%s has no module entry", page)
+		}
+		listed := map[string]bool{}
+		for _, p := range preload.FindAllStringSubmatch(string(data), -1) {
+			listed[p[1]] = true
+		}
+		seen := map[string]bool{}
+		queue := []string{m[1]}
+		for len(queue) > 0 {
+			mod := queue[0]
+			queue = queue[1:]
+			src, err := fs.ReadFile(FS, "js/"+mod)
+			if err != nil {
+				t.Fatalf("%s imports %s: %v", page, mod, err)
+			}
+			for _, i := range imp.FindAllStringSubmatch(string(src), -1) {
+				if !seen[i[1]] {
+					seen[i[1]] = true
+					queue = append(queue, i[1])
+				}
+			}
+		}
+		for mod := range seen {
+			if !listed[mod] {
+				t.Errorf("%s does not preload %s, which its entry imports", page, mod)
+			}
+		}
+	}
+}
