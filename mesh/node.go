@@ -80,6 +80,9 @@ type Config struct {
 	UDPMux ice.UDPMux
 	// PublicIPs are advertised instead of local addresses (1:1 NAT).
 	PublicIPs []string
+	// Forwarder tunes the GOP cache and burst for this node's children;
+	// the zero value is the default (4 MiB cache, 50 Mbps burst).
+	Forwarder peer.ForwarderOptions
 	// Logger receives the node's and pion's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// OnPacket, if set, sees every packet this node receives, once each,
@@ -256,7 +259,7 @@ func (n *Node) setTracks(tracks []protocol.Track) {
 		if _, ok := next.fwds[t.ID]; ok {
 			continue
 		}
-		f := peer.NewForwarder(t, n.log)
+		f := peer.NewForwarderWith(t, n.cfg.Forwarder, n.log)
 		next.fwds[t.ID], next.in[t.ID] = f, newIngress(t.ClockRate)
 		next.tracks = append(next.tracks, t)
 		if t.Kind == "video" {
