@@ -74,6 +74,9 @@ func NewServer(cfg Config) *Server {
 	s.guard = newGuard(cfg)
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
+	// Trust no forwarding headers: limits and logs use the connection's own
+	// address, which a client cannot forge.
+	_ = r.SetTrustedProxies(nil)
 	r.Use(s.recoverer())
 	s.routes(r)
 	s.engine = r
