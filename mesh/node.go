@@ -331,6 +331,12 @@ func (n *Node) WriteRTP(trackID string, p *rtp.Packet) error {
 // rtpHeaderSize is the fixed RTP header, counted in bytes relayed.
 const rtpHeaderSize = 12
 
+// SetCapacity changes how many children this node offers to feed; the
+// server moves children beyond it elsewhere first.
+func (n *Node) SetCapacity(capacity int) error {
+	return n.sig.send(&protocol.Message{Type: protocol.TypeCapacity, Capacity: capacity})
+}
+
 // Close leaves the stream gracefully: the server moves this node's children
 // to new parents, the node keeps feeding them until each receives from its
 // new parent (or drainTimeout passes), then it closes every connection.

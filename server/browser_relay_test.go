@@ -207,3 +207,56 @@ func TestBrowserRelayHealsWhenItsGoParentCrashes(t *testing.T) {
 	}
 	saveScreenshot(t, tabA, "watch-relay.png")
 }
+
+// TestBrowserRelayToggle turns relaying off in a tab that feeds another:
+// the server takes the child away (here it has nowhere else to go, so it
+// waits in the queue) while the tab itself keeps playing under the same id;
+// turning relaying back on gives the child back, and it plays again.
+func TestBrowserRelayToggle(t *testing.T) {
+	const stream = "toggle"
+	_, srvURL := startServer(t, tree.Config{SourceCapacity: 1, BrowserMaxCapacity: 1})
+	startSource(t, srvURL, stream, 1)
+
+	tabA := newBrowser(t)
+	if err := chromedp.Do(tabA, chromedp.Navigate(srvURL+"/watch/"+stream)); err != nil {
+		t.Fatal(err)
+	}
+	waitPlaying(t, tabA, 10, 45*time.Second)
+	a := readRelayState(t, tabA)
+	tabB := newTab(t, tabA)
+	if err := chromedp.Do(tabB, chromedp.Navigate(srvURL+"/watch/"+stream+"?relay=0")); err != nil {
+		t.Fatal(err)
+	}
+	waitPlaying(t, tabB, 10, 60*time.Second)
+	if b := readRelayState(t, tabB); b.Parent != a.ID {
+		t.Fatalf("browser B's parent is %q, want browser A %s", b.Parent, a.ID)
+	}
+
+	toggle := `(() => { document.getElementById('relay').click(); return true; })()`
+	if _, err := evalJS[bool](tabA, toggle); err != nil {
+		t.Fatal(err)
+	}
+	queued := func() bool {
+		var tr treeResponse
+		getJSON(t, srvURL+"/api/streams/"+stream+"/tree", &tr)
+		for _, n := range tr.Nodes {
+			if n.ID == a.ID && (n.Capacity != 0 || len(n.Children) != 0) {
+				return false
+			}
+		}
+		return true
+	}
+	waitFor(t, 15*time.Second, "A feeds nobody after relaying is turned off", queued)
+	framesA := waitPlaying(t, tabA, 0, 5*time.Second).FramesDecoded
+	waitPlaying(t, tabA, framesA+60, 30*time.Second)
+	if a2 := readRelayState(t, tabA); a2.ID != a.ID || a2.Capacity != 0 {
+		t.Errorf("A after turning relaying off: id %s capacity %v (was id %s); it should stay, with capacity 0", a2.ID, a2.Capacity, a.ID)
+	}
+
+	if _, err := evalJS[bool](tabA, toggle); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "B placed under A again", func() bool { return readRelayState(t, tabB).Parent == a.ID })
+	framesB := waitPlaying(t, tabB, 0, 5*time.Second).FramesDecoded
+	waitPlaying(t, tabB, framesB+60, 45*time.Second)
+}

@@ -387,3 +387,20 @@ func (c *coordinator) peerOrDeparted(id string) *peerConn {
 	}
 	return nil
 }
+
+// setCapacity changes how many children p feeds: children beyond it move
+// (make before break), queued peers may be placed under it.
+func (c *coordinator) setCapacity(p *peerConn, capacity int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.peers[p.id] != p {
+		return
+	}
+	changes, err := c.tree.SetCapacity(p.id, capacity)
+	if err != nil {
+		c.log.Warn("set capacity", "peer", p.id, "capacity", capacity, "err", err)
+		return
+	}
+	c.log.Info("capacity changed", "peer", p.id, "capacity", capacity, "moves", len(changes))
+	c.apply(changes)
+}

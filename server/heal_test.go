@@ -194,3 +194,45 @@ func TestHungRelayLosesItsChildren(t *testing.T) {
 	}
 	t.Logf("%d of %d viewers moved off the hung relay", underHung, len(viewers))
 }
+
+// TestCapacityChangeMovesChildren lowers a relay's capacity to zero (a
+// browser turning relaying off): its children move to another parent and
+// keep playing, and the relay itself keeps playing too.
+func TestCapacityChangeMovesChildren(t *testing.T) {
+	_, url := startServer(t, tree.Config{SourceCapacity: 2})
+	src := startSource(t, url, "cap", 2)
+	a := startPeer(t, url, "cap", protocol.RoleRelay, 4, src)
+	waitFor(t, 10*time.Second, "relay a placed", func() bool { return a.node.Parent() == src.node.ID() })
+	b := startPeer(t, url, "cap", protocol.RoleRelay, 4, src)
+	waitFor(t, 10*time.Second, "relay b placed", func() bool { return b.node.Parent() == src.node.ID() })
+	viewers := startViewers(t, url, "cap", 4, 30, src)
+	var moved []*testViewer
+	for _, v := range viewers {
+		if v.node.Parent() == a.node.ID() {
+			moved = append(moved, v)
+		}
+	}
+	if len(moved) == 0 {
+		t.Fatal("no viewer under relay a")
+	}
+	if err := a.node.SetCapacity(0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "relay a feeds nobody", func() bool { return a.node.Children() == 0 })
+	fa, _, _ := a.counts()
+	for _, v := range moved {
+		f0, _, _ := v.counts()
+		waitFor(t, 30*time.Second, "moved viewers keep playing", func() bool { f, _, _ := v.counts(); return f >= f0+30 })
+		if p := v.node.Parent(); p == a.node.ID() {
+			t.Errorf("viewer %s still under relay a", v.node.ID())
+		}
+	}
+	waitFor(t, 10*time.Second, "relay a keeps playing", func() bool { f, _, _ := a.counts(); return f >= fa+30 })
+	var tr treeResponse
+	getJSON(t, url+"/api/streams/cap/tree", &tr)
+	for _, n := range tr.Nodes {
+		if n.ID == a.node.ID() && (n.Capacity != 0 || len(n.Children) != 0) {
+			t.Errorf("relay a in the tree: capacity %d, children %v", n.Capacity, n.Children)
+		}
+	}
+}

@@ -56,8 +56,11 @@ type peerConn struct {
 	out        chan []byte
 	iceServers []protocol.ICEServer
 	lim        Limits
-	// grant is the credential verified on the upgrade request, if any.
+	// grant is the credential verified on the upgrade request, if any;
+	// after hello, the one the peer was admitted with.
 	grant *grant
+	// hello is the admitted hello; later capacity claims are clamped as it was.
+	hello *protocol.Message
 	// stats is the peer's last report; guarded by its coordinator's mu.
 	stats protocol.Stats
 
@@ -263,6 +266,19 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 				bad++
 				p.send(protocol.Errorf(errorCode(err), "signal to %s: %v", m.Peer, err))
 			}
+		case protocol.TypeCapacity:
+			if coord == nil {
+				p.send(protocol.Errorf(protocol.CodeState, "capacity before hello"))
+				continue
+			}
+			h := *p.hello
+			h.Capacity = m.Capacity
+			capacity, err := s.guard.auth.authorize(&h, p.grant)
+			if err != nil {
+				p.send(protocol.Errorf(protocol.CodeUnauthorized, "%v", err))
+				continue
+			}
+			coord.setCapacity(p, capacity)
 		case protocol.TypeLive, protocol.TypeStalled, protocol.TypeStats:
 			if coord == nil {
 				p.send(protocol.Errorf(protocol.CodeState, "%s before hello", m.Type))
@@ -314,6 +330,7 @@ func (s *Server) admit(p *peerConn, hello *protocol.Message) error {
 		p.log.Info("capacity clamped by token", "claimed", hello.Capacity, "allowed", capacity)
 		hello.Capacity = capacity
 	}
+	p.grant, p.hello = gr, hello
 	return nil
 }
 

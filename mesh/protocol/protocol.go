@@ -50,6 +50,9 @@ const (
 	TypeLive    Type = "live"    // peer → server: media from my current parent (Peer) is playing
 	TypeStalled Type = "stalled" // peer → server: media from my parent (Peer) stopped; find me another
 	TypeStats   Type = "stats"   // peer → server: periodic measurements
+	// TypeCapacity, peer → server: feed this many children from now on (a
+	// browser turning relaying on or off); children beyond it move first.
+	TypeCapacity Type = "capacity"
 )
 
 // Role is a peer's place in a stream.
@@ -268,6 +271,11 @@ func (m *Message) Validate() error {
 	case TypeLive, TypeStalled:
 		if m.Peer != "" && !ValidID(m.Peer) {
 			return invalid("%s: bad peer id", m.Type)
+		}
+		return nil
+	case TypeCapacity:
+		if m.Capacity < 0 || m.Capacity > MaxCapacity {
+			return invalid("capacity must be 0-%d", MaxCapacity)
 		}
 		return nil
 	case TypeStats:

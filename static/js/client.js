@@ -173,9 +173,10 @@ export class CanopyClient extends EventTarget {
   }
 
   /**
-   * Changes how many children this tab offers to feed. The protocol has no
-   * message for it yet, so the client leaves and joins again with the new
-   * capacity (its children are re-attached elsewhere first: a graceful leave).
+   * Changes how many children this tab offers to feed. The server moves
+   * children beyond the new capacity elsewhere (make before break) and may
+   * give new ones up to it; this tab's own playback is untouched. A later
+   * hello (a reconnect) carries the new capacity too.
    * @param {number} capacity
    */
   setCapacity(capacity) {
@@ -183,10 +184,8 @@ export class CanopyClient extends EventTarget {
     this.capacity = capacity;
     if (this.state === 'closed' || !this._started) return;
     const ws = this._ws;
-    if (ws && ws.readyState === WebSocket.OPEN) {
-      this._send({ type: Type.LEAVE }, ws);
-      this._attempt = 0;
-      ws.close(1000, 'rejoin');
+    if (ws && ws.readyState === WebSocket.OPEN && this.id) {
+      this._send({ type: Type.CAPACITY, capacity }, ws);
     }
   }
 

@@ -34,6 +34,7 @@ export const Type = Object.freeze({
   LIVE: 'live', // peer → server: media from my current parent (peer) is playing
   STALLED: 'stalled', // peer → server: media from my parent (peer) stopped; find me another
   STATS: 'stats', // peer → server: periodic measurements
+  CAPACITY: 'capacity', // peer → server: feed this many children from now on
 });
 
 /** Types the server sends to a peer; a browser ignores anything else. @type {ReadonlySet<string>} */
@@ -292,6 +293,11 @@ export function validate(m) {
       return;
     case Type.STATS:
       return validateStats(m.stats);
+    case Type.CAPACITY: {
+      const capacity = m.capacity ?? 0;
+      if (capacity < 0 || capacity > MAX_CAPACITY) throw invalid(`capacity must be 0-${MAX_CAPACITY}`);
+      return;
+    }
     case Type.ERROR:
       if (!m.code) throw invalid('error needs a code');
       return;

@@ -193,3 +193,10 @@ test('parent messages may name a standby peer', () => {
   rejects(() => decode('{"type":"parent","peer":"p1","standby":"not ok"}'));
   assert.ok(!SERVER_TYPES.has(Type.STATS) && !SERVER_TYPES.has(Type.LIVE), 'reports only go up');
 });
+
+test('capacity messages carry 0-1000 children', () => {
+  assert.equal(encode({ type: Type.CAPACITY, capacity: 0 }), '{"type":"capacity"}');
+  assert.equal(encode({ type: Type.CAPACITY, capacity: 2 }), '{"type":"capacity","capacity":2}');
+  assert.throws(() => encode({ type: Type.CAPACITY, capacity: 1001 }));
+  assert.throws(() => encode({ type: Type.CAPACITY, capacity: -1 }));
+});
