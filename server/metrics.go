@@ -53,12 +53,6 @@ func (s *Server) streamStats(c *gin.Context) {
 	c.JSON(http.StatusOK, co.statsView())
 }
 
-// coordinators lists the hub's streams.
-func (h *hub) coordinators() []*coordinator {
-	cs, _ := h.census()
-	return cs
-}
-
 // census returns the present coordinators and the totals of the streams
 // that ended, together, so no stream is counted twice or missed.
 func (h *hub) census() ([]*coordinator, streamTotals) {

@@ -145,7 +145,11 @@ func NewAPI(cfg Config) (*API, error) {
 		se.SetICEUDPMux(cfg.UDPMux)
 	}
 	if len(cfg.PublicIPs) > 0 {
-		se.SetNAT1To1IPs(cfg.PublicIPs, webrtc.ICECandidateTypeHost)
+		if err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
+			External: cfg.PublicIPs, AsCandidateType: webrtc.ICECandidateTypeHost, Mode: webrtc.ICEAddressRewriteReplace,
+		}); err != nil {
+			return nil, fmt.Errorf("peer: public IPs %v: %w", cfg.PublicIPs, err)
+		}
 	}
 	if cfg.LoopbackOnly && cfg.Net == nil {
 		se.SetInterfaceFilter(func(n string) bool { return n == "lo" })

@@ -94,11 +94,11 @@ func (d *Downstream) readRTCP(s *webrtc.RTPSender, dt *downTrack) {
 			continue
 		}
 		for _, p := range pkts {
-			switch p.(type) {
+			switch p := p.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				f.requestKeyframe()
 			case *rtcp.TransportLayerNack:
-				dt.onNACK(p.(*rtcp.TransportLayerNack))
+				dt.onNACK(p)
 			}
 		}
 	}

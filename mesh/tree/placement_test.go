@@ -47,14 +47,6 @@ func build(t *testing.T, cfg Config, srcCap int, joins ...joinSpec) *Tree {
 	return tr
 }
 
-func many(prefix string, n int, kind Kind, c int) []joinSpec {
-	out := make([]joinSpec, n)
-	for i := range out {
-		out[i] = joinSpec{fmt.Sprintf("%s%d", prefix, i), kind, c}
-	}
-	return out
-}
-
 // layout renders "id@depth<parent" for the listed ids.
 func layout(tr *Tree, ids ...string) string {
 	var parts []string
