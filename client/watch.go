@@ -35,6 +35,7 @@ type watchReport struct {
 	AudioPackets     int     `json:"audioPackets"`
 	PacketsReceived  uint64  `json:"packetsReceived"`
 	BytesReceived    uint64  `json:"bytesReceived"`
+	BitrateKbps      float64 `json:"bitrateKbps"` // received, averaged over the watch
 	PacketsLost      int     `json:"packetsLost"`
 	PacketsRelayed   uint64  `json:"packetsRelayed"`
 	BytesRelayed     uint64  `json:"bytesRelayed"`
@@ -106,6 +107,9 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	node.CollectStats(&s)
 	r.PacketsReceived, r.BytesReceived = s.PacketsReceived, s.BytesReceived
 	r.PacketsRelayed, r.BytesRelayed = s.PacketsRelayed, s.BytesRelayed
+	if r.Seconds > 0 {
+		r.BitrateKbps = float64(r.BytesReceived) * 8 / 1000 / r.Seconds
+	}
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(r)
 	}
