@@ -11,7 +11,7 @@ import (
 	"github.com/pion/rtp"
 
 	"canopy/mesh"
-	"canopy/mesh/peer"
+	"canopy/mesh/media"
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
 )
@@ -49,7 +49,7 @@ func TestGoViewersStartFromCachedGOP(t *testing.T) {
 				f.mu.Lock()
 				defer f.mu.Unlock()
 				if !f.seen {
-					f.seen, f.key, f.seq, f.at = true, peer.IsVP8Keyframe(p.Payload), p.SequenceNumber, time.Now()
+					f.seen, f.key, f.seq, f.at = true, media.IsVP8Keyframe(p.Payload), p.SequenceNumber, time.Now()
 				}
 			},
 		})

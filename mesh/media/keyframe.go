@@ -9,18 +9,19 @@ import "strings"
 func IsKeyframe(mime string, payload []byte) bool {
 	switch {
 	case strings.EqualFold(mime, VP8.MimeType):
-		return vp8PayloadIsKey(payload)
+		return IsVP8Keyframe(payload)
 	case strings.EqualFold(mime, H264.MimeType):
-		return h264PayloadIsKey(payload)
+		return IsH264Keyframe(payload)
 	case len(mime) > 6 && strings.EqualFold(mime[:6], "audio/"):
 		return true
 	}
 	return false
 }
 
-// vp8PayloadIsKey skips the payload descriptor (RFC 7741 §4.2) and checks
-// that this is the first packet of partition 0 of a key frame.
-func vp8PayloadIsKey(p []byte) bool {
+// IsVP8Keyframe reports whether a VP8 RTP payload is the first packet of a
+// key frame: it skips the payload descriptor (RFC 7741 §4.2), checks S=1 and
+// PID=0, then the inverse key frame bit P=0 of the VP8 payload header.
+func IsVP8Keyframe(p []byte) bool {
 	if len(p) < 1 {
 		return false
 	}
@@ -54,7 +55,10 @@ func vp8PayloadIsKey(p []byte) bool {
 	return len(p) > i && p[i]&0x01 == 0 // P bit of the VP8 payload header
 }
 
-func h264PayloadIsKey(p []byte) bool {
+// IsH264Keyframe reports whether an H264 RTP payload (RFC 6184) starts an IDR
+// picture or carries an SPS: on its own, inside a STAP-A, or as the first
+// fragment of an FU-A.
+func IsH264Keyframe(p []byte) bool {
 	if len(p) < 1 {
 		return false
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+
+	"canopy/mesh/media"
 )
 
 func TestVP8Keyframe(t *testing.T) {
@@ -29,7 +31,7 @@ func TestVP8Keyframe(t *testing.T) {
 		{"helper key", vp8Payload(3, true, true, 20), true},
 		{"helper delta", vp8Payload(3, false, true, 20), false},
 	} {
-		if got := IsVP8Keyframe(tc.p); got != tc.want {
+		if got := media.IsVP8Keyframe(tc.p); got != tc.want {
 			t.Errorf("%s: got %v want %v", tc.name, got, tc.want)
 		}
 	}
@@ -52,20 +54,10 @@ func TestH264Keyframe(t *testing.T) {
 		{"truncated FU-A", []byte{0x7c}, false},
 		{"empty", nil, false},
 	} {
-		if got := IsH264Keyframe(tc.p); got != tc.want {
+		if got := media.IsH264Keyframe(tc.p); got != tc.want {
 			t.Errorf("%s: got %v want %v", tc.name, got, tc.want)
 		}
 	}
-}
-
-func FuzzIsVP8Keyframe(f *testing.F) {
-	f.Add([]byte{0x90, 0x80, 0x85, 0x05, 0x00})
-	f.Fuzz(func(t *testing.T, p []byte) { IsVP8Keyframe(p) })
-}
-
-func FuzzIsH264Keyframe(f *testing.F) {
-	f.Add([]byte{0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce})
-	f.Fuzz(func(t *testing.T, p []byte) { IsH264Keyframe(p) })
 }
 
 func TestCodecPreferences(t *testing.T) {

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"canopy/mesh/protocol"
 	"github.com/pion/rtp"
+
+	"canopy/mesh/media"
+	"canopy/mesh/protocol"
 )
 
 // pacedSource writes a synthetic VP8 stream one packet every 5 ms (six
@@ -98,7 +100,7 @@ func TestJoinAnyTimeStartsFromKeyframe(t *testing.T) {
 		sink := func(tr protocol.Track, p *rtp.Packet) {
 			r.mu.Lock()
 			if r.firstSeq < 0 {
-				r.firstSeq, r.firstKey = int(p.SequenceNumber), IsVP8Keyframe(p.Payload)
+				r.firstSeq, r.firstKey = int(p.SequenceNumber), media.IsVP8Keyframe(p.Payload)
 			}
 			r.packets++
 			r.mu.Unlock()
