@@ -49,7 +49,6 @@ func (n *Node) setParent(id string, depth int, standby string) {
 	}
 	n.cur = uc
 	n.current.Store(uc)
-	n.parent.Store(&id)
 	n.depth.Store(int64(depth))
 	n.log.Debug("new parent", "parent", id, "depth", depth, "standby", standby)
 	n.emit(Event{Kind: EventParent, Peer: id, Depth: depth, Standby: standby})
@@ -192,7 +191,6 @@ func (n *Node) detach(id string) {
 		n.closeUpstream(n.cur)
 		n.cur = nil
 		n.current.Store(nil)
-		n.parent.Store(nil)
 	}
 }
 

@@ -123,19 +123,17 @@ type Event struct {
 
 // Node is one peer in a stream's tree.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	sig    *signaling
-	api    *peer.API
-	id     string
-	joined time.Time
+	cfg Config
+	log *slog.Logger
+	sig *signaling
+	api *peer.API
+	id  string
 	// media is replaced as a whole (copy on write) when a returning source
 	// brings a new track; readers load it without a lock.
 	media    atomic.Pointer[trackSet]
 	depth    atomic.Int64
-	children atomic.Int64 // live downstream connections
-	parent   atomic.Pointer[string]
-	current  atomic.Pointer[upstreamConn] // for keyframe requests from other goroutines
+	children atomic.Int64                 // live downstream connections
+	current  atomic.Pointer[upstreamConn] // n.cur, for other goroutines (Parent, keyframe requests)
 	offline  atomic.Bool
 	relayed  atomic.Uint64 // bytes handed to children's queues
 	liveCh   chan *upstreamConn
@@ -163,7 +161,6 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	joined := time.Now()
 	sig, err := dialSignaling(ctx, cfg.Server)
 	if err != nil {
 		return nil, err
@@ -215,7 +212,6 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 		sig:         sig,
 		api:         api,
 		id:          welcome.ID,
-		joined:      joined,
 		liveCh:      make(chan *upstreamConn, 4),
 		downstreams: make(map[string]*peer.Downstream),
 		leaveReq:    make(chan struct{}),
@@ -285,8 +281,8 @@ func (n *Node) Children() int { return int(n.children.Load()) }
 // Parent is the id of the node's current parent ("" for a source or while
 // it waits for one).
 func (n *Node) Parent() string {
-	if p := n.parent.Load(); p != nil {
-		return *p
+	if uc := n.current.Load(); uc != nil {
+		return uc.parent
 	}
 	return ""
 }
