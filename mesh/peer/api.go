@@ -16,6 +16,7 @@ import (
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/transport/v5"
+	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -49,6 +50,12 @@ type API struct {
 	api    *webrtc.API
 	cfg    Config
 	logger *slog.Logger
+
+	// What a Downstream's own webrtc.API is built from: a sender's
+	// PeerConnection gets a batchNet of its own (see batch.go).
+	me  *webrtc.MediaEngine
+	reg *interceptor.Registry
+	se  webrtc.SettingEngine
 }
 
 // videoFeedback is what pion's defaults advertise for video; PLI and NACK are
@@ -158,11 +165,36 @@ func NewAPI(cfg Config) (*API, error) {
 	}
 
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
-	return &API{api: api, cfg: cfg, logger: logger}, nil
+	return &API{api: api, cfg: cfg, logger: logger, me: me, reg: reg, se: se}, nil
 }
 
 func (a *API) newPeerConnection() (*webrtc.PeerConnection, error) {
 	return a.api.NewPeerConnection(webrtc.Configuration{ICEServers: a.cfg.ICEServers})
+}
+
+// newSendingPeerConnection builds a PeerConnection whose UDP sockets batch
+// what a Downstream's writers send (batch.go). With a UDP mux every
+// connection shares the mux's socket, so there is nothing of this
+// connection's own to batch, and the batchNet is nil.
+func (a *API) newSendingPeerConnection() (*webrtc.PeerConnection, *batchNet, error) {
+	if a.cfg.UDPMux != nil {
+		pc, err := a.newPeerConnection()
+		return pc, nil, err
+	}
+	base := a.cfg.Net
+	if base == nil {
+		n, err := stdnet.NewNet()
+		if err != nil {
+			return nil, nil, fmt.Errorf("peer: network: %w", err)
+		}
+		base = n
+	}
+	bn := newBatchNet(base)
+	se := a.se
+	se.SetNet(bn)
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(a.me), webrtc.WithInterceptorRegistry(a.reg), webrtc.WithSettingEngine(se))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{ICEServers: a.cfg.ICEServers})
+	return pc, bn, err
 }
 
 // fmtpParam returns one key's value from an fmtp line, lower-cased.

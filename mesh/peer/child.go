@@ -54,6 +54,7 @@ type childWriter struct {
 	pt    uint8
 	extID uint8 // abs-capture-time id the child negotiated; 0: not sent
 	ws    webrtc.TrackLocalWriter
+	out   *batchNet // batches each pass's writes; nil: none
 
 	slots  []slot
 	retain uint64        // slots behind head kept for retransmission
@@ -104,8 +105,9 @@ func newChildWriter(ssrc uint32, pt uint8, ws webrtc.TrackLocalWriter, slots int
 	}
 }
 
-// push queues a packet; it reports false when the queue is full.
-func (c *childWriter) push(seq uint16, ts uint32, marker bool, pad byte, payload, ext []byte) bool {
+// push queues a packet, waking the writer if wake is set; it reports false
+// when the queue is full.
+func (c *childWriter) push(seq uint16, ts uint32, marker bool, pad byte, payload, ext []byte, wake bool) bool {
 	t := c.tail.Load()
 	if t-c.head.Load() >= uint64(len(c.slots))-c.retain {
 		return false
@@ -115,10 +117,11 @@ func (c *childWriter) push(seq uint16, ts uint32, marker bool, pad byte, payload
 	s.extLen = uint8(copy(s.ext[:], ext))
 	s.n = copy(s.buf[:], payload)
 	c.tail.Store(t + 1)
-	// Wake the writer only if it is asleep (or about to be): a busy writer
-	// looks at tail again before it sleeps. Both sides use sequentially
-	// consistent atomics, so one of them sees the other's store.
-	if c.idle.Load() && c.idle.CompareAndSwap(true, false) {
+	// Wake the writer only if asked to and it is asleep (or about to be): a
+	// busy writer looks at tail again before it sleeps. Both sides use
+	// sequentially consistent atomics, so one of them sees the other's store.
+	// A packet pushed without waking goes out with the next that wakes.
+	if wake && c.idle.Load() && c.idle.CompareAndSwap(true, false) {
 		c.wake()
 	}
 	return true
@@ -176,6 +179,9 @@ func (c *childWriter) run(start func() bool) {
 			}
 			c.heldTill = time.Now().Add(burstHold)
 		}
+		// One pass: what is queued now goes to the kernel in as few
+		// system calls as the batchNet can make of it.
+		c.out.begin()
 		pending = c.resend(&hdr, pending)
 		h, t := c.head.Load(), c.tail.Load()
 		for ; h != t; h++ {
@@ -183,6 +189,7 @@ func (c *childWriter) run(start func() bool) {
 			c.write(&hdr, s.seq, s.ts, s.marker, s.padding, s.ext[:s.extLen], s.buf[:s.n])
 			c.head.Store(h + 1)
 		}
+		c.out.flush()
 		if c.held != nil && (h >= c.heldUntil || time.Now().After(c.heldTill)) {
 			c.release()
 		}
@@ -288,10 +295,17 @@ func (c *childWriter) write(hdr *rtp.Header, seq uint16, ts uint32, marker bool,
 // reports false if stopped.
 func (c *childWriter) sendBurst(hdr *rtp.Header, b *burst, pending *[]uint16) bool {
 	pc := pacer{rate: c.burstRate, start: time.Now()}
+	c.out.begin()
+	defer func() { c.out.flush() }()
 	for i := range b.upto {
 		e := &b.g.entries[i]
 		c.write(hdr, e.seq, c.burstTS(b, e), e.marker, e.padding, e.ext[:e.extLen], b.g.arena[e.off:e.off+e.n])
-		pc.wait(int(e.n))
+		if d := pc.delay(int(e.n)); d > 0 {
+			// Never sleep in a pass: other writes to the socket wait for it.
+			c.out.flush()
+			time.Sleep(d)
+			c.out.begin()
+		}
 		if i%32 == 31 {
 			select {
 			case <-c.stopCh:
@@ -334,7 +348,8 @@ func isClosedErr(err error) bool {
 // downTrack is the webrtc.TrackLocal a Downstream adds for one Forwarder: one
 // per child, so each Bind creates that child's queue and writer.
 type downTrack struct {
-	fwd *Forwarder
+	fwd   *Forwarder
+	batch *batchNet // the connection's sockets; nil: unbatched
 	// ready is closed when the connection is up (nil: it is already). Until
 	// then pion drops whatever is written (its SRTP writer returns 0, nil
 	// before DTLS completes), so the child joins the Forwarder, and is handed
@@ -348,8 +363,8 @@ type downTrack struct {
 
 var _ webrtc.TrackLocal = (*downTrack)(nil)
 
-func newDownTrack(f *Forwarder, ready, gone <-chan struct{}) *downTrack {
-	return &downTrack{fwd: f, ready: ready, gone: gone}
+func newDownTrack(f *Forwarder, batch *batchNet, ready, gone <-chan struct{}) *downTrack {
+	return &downTrack{fwd: f, batch: batch, ready: ready, gone: gone}
 }
 
 // Bind records the negotiated SSRC, payload type and WriteStream and starts
@@ -374,6 +389,7 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	w := newChildWriter(uint32(ctx.SSRC()), uint8(codec.PayloadType), ctx.WriteStream(), f.slots)
 	w.extID = captureExtID(ctx.HeaderExtensions())
 	w.burstRate, w.keepTS = float64(f.opts.BurstRate)/8, f.opts.KeepBurstTimestamps
+	w.out = d.batch
 	d.writer = w
 	// pion binds when the answer is applied, before ICE and DTLS: ask for a
 	// keyframe now if the cache cannot serve this child, so it is on its way

@@ -15,6 +15,7 @@ import (
 type Downstream struct {
 	*conn
 	childID string
+	batch   *batchNet // nil with a UDP mux
 	tracks  []*downTrack
 	wg      sync.WaitGroup // RTCP read loops
 
@@ -27,13 +28,14 @@ type Downstream struct {
 // "canopy"), and sends the offer and then the local ICE candidates through
 // send. send must not call back into this Downstream synchronously.
 func (a *API) NewDownstream(childID string, fwds []*Forwarder, send func(protocol.Signal)) (*Downstream, error) {
-	pc, err := a.newPeerConnection()
+	pc, batch, err := a.newSendingPeerConnection()
 	if err != nil {
 		return nil, fmt.Errorf("peer: new peer connection: %w", err)
 	}
 	d := &Downstream{
 		conn:    newConn(pc, send, a.logger.With("child", childID)),
 		childID: childID,
+		batch:   batch,
 	}
 	if err := d.setup(fwds); err != nil {
 		_ = d.Close()
@@ -48,7 +50,7 @@ func (d *Downstream) setup(fwds []*Forwarder) error {
 		if err != nil {
 			return err
 		}
-		dt := newDownTrack(f, d.conn.connected, d.conn.done)
+		dt := newDownTrack(f, d.batch, d.conn.connected, d.conn.done)
 		d.tracks = append(d.tracks, dt)
 		tr, err := d.pc.AddTransceiverFromTrack(dt, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
 		if err != nil {
@@ -139,4 +141,18 @@ func (d *Downstream) Close() error {
 		d.wg.Wait()
 	})
 	return d.closeErr
+}
+
+// SendStats counts the datagrams this connection's writers queued and the
+// system calls that sent them: with UDP GSO a frame of several packets goes
+// out in one. Both are zero with a UDP mux, which is not batched.
+type SendStats struct {
+	Datagrams uint64
+	Sends     uint64
+}
+
+// SendStats returns the connection's batching counters.
+func (d *Downstream) SendStats() SendStats {
+	p, s := d.batch.stats()
+	return SendStats{Datagrams: p, Sends: s}
 }

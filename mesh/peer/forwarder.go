@@ -87,6 +87,12 @@ type Forwarder struct {
 		out, resent, drops uint64
 	}
 
+	// Wake-up state, touched only by the WriteRTP goroutine (see wakeFor).
+	sinceMarker int    // packets since the last one with the marker bit
+	held        int    // packets pushed since the writers were last woken
+	prevTS      uint32 // timestamp of the previous newest packet
+	prevMarker  bool   // whether it ended its frame
+
 	// Continuity state, touched only by the WriteRTP goroutine.
 	started   bool
 	inSSRC    uint32
@@ -128,6 +134,7 @@ func NewForwarderWith(track protocol.Track, opts ForwarderOptions, logger *slog.
 	}
 	// The step a new incoming SSRC starts after the last timestamp sent: one
 	// frame at 30 fps for video, one 20 ms packet for audio.
+	f.sinceMarker = markerWindow // no marker seen yet: wake per packet
 	f.tsStep = max(track.ClockRate/50, 1)
 	if track.Kind == "video" || strings.HasPrefix(strings.ToLower(track.MimeType), "video/") {
 		f.kind = webrtc.RTPCodecTypeVideo
@@ -178,7 +185,8 @@ func (f *Forwarder) requestKeyframe() {
 // child's queue.
 func (f *Forwarder) WriteRTP(p *rtp.Packet) error {
 	f.packetsIn.Add(1)
-	seq, ts := f.rewrite(p)
+	seq, ts, newest := f.rewrite(p)
+	wake := f.wakeFor(newest, ts, p.Marker)
 	if len(p.Payload) > slotPayloadSize {
 		f.drops.Add(uint64(len(*f.children.Load())))
 		return ErrPacketTooLarge
@@ -223,7 +231,7 @@ func (f *Forwarder) WriteRTP(p *rtp.Packet) error {
 				continue
 			}
 		}
-		if !c.push(seq, ts, p.Marker, pad, p.Payload, ext) {
+		if !c.push(seq, ts, p.Marker, pad, p.Payload, ext, wake) {
 			c.dropped.Add(1)
 			if f.isKeyframe != nil {
 				// The child's decoder cannot use anything until the next
@@ -238,10 +246,49 @@ func (f *Forwarder) WriteRTP(p *rtp.Packet) error {
 	return nil
 }
 
+// Video packets are handed to the children's writers a frame at a time, so
+// that each writer sends a frame in one pass, in one system call (batch.go).
+// Holding a frame's first packets until its last arrives delays nothing a
+// viewer sees: a frame decodes only once its last packet is in. The writers
+// are woken by a frame's last packet (the marker bit), by the first packet
+// of a frame when the previous one ended without a marker (lost), by any
+// packet older than the newest (a retransmission: repair must not wait), and
+// after maxHeld packets of a large frame. A track whose packets carry no
+// marker bit (none in the last markerWindow packets) wakes them per packet,
+// as does audio, where every packet is a frame.
+const (
+	maxHeld      = 16
+	markerWindow = 512
+)
+
+// wakeFor reports whether the packet just rewritten should wake the writers.
+func (f *Forwarder) wakeFor(newest bool, ts uint32, marker bool) bool {
+	if f.kind != webrtc.RTPCodecTypeVideo {
+		return true
+	}
+	if !newest {
+		return true
+	}
+	wake := marker || f.sinceMarker >= markerWindow || (ts != f.prevTS && !f.prevMarker)
+	f.prevTS, f.prevMarker = ts, marker
+	if marker {
+		f.sinceMarker = 0
+	} else if f.sinceMarker < markerWindow {
+		f.sinceMarker++
+	}
+	f.held++
+	if wake || f.held >= maxHeld {
+		f.held = 0
+		return true
+	}
+	return false
+}
+
 // rewrite maps the incoming sequence number and timestamp onto the outgoing
-// ones. Offsets change only when the incoming SSRC does (a new parent, a
-// restarted source), so children see one continuous stream.
-func (f *Forwarder) rewrite(p *rtp.Packet) (uint16, uint32) {
+// ones, and reports whether the packet is the newest so far. Offsets change
+// only when the incoming SSRC does (a new parent, a restarted source), so
+// children see one continuous stream.
+func (f *Forwarder) rewrite(p *rtp.Packet) (uint16, uint32, bool) {
 	switch {
 	case !f.started:
 		f.started, f.inSSRC = true, p.SSRC
@@ -251,10 +298,11 @@ func (f *Forwarder) rewrite(p *rtp.Packet) (uint16, uint32) {
 		f.tsOffset = f.lastTS + f.tsStep - p.Timestamp
 	}
 	seq, ts := p.SequenceNumber+f.seqOffset, p.Timestamp+f.tsOffset
-	if !f.haveOut || int16(seq-f.lastSeq) > 0 { // newest so far, modulo 2^16
+	newest := !f.haveOut || int16(seq-f.lastSeq) > 0 // modulo 2^16
+	if newest {
 		f.haveOut, f.lastSeq, f.lastTS = true, seq, ts
 	}
-	return seq, ts
+	return seq, ts, newest
 }
 
 // attach adds a child whose connection is up. A video child starts from the

@@ -169,13 +169,17 @@ type pacer struct {
 	sent  int
 }
 
-func (p *pacer) wait(n int) {
+// delay counts n more bytes sent and returns how long to wait before the
+// next: zero within the allowance or when the wait would be too short to
+// sleep for.
+func (p *pacer) delay(n int) time.Duration {
 	p.sent += n
 	if p.rate == 0 || p.sent <= burstAllowance {
-		return
+		return 0
 	}
 	due := p.start.Add(time.Duration(float64(p.sent-burstAllowance) / p.rate * float64(time.Second)))
 	if d := time.Until(due); d > 200*time.Microsecond {
-		time.Sleep(d)
+		return d
 	}
+	return 0
 }

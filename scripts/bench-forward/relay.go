@@ -88,6 +88,18 @@ func runRelay(variant string, n int) {
 			fatal(err)
 		}
 		f = peer.NewForwarder(videoTrack, logger())
+		var downs []*peer.Downstream
+		defer func() {
+			var st peer.SendStats
+			for _, d := range downs {
+				s := d.SendStats()
+				st.Datagrams += s.Datagrams
+				st.Sends += s.Sends
+			}
+			if st.Sends > 0 {
+				fmt.Fprintf(os.Stderr, "relay: %d datagrams in %d batched sends (%.1f per send)\n", st.Datagrams, st.Sends, float64(st.Datagrams)/float64(st.Sends))
+			}
+		}()
 		for i := range n {
 			id := fmt.Sprint("c", i)
 			d, err := a.NewDownstream(id, []*peer.Forwarder{f}, func(s protocol.Signal) { o.send(msg{Child: id, Sig: &s}) })
@@ -95,6 +107,7 @@ func runRelay(variant string, n int) {
 				fatal(err)
 			}
 			handlers[id] = d.HandleSignal
+			downs = append(downs, d)
 		}
 		sent = func() uint64 { return f.Stats().PacketsOut }
 		go source(f.WriteRTP, &srcCount)
