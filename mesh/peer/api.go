@@ -52,10 +52,11 @@ type API struct {
 	logger *slog.Logger
 
 	// What a Downstream's own webrtc.API is built from: a sender's
-	// PeerConnection gets a batchNet of its own (see batch.go).
-	me  *webrtc.MediaEngine
-	reg *interceptor.Registry
-	se  webrtc.SettingEngine
+	// PeerConnection gets a batchNet of its own (see batch.go) and only
+	// the sending side's interceptors.
+	me      *webrtc.MediaEngine
+	sendReg *interceptor.Registry
+	se      webrtc.SettingEngine
 }
 
 // videoFeedback is what pion's defaults advertise for video; PLI and NACK are
@@ -135,6 +136,15 @@ func NewAPI(cfg Config) (*API, error) {
 		report.WithSenderLoggerFactory(lf)); err != nil {
 		return nil, fmt.Errorf("peer: reports: %w", err)
 	}
+	// A Downstream only sends: it needs sender reports (lip sync) and none
+	// of the receiving side's interceptors, whose timers (the NACK
+	// generator ticks every 100 ms) would run in every child's connection.
+	sendReg := &interceptor.Registry{}
+	sr, err := report.NewSenderInterceptor(report.WithSenderLoggerFactory(lf))
+	if err != nil {
+		return nil, fmt.Errorf("peer: sender reports: %w", err)
+	}
+	sendReg.Add(sr)
 
 	se := webrtc.SettingEngine{LoggerFactory: lf}
 	// GCM first: with AES-NI it encrypts and authenticates in one pass,
@@ -165,7 +175,7 @@ func NewAPI(cfg Config) (*API, error) {
 	}
 
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
-	return &API{api: api, cfg: cfg, logger: logger, me: me, reg: reg, se: se}, nil
+	return &API{api: api, cfg: cfg, logger: logger, me: me, sendReg: sendReg, se: se}, nil
 }
 
 func (a *API) newPeerConnection() (*webrtc.PeerConnection, error) {
@@ -177,22 +187,21 @@ func (a *API) newPeerConnection() (*webrtc.PeerConnection, error) {
 // connection shares the mux's socket, so there is nothing of this
 // connection's own to batch, and the batchNet is nil.
 func (a *API) newSendingPeerConnection() (*webrtc.PeerConnection, *batchNet, error) {
-	if a.cfg.UDPMux != nil {
-		pc, err := a.newPeerConnection()
-		return pc, nil, err
-	}
-	base := a.cfg.Net
-	if base == nil {
-		n, err := stdnet.NewNet()
-		if err != nil {
-			return nil, nil, fmt.Errorf("peer: network: %w", err)
-		}
-		base = n
-	}
-	bn := newBatchNet(base)
 	se := a.se
-	se.SetNet(bn)
-	api := webrtc.NewAPI(webrtc.WithMediaEngine(a.me), webrtc.WithInterceptorRegistry(a.reg), webrtc.WithSettingEngine(se))
+	var bn *batchNet
+	if a.cfg.UDPMux == nil {
+		base := a.cfg.Net
+		if base == nil {
+			n, err := stdnet.NewNet()
+			if err != nil {
+				return nil, nil, fmt.Errorf("peer: network: %w", err)
+			}
+			base = n
+		}
+		bn = newBatchNet(base)
+		se.SetNet(bn)
+	}
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(a.me), webrtc.WithInterceptorRegistry(a.sendReg), webrtc.WithSettingEngine(se))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{ICEServers: a.cfg.ICEServers})
 	return pc, bn, err
 }

@@ -102,6 +102,22 @@ func (n *batchNet) stats() (packets, sends uint64) {
 	return packets, sends
 }
 
+// queuedTotal counts the datagrams queued in passes so far, over every
+// socket: a pass that wrote k packets and saw this grow by k knows they all
+// went through the connection's own sockets, not a TCP or TURN path.
+func (n *batchNet) queuedTotal() uint64 {
+	if n == nil {
+		return 0
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var t uint64
+	for _, c := range n.conns {
+		t += c.queuedN.Load()
+	}
+	return t
+}
+
 // queued is one datagram waiting in a batchConn: buf[off:off+n] to to.
 type queued struct {
 	off, n int
@@ -119,8 +135,9 @@ type batchConn struct {
 	gso   bool
 	buf   []byte
 	q     []queued
-	oob   []byte
+	sys   sendmsg // the system call's arguments, reused (batch_linux.go)
 
+	queuedN atomic.Uint64 // datagrams queued in passes
 	batched atomic.Uint64 // datagrams sent from the queue
 	sends   atomic.Uint64 // system calls that sent them
 	errs    atomic.Uint64
@@ -134,7 +151,7 @@ func newBatchConn(c transport.UDPConn) *batchConn {
 	}
 	if raw, ok := c.(*net.UDPConn); ok {
 		b.raw = raw
-		b.gso = gsoSupported(raw)
+		b.gso = b.sys.init(raw)
 	}
 	return b
 }
@@ -170,6 +187,7 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 	c.buf = append(c.buf, b...)
 	c.q = append(c.q, queued{off: off, n: len(b), to: addr})
 	c.mu.Unlock()
+	c.queuedN.Add(1)
 	return len(b), nil
 }
 
@@ -221,34 +239,25 @@ func (c *batchConn) sendQueued() {
 				j++
 			}
 		}
-		if j-i > 1 {
-			if err := c.writeRun(q[i:j]); err == nil {
-				c.sends.Add(1)
-				c.batched.Add(uint64(j - i))
-				i = j
-				continue
-			} else if !errors.Is(err, errGSOUnsupported) {
-				c.errs.Add(1)
-				i = j
-				continue
-			}
+		first, last := q[i], q[j-1]
+		err := c.send(c.buf[first.off:last.off+last.n], first.n, first.to)
+		if errors.Is(err, errGSOUnsupported) {
 			c.gso = false // and send this run one by one
-		}
-		for ; i < j; i++ {
-			if _, err := c.writeOne(c.buf[q[i].off:q[i].off+q[i].n], q[i].to); err != nil {
-				c.errs.Add(1)
+			for ; i < j; i++ {
+				if err := c.send(c.buf[q[i].off:q[i].off+q[i].n], q[i].n, q[i].to); err != nil {
+					c.errs.Add(1)
+				}
+				c.sends.Add(1)
+				c.batched.Add(1)
 			}
-			c.sends.Add(1)
-			c.batched.Add(1)
+			continue
 		}
+		if err != nil {
+			c.errs.Add(1)
+		}
+		c.sends.Add(1)
+		c.batched.Add(uint64(j - i))
+		i = j
 	}
 	c.q, c.buf = q[:0], c.buf[:0]
-}
-
-// writeRun sends a run of queued datagrams, contiguous in buf, with GSO.
-func (c *batchConn) writeRun(run []queued) error {
-	first, last := run[0], run[len(run)-1]
-	c.oob = gsoControl(c.oob[:0], first.n)
-	_, _, err := c.raw.WriteMsgUDPAddrPort(c.buf[first.off:last.off+last.n], c.oob, first.to)
-	return gsoError(err)
 }

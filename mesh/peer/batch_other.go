@@ -5,13 +5,21 @@ package peer
 import (
 	"errors"
 	"net"
+	"net/netip"
 )
 
 var errGSOUnsupported = errors.New("peer: UDP GSO unsupported")
 
-// gsoSupported is false: UDP segmentation offload is Linux's.
-func gsoSupported(*net.UDPConn) bool { return false }
+// sendmsg is empty: UDP segmentation offload is Linux's, so elsewhere a
+// batchConn sends its queue one datagram at a time.
+type sendmsg struct{}
 
-func gsoControl(oob []byte, _ int) []byte { return oob }
+func (*sendmsg) init(*net.UDPConn) bool { return false }
 
-func gsoError(err error) error { return err }
+func (c *batchConn) send(buf []byte, seg int, to netip.AddrPort) error {
+	if seg < len(buf) {
+		return errGSOUnsupported
+	}
+	_, err := c.writeOne(buf, to)
+	return err
+}

@@ -71,6 +71,19 @@ type childWriter struct {
 	heldUntil uint64    // or until retainSlots queued packets followed
 	heldTill  time.Time // or until then, whichever comes first
 
+	// Owned by whoever runs passes: the writer goroutine, or the shard.
+	hdr     rtp.Header
+	pending []uint16
+
+	// shard, once set, runs this child's passes (shard.go). passMu orders
+	// a shard's pass with the child leaving it; gone is set, under passMu,
+	// when it has. demoted tells the writer goroutine the shard gave the
+	// child back.
+	shard   atomic.Pointer[shard]
+	passMu  sync.Mutex
+	gone    bool
+	demoted chan struct{}
+
 	notify   chan struct{} // buffered(1): "the tail moved", or a NACK came
 	idle     atomic.Bool   // the writer found nothing to send and may sleep
 	stopCh   chan struct{}
@@ -97,11 +110,12 @@ type childWriter struct {
 func newChildWriter(ssrc uint32, pt uint8, ws webrtc.TrackLocalWriter, slots int) *childWriter {
 	return &childWriter{
 		ssrc: ssrc, pt: pt, ws: ws,
-		slots:  make([]slot, slots+retainSlots),
-		retain: retainSlots,
-		notify: make(chan struct{}, 1),
-		stopCh: make(chan struct{}),
-		done:   make(chan struct{}),
+		slots:   make([]slot, slots+retainSlots),
+		retain:  retainSlots,
+		notify:  make(chan struct{}, 1),
+		demoted: make(chan struct{}, 1),
+		stopCh:  make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 }
 
@@ -121,14 +135,23 @@ func (c *childWriter) push(seq uint16, ts uint32, marker bool, pad byte, payload
 	// busy writer looks at tail again before it sleeps. Both sides use
 	// sequentially consistent atomics, so one of them sees the other's store.
 	// A packet pushed without waking goes out with the next that wakes.
-	if wake && c.idle.Load() && c.idle.CompareAndSwap(true, false) {
+	if !wake {
+		return true
+	}
+	if s := c.shard.Load(); s != nil {
+		s.wakeIfIdle()
+	} else if c.idle.Load() && c.idle.CompareAndSwap(true, false) {
 		c.wake()
 	}
 	return true
 }
 
-// wake tells the writer there is something to send.
+// wake tells the writer, or the shard, there is something to send.
 func (c *childWriter) wake() {
+	if s := c.shard.Load(); s != nil {
+		s.wake()
+		return
+	}
 	select {
 	case c.notify <- struct{}{}:
 	default: // the writer has a wake-up pending already
@@ -154,10 +177,13 @@ func (c *childWriter) queueNACK(pairs []rtcp.NackPair) {
 // queued returns the number of packets waiting.
 func (c *childWriter) queued() int { return int(c.tail.Load() - c.head.Load()) }
 
-// run waits until start says the child is attached, then drains the queue
-// until stopped. It wakes once per burst, not once per packet: everything
-// queued meanwhile is written in one pass.
-func (c *childWriter) run(start func() bool) {
+// run waits until start says the child is attached, sends the cached GOP,
+// then drains the queue until stopped. It wakes once per frame, not once per
+// packet: everything queued meanwhile is written in one pass. Once a pass
+// shows that the child's packets go out through its own UDP sockets, the
+// child is handed to one of the Forwarder's shards (shard.go) and this
+// goroutine only waits: to be stopped, or to take the child back.
+func (c *childWriter) run(f *Forwarder, start func() bool) {
 	defer close(c.done)
 	if !start() {
 		return
@@ -168,33 +194,28 @@ func (c *childWriter) run(start func() bool) {
 		}
 		c.release()
 	}()
-	hdr := rtp.Header{Version: 2, PayloadType: c.pt, SSRC: c.ssrc, Extensions: make([]rtp.Extension, 0, 1)}
-	var pending []uint16
+	c.hdr = rtp.Header{Version: 2, PayloadType: c.pt, SSRC: c.ssrc, Extensions: make([]rtp.Extension, 0, 1)}
 	for {
 		if b := c.burst.Swap(nil); b != nil {
 			c.release()
 			c.held, c.heldUntil = b, c.head.Load()+c.retain
-			if !c.sendBurst(&hdr, b, &pending) {
+			if !c.sendBurst(&c.hdr, b, &c.pending) {
 				return
 			}
 			c.heldTill = time.Now().Add(burstHold)
 		}
-		// One pass: what is queued now goes to the kernel in as few
-		// system calls as the batchNet can make of it.
-		c.out.begin()
-		pending = c.resend(&hdr, pending)
-		h, t := c.head.Load(), c.tail.Load()
-		for ; h != t; h++ {
-			s := &c.slots[h%uint64(len(c.slots))]
-			c.write(&hdr, s.seq, s.ts, s.marker, s.padding, s.ext[:s.extLen], s.buf[:s.n])
-			c.head.Store(h + 1)
-		}
-		c.out.flush()
-		if c.held != nil && (h >= c.heldUntil || time.Now().After(c.heldTill)) {
-			c.release()
+		sent, through := c.pass()
+		if sent > 0 && through && f.adopt(c) {
+			select {
+			case <-c.stopCh:
+				f.disown(c)
+				return
+			case <-c.demoted:
+				// The shard gave the child back; its passes are over.
+			}
 		}
 		c.idle.Store(true)
-		if c.tail.Load() != h {
+		if c.tail.Load() != c.head.Load() {
 			c.idle.Store(false)
 			continue // pushed after the drain; push may not have woken us
 		}
@@ -205,6 +226,29 @@ func (c *childWriter) run(start func() bool) {
 		}
 		c.idle.Store(false)
 	}
+}
+
+// pass writes what is queued now, NACKed packets first, and lets go of the
+// held burst once it is old. It runs on the child's goroutine or, once the
+// child is adopted, on its shard's; never on both. It reports how many
+// packets it wrote, and whether all of them went out through the child's
+// own sockets, in as few system calls as the batchNet could make of them.
+func (c *childWriter) pass() (sent int, through bool) {
+	before := c.out.queuedTotal()
+	c.out.begin()
+	c.pending = c.resend(&c.hdr, c.pending)
+	h, t := c.head.Load(), c.tail.Load()
+	for ; h != t; h++ {
+		s := &c.slots[h%uint64(len(c.slots))]
+		c.write(&c.hdr, s.seq, s.ts, s.marker, s.padding, s.ext[:s.extLen], s.buf[:s.n])
+		c.head.Store(h + 1)
+		sent++
+	}
+	c.out.flush()
+	if c.held != nil && (h >= c.heldUntil || time.Now().After(c.heldTill)) {
+		c.release()
+	}
+	return sent, c.out != nil && c.out.queuedTotal()-before >= uint64(sent)
 }
 
 // release lets go of the burst kept for retransmission.
@@ -402,11 +446,11 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 			d.writer = nil
 			return webrtc.RTPCodecParameters{}, err
 		}
-		go w.run(func() bool { return true })
+		go w.run(f, func() bool { return true })
 		return *codec, nil
 	}
 	ready, gone := d.ready, d.gone
-	go w.run(func() bool {
+	go w.run(f, func() bool {
 		select {
 		case <-ready:
 		case <-gone:

@@ -77,6 +77,7 @@ type Forwarder struct {
 	children atomic.Pointer[[]*childWriter]
 	mu       sync.Mutex
 	closed   bool
+	shards   []*shard // under mu; started by the first adopt (shard.go)
 
 	keyframes  chan struct{}
 	lastKeyReq atomic.Int64 // unix nanoseconds of the last request passed on
@@ -412,4 +413,5 @@ func (f *Forwarder) Close() {
 	for _, c := range kids {
 		<-c.done
 	}
+	f.stopShards()
 }
