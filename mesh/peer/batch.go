@@ -36,6 +36,14 @@ const (
 	maxBatchBytes   = 60 << 10
 )
 
+// Send errors that make a batchConn send a run one datagram at a time: for
+// good when the device cannot segment, for this run when the kernel
+// refused its segment size.
+var (
+	errGSOUnsupported = errors.New("peer: UDP GSO unsupported")
+	errGSORefused     = errors.New("peer: UDP GSO segment refused")
+)
+
 // batchNet is the transport.Net of one PeerConnection: the host's network,
 // with every UDP socket wrapped in a batchConn.
 type batchNet struct {
@@ -87,19 +95,20 @@ func (n *batchNet) flush() {
 	}
 }
 
-// stats sums the conns' counters: datagrams sent in batches, and the
-// sendmsg calls that carried them.
-func (n *batchNet) stats() (packets, sends uint64) {
+// stats sums the conns' counters: datagrams sent in batches, the sendmsg
+// calls that carried them, and the calls that failed.
+func (n *batchNet) stats() (packets, sends, errs uint64) {
 	if n == nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, c := range n.conns {
 		packets += c.batched.Load()
 		sends += c.sends.Load()
+		errs += c.errs.Load()
 	}
-	return packets, sends
+	return packets, sends, errs
 }
 
 // queuedTotal counts the datagrams queued in passes so far, over every
@@ -241,8 +250,8 @@ func (c *batchConn) sendQueued() {
 		}
 		first, last := q[i], q[j-1]
 		err := c.send(c.buf[first.off:last.off+last.n], first.n, first.to)
-		if errors.Is(err, errGSOUnsupported) {
-			c.gso = false // and send this run one by one
+		if errors.Is(err, errGSOUnsupported) || errors.Is(err, errGSORefused) {
+			c.gso = c.gso && errors.Is(err, errGSORefused)
 			for ; i < j; i++ {
 				if err := c.send(c.buf[q[i].off:q[i].off+q[i].n], q[i].n, q[i].to); err != nil {
 					c.errs.Add(1)

@@ -12,10 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// errGSOUnsupported marks a sendmsg that failed because the socket or the
-// route cannot segment: the caller falls back to one datagram per call.
-var errGSOUnsupported = errors.New("peer: UDP GSO unsupported")
-
 // sendmsg holds a batchConn's sendmsg(2) arguments. The call is made raw,
 // outside the runtime's system-call accounting: a GSO send of a frame takes
 // tens of microseconds on loopback (the receiver's softirq runs in it), long
@@ -102,9 +98,13 @@ func (c *batchConn) send(buf []byte, seg int, to netip.AddrPort) error {
 	if err == nil {
 		err = m.err
 	}
-	if seg < len(buf) && (errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
-		// No checksum offload on the device, or no GSO on this path.
-		return errGSOUnsupported
+	if seg < len(buf) {
+		switch {
+		case errors.Is(err, unix.EIO), errors.Is(err, unix.EOPNOTSUPP):
+			return errGSOUnsupported // no checksum offload on the device
+		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.EMSGSIZE):
+			return errGSORefused // segments larger than the route allows
+		}
 	}
 	return err
 }

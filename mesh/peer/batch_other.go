@@ -3,12 +3,9 @@
 package peer
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 )
-
-var errGSOUnsupported = errors.New("peer: UDP GSO unsupported")
 
 // sendmsg is empty: UDP segmentation offload is Linux's, so elsewhere a
 // batchConn sends its queue one datagram at a time.

@@ -145,13 +145,13 @@ func TestBatchConnSendsRunsInOrder(t *testing.T) {
 					}
 				}
 			}
-			packets, sends := n.stats()
+			packets, sends, errs := n.stats()
 			wantSends := uint64(len(plan))
 			if gso {
 				wantSends = 4
 			}
-			if packets != uint64(len(plan)) || sends != wantSends {
-				t.Fatalf("stats: %d datagrams in %d sends, want %d in %d", packets, sends, len(plan), wantSends)
+			if packets != uint64(len(plan)) || sends != wantSends || errs != 0 {
+				t.Fatalf("stats: %d datagrams in %d sends (%d failed), want %d in %d", packets, sends, errs, len(plan), wantSends)
 			}
 		})
 	}

@@ -340,7 +340,7 @@ func (c *childWriter) write(hdr *rtp.Header, seq uint16, ts uint32, marker bool,
 func (c *childWriter) sendBurst(hdr *rtp.Header, b *burst, pending *[]uint16) bool {
 	pc := pacer{rate: c.burstRate, start: time.Now()}
 	c.out.begin()
-	defer func() { c.out.flush() }()
+	defer c.out.flush()
 	for i := range b.upto {
 		e := &b.g.entries[i]
 		c.write(hdr, e.seq, c.burstTS(b, e), e.marker, e.padding, e.ext[:e.extLen], b.g.arena[e.off:e.off+e.n])

@@ -149,10 +149,11 @@ func (d *Downstream) Close() error {
 type SendStats struct {
 	Datagrams uint64
 	Sends     uint64
+	Errors    uint64 // sends that failed (the connection closing, a full socket)
 }
 
 // SendStats returns the connection's batching counters.
 func (d *Downstream) SendStats() SendStats {
-	p, s := d.batch.stats()
-	return SendStats{Datagrams: p, Sends: s}
+	p, s, e := d.batch.stats()
+	return SendStats{Datagrams: p, Sends: s, Errors: e}
 }

@@ -154,8 +154,10 @@ func (f *Forwarder) adopt(c *childWriter) bool {
 	c.passMu.Lock()
 	c.gone = false
 	c.passMu.Unlock()
-	best.add(c)
+	// shard is set before the shard can see the child: a pass that gives
+	// the child back clears it, and must not be overwritten after.
 	c.shard.Store(best)
+	best.add(c)
 	best.wake() // for what was pushed while the child changed hands
 	return true
 }
