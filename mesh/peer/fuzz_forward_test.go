@@ -91,7 +91,9 @@ func FuzzForwardRTP(f *testing.F) {
 		for _, tr := range []struct{ mime, fmtp string }{{vp8Track.MimeType, ""}, {h264.MimeType, h264.Fmtp}} {
 			track := vp8Track
 			track.MimeType, track.Fmtp = tr.mime, tr.fmtp
-			fwd := NewForwarder(track, testLogger())
+			// A small GOP cache: the default 4 MiB per exec starved the
+			// fuzzer of memory within seconds.
+			fwd := NewForwarderWith(track, ForwarderOptions{GOPBytes: 64 << 10}, testLogger())
 			w1, w2 := &checkingWriter{}, &checkingWriter{}
 			bindFake(t, fwd, "a", 1, w1)
 			bindFake(t, fwd, "b", 2, w2)
