@@ -12,11 +12,12 @@ import (
 // goroutine was ~25 µs of scheduler work against ~3 µs per packet written.
 // A child whose packets go out through its own UDP sockets (every child
 // connected over host or server-reflexive UDP, the case bench-forward
-// measures) cannot stall the others that way: a UDP send waits only when the
-// host's send buffer is full, which holds up every child alike. Such a child
-// is adopted by one of the Forwarder's shards, one goroutine per core, that
-// runs the passes of all its children in turn: one wake-up per shard per
-// frame instead of one per child. A child whose packets go elsewhere (TURN
+// measures) cannot stall the others that way: a UDP send waits only when its
+// socket's send buffer is full, that is when the host's network device falls
+// behind, which holds up every child alike. Such a child is adopted by one
+// of the Forwarder's shards (one per childrenPerShard children, at most one
+// per core), which runs the passes of all its children in turn: one wake-up
+// per shard per frame instead of one per child. A child whose packets go elsewhere (TURN
 // over TCP, a shared UDP mux, a test's writer) keeps its own goroutine, and a
 // shard gives back a child whose packets stop going through its sockets.
 
@@ -126,7 +127,10 @@ func (s *shard) pass(c *childWriter) {
 		c.gone = true
 		c.shard.Store(nil)
 		s.remove(c)
-		c.demoted <- struct{}{} // buffered(1); the goroutine waits for it
+		select {
+		case c.demoted <- struct{}{}: // buffered(1); the goroutine waits for it
+		default:
+		}
 	}
 }
 
