@@ -22,6 +22,7 @@ import (
 
 	"github.com/pion/ice/v4"
 
+	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
 )
@@ -99,7 +100,7 @@ func run(args []string) error {
 		if *loopback {
 			opts = append(opts, ice.UDPMuxFromPortWithInterfaceFilter(func(n string) bool { return n == "lo" }))
 		}
-		mux, err := ice.NewMultiUDPMuxFromPort(*udpPort, opts...)
+		mux, err := peer.NewUDPMuxFromPort(*udpPort, opts...)
 		if err != nil {
 			return fmt.Errorf("-udp-port %d: %w", *udpPort, err)
 		}

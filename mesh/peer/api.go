@@ -37,7 +37,8 @@ type Config struct {
 	// test loss; nil means the real network.
 	Net transport.Net
 	// UDPMux, if set, carries every PeerConnection's ICE traffic on one UDP
-	// port (ice.NewMultiUDPMuxFromPort): one port to open in a firewall.
+	// port: one port to open in a firewall. Make it with NewUDPMuxFromPort
+	// to keep sends batched.
 	UDPMux ice.UDPMux
 	// PublicIPs are advertised as host candidates in place of the local
 	// addresses, for a host behind 1:1 NAT (a cloud VM).
@@ -184,12 +185,14 @@ func (a *API) newPeerConnection() (*webrtc.PeerConnection, error) {
 
 // newSendingPeerConnection builds a PeerConnection whose UDP sockets batch
 // what a Downstream's writers send (batch.go). With a UDP mux every
-// connection shares the mux's socket, so there is nothing of this
-// connection's own to batch, and the batchNet is nil.
+// connection shares the mux's sockets: they batch if NewUDPMuxFromPort made
+// them, and the batchNet is nil otherwise.
 func (a *API) newSendingPeerConnection() (*webrtc.PeerConnection, *batchNet, error) {
 	se := a.se
 	var bn *batchNet
-	if a.cfg.UDPMux == nil {
+	if m, ok := a.cfg.UDPMux.(*batchedMux); ok {
+		bn = m.net
+	} else if a.cfg.UDPMux == nil {
 		base := a.cfg.Net
 		if base == nil {
 			n, err := stdnet.NewNet()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
 	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
@@ -233,7 +234,7 @@ func bindSocket(t *testing.T, f *Forwarder, id string, r *receiver) (*downTrack,
 	t.Helper()
 	n, c := newBatchSocket(t)
 	w := &sockWriter{conn: c, to: r.addr()}
-	d := newDownTrack(f, n, nil, nil)
+	d := newDownTrack(f, n, nil, nil, nil)
 	if _, err := d.Bind(&fakeContext{id: id, ssrc: 1, codecs: registeredCodecs, ws: w}); err != nil {
 		t.Fatal(err)
 	}
@@ -360,3 +361,65 @@ func TestBatchedPathZeroAllocs(t *testing.T) {
 }
 
 var _ webrtc.TrackLocalWriter = (*sockWriter)(nil)
+
+// TestMuxedDownstreamsBatch: children served over one UDP port from
+// NewUDPMuxFromPort get every packet in order, are written by shards, and
+// their frames leave in fewer system calls than datagrams.
+func TestMuxedDownstreamsBatch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mux, err := NewUDPMuxFromPort(0, ice.UDPMuxFromPortWithLoopback(),
+		ice.UDPMuxFromPortWithInterfaceFilter(func(n string) bool { return n == "lo" }),
+		ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mux.Close()
+	parent, err := NewAPI(Config{LoopbackOnly: true, UDPMux: mux, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := newTestAPI(t)
+	video := NewForwarder(vp8Track, testLogger())
+	defer video.Close()
+	var links []*link
+	var recs []*recorder
+	for i := range 3 {
+		r := newRecorder()
+		l := newLinkAPIs(t, ctx, parent, child, fmt.Sprint("child", i), []*Forwarder{video}, r.sink)
+		defer l.close()
+		links, recs = append(links, l), append(recs, r)
+	}
+	for f := range 60 { // frames of five equal packets, as a packetizer makes
+		writeFrames(video, f*5, 1)
+		time.Sleep(time.Millisecond) // pacing, not an assertion
+	}
+	for i, r := range recs {
+		waitFor(t, ctx, "all packets", func() bool { return r.count("video") >= 300 })
+		got := r.get("video")
+		if len(got) != 300 {
+			t.Fatalf("child%d: %d packets, want 300", i, len(got))
+		}
+		for j, p := range got {
+			want := framePart
+			switch {
+			case j == 0:
+				want = keyStart
+			case j%5 == 0:
+				want = frameStart
+			}
+			if !bytes.Equal(p, want) {
+				t.Fatalf("child%d: packet %d differs or is out of order", i, j)
+			}
+		}
+	}
+	for i, l := range links {
+		if l.down.tracks[0].writer.shard.Load() == nil {
+			t.Fatalf("child%d is not written by a shard", i)
+		}
+	}
+	st := links[0].down.SendStats()
+	if st.Datagrams < 900 || st.Sends >= st.Datagrams || st.Errors != 0 {
+		t.Fatalf("mux send stats %+v: want 900+ datagrams in fewer sends, no errors", st)
+	}
+}

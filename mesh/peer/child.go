@@ -50,11 +50,12 @@ type slot struct {
 // ring of preallocated slots, filled by WriteRTP and drained by one writer
 // goroutine that calls the binding's WriteStream.
 type childWriter struct {
-	ssrc  uint32
-	pt    uint8
-	extID uint8 // abs-capture-time id the child negotiated; 0: not sent
-	ws    webrtc.TrackLocalWriter
-	out   *batchNet // batches each pass's writes; nil: none
+	ssrc   uint32
+	pt     uint8
+	extID  uint8 // abs-capture-time id the child negotiated; 0: not sent
+	ws     webrtc.TrackLocalWriter
+	out    *batchNet    // batches each pass's writes; nil: none
+	direct *atomic.Bool // see downTrack
 
 	slots  []slot
 	retain uint64        // slots behind head kept for retransmission
@@ -231,8 +232,11 @@ func (c *childWriter) run(f *Forwarder, start func() bool) {
 // pass writes what is queued now, NACKed packets first, and lets go of the
 // held burst once it is old. It runs on the child's goroutine or, once the
 // child is adopted, on its shard's; never on both. It reports how many
-// packets it wrote, and whether all of them went out through the child's
-// own sockets, in as few system calls as the batchNet could make of them.
+// packets it wrote, and whether they went out through the connection's
+// UDP sockets, in as few system calls as the batchNet could make of them:
+// ICE's selected pair says the path is one of them, and the sockets queued
+// at least as many datagrams as the pass wrote. (The count alone could be
+// fooled by other children writing to a shared mux meanwhile.)
 func (c *childWriter) pass() (sent int, through bool) {
 	before := c.out.queuedTotal()
 	c.out.begin()
@@ -248,7 +252,8 @@ func (c *childWriter) pass() (sent int, through bool) {
 	if c.held != nil && (h >= c.heldUntil || time.Now().After(c.heldTill)) {
 		c.release()
 	}
-	return sent, c.out != nil && c.out.queuedTotal()-before >= uint64(sent)
+	through = c.out != nil && (c.direct == nil || c.direct.Load()) && c.out.queuedTotal()-before >= uint64(sent)
+	return sent, through
 }
 
 // release lets go of the burst kept for retransmission.
@@ -392,8 +397,9 @@ func isClosedErr(err error) bool {
 // downTrack is the webrtc.TrackLocal a Downstream adds for one Forwarder: one
 // per child, so each Bind creates that child's queue and writer.
 type downTrack struct {
-	fwd   *Forwarder
-	batch *batchNet // the connection's sockets; nil: unbatched
+	fwd    *Forwarder
+	batch  *batchNet    // the connection's sockets; nil: unbatched
+	direct *atomic.Bool // the connection's path is one of those sockets; nil: assume so
 	// ready is closed when the connection is up (nil: it is already). Until
 	// then pion drops whatever is written (its SRTP writer returns 0, nil
 	// before DTLS completes), so the child joins the Forwarder, and is handed
@@ -407,8 +413,8 @@ type downTrack struct {
 
 var _ webrtc.TrackLocal = (*downTrack)(nil)
 
-func newDownTrack(f *Forwarder, batch *batchNet, ready, gone <-chan struct{}) *downTrack {
-	return &downTrack{fwd: f, batch: batch, ready: ready, gone: gone}
+func newDownTrack(f *Forwarder, batch *batchNet, direct *atomic.Bool, ready, gone <-chan struct{}) *downTrack {
+	return &downTrack{fwd: f, batch: batch, direct: direct, ready: ready, gone: gone}
 }
 
 // Bind records the negotiated SSRC, payload type and WriteStream and starts
@@ -433,7 +439,7 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	w := newChildWriter(uint32(ctx.SSRC()), uint8(codec.PayloadType), ctx.WriteStream(), f.slots)
 	w.extID = captureExtID(ctx.HeaderExtensions())
 	w.burstRate, w.keepTS = float64(f.opts.BurstRate)/8, f.opts.KeepBurstTimestamps
-	w.out = d.batch
+	w.out, w.direct = d.batch, d.direct
 	d.writer = w
 	// pion binds when the answer is applied, before ICE and DTLS: ask for a
 	// keyframe now if the cache cannot serve this child, so it is on its way

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"canopy/mesh/protocol"
 	"github.com/pion/rtcp"
@@ -15,9 +16,13 @@ import (
 type Downstream struct {
 	*conn
 	childID string
-	batch   *batchNet // nil with a UDP mux
-	tracks  []*downTrack
-	wg      sync.WaitGroup // RTCP read loops
+	batch   *batchNet // nil with a UDP mux not made by NewUDPMuxFromPort
+	// direct is whether ICE selected a pair whose local side is a UDP socket
+	// of the agent's own (host, server- or peer-reflexive), not a TURN
+	// relay or ICE-TCP: only then can a shard write the child (shard.go).
+	direct atomic.Bool
+	tracks []*downTrack
+	wg     sync.WaitGroup // RTCP read loops
 
 	closeOnce sync.Once
 	closeErr  error
@@ -45,12 +50,16 @@ func (a *API) NewDownstream(childID string, fwds []*Forwarder, send func(protoco
 }
 
 func (d *Downstream) setup(fwds []*Forwarder) error {
+	d.pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(p *webrtc.ICECandidatePair) {
+		direct := p != nil && p.Local != nil && p.Local.Protocol == webrtc.ICEProtocolUDP && p.Local.Typ != webrtc.ICECandidateTypeRelay
+		d.direct.Store(direct)
+	})
 	for _, f := range fwds {
 		prefs, err := codecPreferences(f.codec)
 		if err != nil {
 			return err
 		}
-		dt := newDownTrack(f, d.batch, d.conn.connected, d.conn.done)
+		dt := newDownTrack(f, d.batch, &d.direct, d.conn.connected, d.conn.done)
 		d.tracks = append(d.tracks, dt)
 		tr, err := d.pc.AddTransceiverFromTrack(dt, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
 		if err != nil {
@@ -145,7 +154,8 @@ func (d *Downstream) Close() error {
 
 // SendStats counts the datagrams this connection's writers queued and the
 // system calls that sent them: with UDP GSO a frame of several packets goes
-// out in one. Both are zero with a UDP mux, which is not batched.
+// out in one. With a mux from NewUDPMuxFromPort they are the mux's, shared
+// by every connection; with another mux, zero.
 type SendStats struct {
 	Datagrams uint64
 	Sends     uint64

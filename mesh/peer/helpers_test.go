@@ -251,7 +251,7 @@ func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 // bindFake binds a new child of f to w, as pion would after negotiation.
 func bindFake(tb testing.TB, f *Forwarder, id string, ssrc webrtc.SSRC, w webrtc.TrackLocalWriter) *downTrack {
 	tb.Helper()
-	d := newDownTrack(f, nil, nil, nil)
+	d := newDownTrack(f, nil, nil, nil, nil)
 	ctx := &fakeContext{id: id, ssrc: ssrc, codecs: registeredCodecs, ws: w}
 	if _, err := d.Bind(ctx); err != nil {
 		tb.Fatal(err)

@@ -6,11 +6,12 @@
 // does). It prints relay CPU per forwarded packet, packets out per CPU
 // second, loss, source-to-child latency of each frame's last packet, the
 // receivers' CPU, and the ratio of each variant to naive. Variants:
-// forwarder (one socket per child, as Canopy runs), forwarder-mux (one ICE
-// UDP mux socket for all), forwarder-batch (that socket with sendmmsg).
+// forwarder (one socket per child, as Canopy runs), forwarder-mux (one UDP
+// port for all, peer.NewUDPMuxFromPort, as the server's -udp-port),
+// forwarder-icemux (one socket from ice.NewUDPMuxDefault, unbatched).
 //
 //	go run ./scripts/bench-forward -n 10,50,100 -t 8s -runs 3
-//	go run ./scripts/bench-forward -n 100 -variants naive,forwarder,forwarder-mux,forwarder-batch
+//	go run ./scripts/bench-forward -n 100 -variants naive,forwarder,forwarder-mux,forwarder-icemux
 //
 // BENCH_RELAY_PROFILE=<file> writes a CPU profile of the forwarder relay.
 // The relay and the children talk signaling over the parent's pipes (JSON
@@ -102,9 +103,7 @@ func main() {
 	window := flag.Duration("t", 10*time.Second, "measurement window per run")
 	runs := flag.Int("runs", 1, "runs per configuration, interleaved")
 	flag.IntVar(&perProc, "per-proc", 25, "children per receiving process: the children are split across processes so that the receiving side is not what limits the relay")
-	variants := flag.String("variants", "naive,forwarder", "relay variants to compare: naive, forwarder, forwarder-mux (one UDP socket), forwarder-batch (one socket, sendmmsg)")
-	flag.DurationVar(&batchInterval, "batch-interval", time.Millisecond, "forwarder-batch: longest wait before a batch is sent")
-	flag.IntVar(&batchSize, "batch-size", 64, "forwarder-batch: datagrams per sendmmsg")
+	variants := flag.String("variants", "naive,forwarder", "relay variants to compare: naive, forwarder, forwarder-mux (one UDP port, batched), forwarder-icemux (one socket, unbatched)")
 	flag.Parse()
 	switch *mode {
 	case "relay":
@@ -125,12 +124,8 @@ type result struct {
 	p50, p99   float64 // ms
 }
 
-// Batching of the forwarder-batch variant, passed on to the relay process.
-var (
-	batchInterval time.Duration
-	batchSize     int
-	perProc       int
-)
+// perProc is the -per-proc flag.
+var perProc int
 
 func orchestrate(ns string, variants []string, window time.Duration, runs int) {
 	self, err := os.Executable()
@@ -327,8 +322,7 @@ func oneRun(self, variant string, n int, window time.Duration) (result, error) {
 		}
 		children = append(children, c)
 	}
-	relay, err := start(self, "-mode=relay", "-variant="+variant, "-children="+strconv.Itoa(n),
-		"-batch-interval="+batchInterval.String(), "-batch-size="+strconv.Itoa(batchSize))
+	relay, err := start(self, "-mode=relay", "-variant="+variant, "-children="+strconv.Itoa(n))
 	if err != nil {
 		return result{}, err
 	}

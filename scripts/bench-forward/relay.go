@@ -16,7 +16,6 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
-	"github.com/pion/transport/v5/udp"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -69,17 +68,21 @@ func runRelay(variant string, n int) {
 	handlers := map[string]func(protocol.Signal) error{}
 	var f *peer.Forwarder
 	switch variant {
-	case "forwarder", "forwarder-mux", "forwarder-batch":
+	case "forwarder", "forwarder-mux", "forwarder-icemux":
 		cfg := peer.Config{LoopbackOnly: true, Logger: logger()}
-		if variant != "forwarder" {
-			// One socket for every child (an ICE UDP mux); with -batch its
-			// writes are queued and sent with sendmmsg.
-			conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		switch variant {
+		case "forwarder-mux": // one port for every child, batched
+			mux, err := peer.NewUDPMuxFromPort(0, ice.UDPMuxFromPortWithLoopback(),
+				ice.UDPMuxFromPortWithInterfaceFilter(func(n string) bool { return n == "lo" }),
+				ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4))
 			if err != nil {
 				fatal(err)
 			}
-			if variant == "forwarder-batch" {
-				conn = udp.NewBatchConn(conn, batchSize, batchInterval)
+			cfg.UDPMux = mux
+		case "forwarder-icemux": // one socket for every child, one datagram per call
+			conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+			if err != nil {
+				fatal(err)
 			}
 			cfg.UDPMux = ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn})
 		}
@@ -91,6 +94,9 @@ func runRelay(variant string, n int) {
 		var downs []*peer.Downstream
 		defer func() {
 			var st peer.SendStats
+			if variant == "forwarder-mux" && len(downs) > 0 {
+				downs = downs[:1] // they share the mux's sockets and counters
+			}
 			for _, d := range downs {
 				s := d.SendStats()
 				st.Datagrams += s.Datagrams
