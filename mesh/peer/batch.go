@@ -153,11 +153,7 @@ type batchConn struct {
 }
 
 func newBatchConn(c transport.UDPConn) *batchConn {
-	b := &batchConn{
-		UDPConn: c,
-		buf:     make([]byte, 0, maxBatchBytes),
-		q:       make([]queued, 0, maxBatchPackets),
-	}
+	b := &batchConn{UDPConn: c} // buffers come with the first pass that queues
 	if raw, ok := c.(*net.UDPConn); ok {
 		b.raw = raw
 		b.gso = b.sys.init(raw)
@@ -188,6 +184,9 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 		c.sendQueued() // keep order with what a pass queued
 		c.mu.Unlock()
 		return c.writeOne(b, addr)
+	}
+	if c.buf == nil {
+		c.buf, c.q = make([]byte, 0, maxBatchBytes), make([]queued, 0, maxBatchPackets)
 	}
 	if len(c.q) == maxBatchPackets || len(c.buf)+len(b) > maxBatchBytes {
 		c.sendQueued()
