@@ -133,9 +133,9 @@ func NewForwarderWith(track protocol.Track, opts ForwarderOptions, logger *slog.
 		opts:      opts,
 		keyframes: make(chan struct{}, 1),
 	}
+	f.sinceMarker = markerWindow // no marker seen yet: wake per packet
 	// The step a new incoming SSRC starts after the last timestamp sent: one
 	// frame at 30 fps for video, one 20 ms packet for audio.
-	f.sinceMarker = markerWindow // no marker seen yet: wake per packet
 	f.tsStep = max(track.ClockRate/50, 1)
 	if track.Kind == "video" || strings.HasPrefix(strings.ToLower(track.MimeType), "video/") {
 		f.kind = webrtc.RTPCodecTypeVideo
