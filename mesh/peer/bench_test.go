@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -12,13 +11,6 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
-
-// cpuTime is this process's user+system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // drained waits (sleeping, so the wait costs no CPU) until every child of f
 // has written out its queue.

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command bench-forward measures a relay in its own process fanning a
 // 2.5 Mbps VP8 stream out to N children in other processes (one per
 // -per-proc children, so the receivers are not what limits the relay), with
