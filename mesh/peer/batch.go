@@ -23,7 +23,9 @@ import (
 //
 // pion writes through the net.PacketConn its ICE agent opened, so the
 // batching sits below pion: a batchNet is the transport.Net of one
-// Downstream's PeerConnection and wraps every UDP socket that agent opens.
+// Downstream's PeerConnection and wraps every UDP socket that agent opens
+// (or of the mux NewUDPMuxFromPort makes, whose sockets every Downstream
+// shares).
 // While one of the Downstream's writers is in a pass (begin … flush),
 // datagrams written to those sockets (SRTP from the writers, and any RTCP or
 // STUN written meanwhile) are queued; flush sends them. Outside a pass a
@@ -44,8 +46,8 @@ var (
 	errGSORefused     = errors.New("peer: UDP GSO segment refused")
 )
 
-// batchNet is the transport.Net of one PeerConnection: the host's network,
-// with every UDP socket wrapped in a batchConn.
+// batchNet is the transport.Net of one PeerConnection, or of a shared mux:
+// the host's network, with every UDP socket wrapped in a batchConn.
 type batchNet struct {
 	transport.Net
 
