@@ -53,6 +53,8 @@ type batchNet struct {
 
 	mu    sync.Mutex
 	conns []*batchConn
+
+	queued atomic.Uint64 // datagrams its sockets queued in passes, all told
 }
 
 func newBatchNet(base transport.Net) *batchNet { return &batchNet{Net: base} }
@@ -64,6 +66,7 @@ func (n *batchNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPC
 		return nil, err
 	}
 	b := newBatchConn(c)
+	b.counted = &n.queued
 	n.mu.Lock()
 	n.conns = append(n.conns, b)
 	n.mu.Unlock()
@@ -120,13 +123,7 @@ func (n *batchNet) queuedTotal() uint64 {
 	if n == nil {
 		return 0
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	var t uint64
-	for _, c := range n.conns {
-		t += c.queuedN.Load()
-	}
-	return t
+	return n.queued.Load()
 }
 
 // queued is one datagram waiting in a batchConn: buf[off:off+n] to to.
@@ -148,7 +145,7 @@ type batchConn struct {
 	q     []queued
 	sys   sendmsg // the system call's arguments, reused (batch_linux.go)
 
-	queuedN atomic.Uint64 // datagrams queued in passes
+	counted *atomic.Uint64 // its batchNet's count of queued datagrams; nil: none
 	batched atomic.Uint64 // datagrams sent from the queue
 	sends   atomic.Uint64 // system calls that sent them
 	errs    atomic.Uint64
@@ -183,7 +180,9 @@ func (c *batchConn) flush() {
 func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) {
 	c.mu.Lock()
 	if c.depth == 0 || len(b) > maxBatchBytes {
-		c.sendQueued() // keep order with what a pass queued
+		// Outside a pass the queue is empty (the last flush sent it); a
+		// datagram too large to queue goes after what is queued.
+		c.sendQueued()
 		c.mu.Unlock()
 		return c.writeOne(b, addr)
 	}
@@ -197,7 +196,9 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 	c.buf = append(c.buf, b...)
 	c.q = append(c.q, queued{off: off, n: len(b), to: addr})
 	c.mu.Unlock()
-	c.queuedN.Add(1)
+	if c.counted != nil {
+		c.counted.Add(1)
+	}
 	return len(b), nil
 }
 
