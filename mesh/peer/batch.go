@@ -146,8 +146,8 @@ type batchConn struct {
 	sys   sendmsg // the system call's arguments, reused (batch_linux.go)
 
 	counted *atomic.Uint64 // its batchNet's count of queued datagrams; nil: none
-	batched atomic.Uint64 // datagrams sent from the queue
-	sends   atomic.Uint64 // system calls that sent them
+	batched atomic.Uint64  // datagrams sent from the queue
+	sends   atomic.Uint64  // system calls that sent them
 	errs    atomic.Uint64
 }
 

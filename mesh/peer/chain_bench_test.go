@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"canopy/mesh/media"
 	"canopy/mesh/protocol"
 	"github.com/pion/rtp"
 )
@@ -81,29 +82,15 @@ func BenchmarkChainLatency(b *testing.B) {
 			}
 		}))
 	}
-	p := &rtp.Packet{Header: rtp.Header{Version: 2, SSRC: 1234, PayloadType: 96}}
-	payload := make([]byte, 1040)
+	src := media.SyntheticVP8{Packet: rtp.Packet{Header: rtp.Header{Version: 2, SSRC: 1234, PayloadType: 96}}, Payload: make([]byte, 1040), Packets: 10}
 	tick := time.NewTicker(time.Second / 30)
 	defer tick.Stop()
 	frame := func(i int) {
 		now := time.Now()
-		for j := range 10 {
-			payload[0] = 0x80
-			if j == 0 {
-				payload[0] |= 0x10
-			}
-			payload[1], payload[2], payload[3] = 0x80, byte(i)&0x7F, 1
-			if i%30 == 0 {
-				payload[3] = 0
-			}
-			p.SequenceNumber++
-			p.Timestamp = uint32(i) * 3000
-			p.Marker = j == 9
-			p.Payload = payload
-			p.Extensions, p.Extension = p.Extensions[:0], false
+		_ = src.WriteFrame(i, func(p *rtp.Packet) error {
 			_ = StampCaptureTime(p, now)
-			_ = fwds[0].WriteRTP(p)
-		}
+			return fwds[0].WriteRTP(p)
+		})
 		<-tick.C
 	}
 	for i := range 60 { // warm-up: 2 s, bursts and NACK repairs of the joins over

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"canopy/mesh/media"
 	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 	"github.com/pion/dtls/v3"
@@ -27,30 +28,16 @@ var videoTrack = protocol.Track{ID: "video", Kind: "video", MimeType: webrtc.Mim
 // 1040 bytes per frame, a keyframe every second) to write, stamping each
 // frame's capture time so children can measure delay.
 func source(write func(*rtp.Packet) error, count *atomic.Uint64) {
-	p := &rtp.Packet{Header: rtp.Header{Version: 2, SSRC: 1234, PayloadType: 96}}
-	payload := make([]byte, 1040)
+	src := media.SyntheticVP8{Packet: rtp.Packet{Header: rtp.Header{Version: 2, SSRC: 1234, PayloadType: 96}}, Payload: make([]byte, 1040), Packets: 10}
 	tick := time.NewTicker(time.Second / 30)
 	for i := 0; ; i++ {
 		now := time.Now()
-		for j := range 10 {
-			payload[0] = 0x80 // X
-			if j == 0 {
-				payload[0] |= 0x10 // S
-			}
-			payload[1], payload[2] = 0x80, byte(i)&0x7F // I, picture id
-			payload[3] = 1                              // interframe
-			if i%30 == 0 {
-				payload[3] = 0
-			}
-			p.SequenceNumber++
-			p.Timestamp = uint32(i) * 3000
-			p.Marker = j == 9
-			p.Payload = payload
-			p.Extensions, p.Extension = p.Extensions[:0], false
+		_ = src.WriteFrame(i, func(p *rtp.Packet) error {
 			_ = peer.StampCaptureTime(p, now)
 			_ = write(p)
 			count.Add(1)
-		}
+			return nil
+		})
 		<-tick.C
 	}
 }
