@@ -347,18 +347,24 @@ func (f *Forwarder) detach(c *childWriter) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	old := *f.children.Load()
-	next := make([]*childWriter, 0, len(old))
-	for _, k := range old {
-		if k != c {
-			next = append(next, k)
-		}
-	}
+	next := without(old, c)
 	if len(next) != len(old) {
 		f.children.Store(&next)
 		f.retired.out += c.sent.Load()
 		f.retired.resent += c.resent.Load()
 		f.retired.drops += c.dropped.Load()
 	}
+}
+
+// without returns a new copy-on-write snapshot: list without c.
+func without(list []*childWriter, c *childWriter) []*childWriter {
+	next := make([]*childWriter, 0, len(list))
+	for _, k := range list {
+		if k != c {
+			next = append(next, k)
+		}
+	}
+	return next
 }
 
 // isClosed reports whether Close was called.

@@ -75,13 +75,7 @@ func (s *shard) add(c *childWriter) {
 func (s *shard) remove(c *childWriter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.kids.Load()
-	next := make([]*childWriter, 0, len(old))
-	for _, k := range old {
-		if k != c {
-			next = append(next, k)
-		}
-	}
+	next := without(*s.kids.Load(), c)
 	s.kids.Store(&next)
 }
 
