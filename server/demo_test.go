@@ -7,6 +7,7 @@ import (
 
 	"github.com/pion/ice/v4"
 
+	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
 )
@@ -15,7 +16,7 @@ import (
 // traffic on one UDP port (-udp-port) and checks that viewers play it.
 func TestDemoOnOneUDPPort(t *testing.T) {
 	_, url := startServer(t, tree.Config{SourceCapacity: 4})
-	mux, err := ice.NewMultiUDPMuxFromPort(0,
+	mux, err := peer.NewUDPMuxFromPort(0, // as main does for -udp-port
 		ice.UDPMuxFromPortWithLoopback(),
 		ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4),
 		ice.UDPMuxFromPortWithInterfaceFilter(func(n string) bool { return n == "lo" }))
