@@ -13,9 +13,11 @@ import (
 
 const (
 	// How many packets the assembler waits for a missing one before it gives
-	// the frame up: a 2 Mbps keyframe is ~100 packets, so video needs room to
-	// reorder within one; audio packets are whole frames.
-	videoMaxLate = 256
+	// the frame up. Video must outwait a NACK repair inside a relay's GOP
+	// burst, which runs at ~5200 packets/s: the repair comes 500-1000
+	// packets later, and 256 gave up on the frame first (issue 12); at a
+	// live rate maxDelay ends the wait sooner. Audio packets are whole frames.
+	videoMaxLate = 4096
 	audioMaxLate = 32
 	// maxDelay bounds the wait in time too, so a low-rate stream with a hole
 	// does not stall for hundreds of packets' worth of seconds.

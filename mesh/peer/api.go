@@ -60,6 +60,22 @@ type API struct {
 	se      webrtc.SettingEngine
 }
 
+// Receive windows, in packets. A hop retransmits a lost packet with its
+// original SSRC and sequence number (no RTX), and a GOP burst to a new child
+// runs at 50 Mbps (~5200 packets/s): by the time the NACK generator's next
+// 100 ms tick asks for a hole and the answer is back, 500-1000 newer packets
+// have arrived. pion's defaults forget a hole or reject its repair far
+// sooner: the SRTP replay window (64 packets, 12 ms of burst) drops the
+// retransmission as a replay, and the generator's receive log (512) stops
+// asking once 512 newer packets are in. Both are sized for a few rounds of
+// repair at burst rate (4096 packets: 0.8 s of burst, 20 s of a 2 Mbps
+// stream); the replay window still rejects every duplicate inside it.
+// Chromium's own window is 1024 and it keeps NACKing up to 10000 packets back.
+const (
+	srtpReplayWindow = 4096
+	nackLogSize      = 4096
+)
+
 // videoFeedback is what pion's defaults advertise for video; PLI and NACK are
 // the ones Canopy relies on hop by hop.
 var videoFeedback = []webrtc.RTCPFeedback{
@@ -127,7 +143,7 @@ func NewAPI(cfg Config) (*API, error) {
 	// no responder interceptor: it copies every packet sent to every child
 	// into its own buffer; a Forwarder's child answers NACKs from its ring.
 	reg := &interceptor.Registry{}
-	gen, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(lf))
+	gen, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(lf), nack.GeneratorSize(nackLogSize))
 	if err != nil {
 		return nil, fmt.Errorf("peer: nack: %w", err)
 	}
@@ -148,6 +164,7 @@ func NewAPI(cfg Config) (*API, error) {
 	sendReg.Add(sr)
 
 	se := webrtc.SettingEngine{LoggerFactory: lf}
+	se.SetSRTPReplayProtectionWindow(srtpReplayWindow)
 	// GCM first: with AES-NI it encrypts and authenticates in one pass,
 	// cheaper per packet than CM + HMAC-SHA1, and every browser offers both.
 	se.SetSRTPProtectionProfiles(dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80)

@@ -28,7 +28,9 @@ const (
 	// burstHold bounds how long after its burst a child keeps the GOP for
 	// retransmissions: a held GOP cannot be reused at the next keyframe, so
 	// children joining one after another would make the cache allocate.
-	burstHold = 300 * time.Millisecond
+	// A second lets a burst's last packets through three or more rounds of
+	// NACK (one per 100 ms tick): 300 ms left one lost twice at 3 % loss.
+	burstHold = time.Second
 )
 
 // slot is one queued packet: the header fields the child keeps (SSRC and

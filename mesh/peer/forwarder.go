@@ -31,7 +31,7 @@ type ForwarderOptions struct {
 	// it, and a new child then waits for the next keyframe.
 	GOPBytes int
 	// BurstRate paces the cached GOP to a new child, in bits per second
-	// (default 50 Mbps); the first 256 KiB go at once.
+	// (default 50 Mbps); the first 64 KiB go at once.
 	BurstRate int
 	// KeepBurstTimestamps sends the cached GOP with its original timestamps.
 	// By default the frames before the newest are moved to 1 ms apart just
