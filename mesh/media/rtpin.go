@@ -23,6 +23,11 @@ const (
 	// ingestStale is how many consecutive packets from far behind mean a
 	// restart too (the new numbering happens to start below the old).
 	ingestStale = 64
+	// ingestSwitch is how long the current sender must have been silent
+	// before another SSRC takes over: a restarted encoder takes longer to
+	// come back, and a second sender on the port by mistake is ignored
+	// instead of interleaving two streams.
+	ingestSwitch = 500 * time.Millisecond
 )
 
 // RTPIngest turns the RTP stream an encoder sends (ffmpeg -f rtp, a
@@ -30,7 +35,8 @@ const (
 // one SSRC and the track's payload type, sequence numbers and timestamps
 // that stay continuous when the sender restarts (a new SSRC or a new
 // numbering is shifted to continue where the old one stopped, its clock by
-// the wall time between them, as a node does for a returning source), no
+// the wall time between them, as a node does for a returning source; another
+// SSRC takes over only once the current one has been silent 500 ms), no
 // duplicates, and no packet over MTU: an oversized H264 or VP8 packet is
 // split (FU-A fragments, VP8 partitions) and the numbers after it move up.
 //
@@ -45,6 +51,7 @@ type RTPIngest struct {
 
 	started bool
 	inSSRC  uint32
+	lastIn  time.Time // arrival of the current sender's last packet
 	highest uint16 // newest input sequence number
 	stale   int
 	seen    [ingestWindow / 64]uint64
@@ -80,6 +87,10 @@ func (g *RTPIngest) Codec() Codec { return g.codec }
 // is valid until the next Push.
 func (g *RTPIngest) Push(p *rtp.Packet, now time.Time) []*rtp.Packet {
 	seq := p.SequenceNumber
+	if g.started && p.SSRC != g.inSSRC && now.Sub(g.lastIn) < ingestSwitch {
+		return nil
+	}
+	g.lastIn = now
 	var shift uint16
 	switch d := int16(seq - g.highest); {
 	case !g.started || p.SSRC != g.inSSRC || int(d) >= ingestJump:
