@@ -52,7 +52,7 @@ type RTPIngest struct {
 	started bool
 	inSSRC  uint32
 	lastIn  time.Time // arrival of the current sender's last packet
-	highest uint16 // newest input sequence number
+	highest uint16    // newest input sequence number
 	stale   int
 	seen    [ingestWindow / 64]uint64
 	// after[s%ingestWindow] is the shift in effect after input packet s
