@@ -208,7 +208,7 @@ func TestBroadcastIVFPipe(t *testing.T) {
 	const seconds = 6
 	enc := exec.CommandContext(ctx, ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
 		"testsrc2=size=640x360:rate=30", "-t", strconv.Itoa(seconds), "-c:v", "libvpx", "-deadline", "realtime",
-		"-cpu-used", "8", "-b:v", "1M", "-g", "30", "-f", "ivf", "-")
+		"-cpu-used", "8", "-b:v", "1M", "-g", "30", "-flush_packets", "1", "-f", "ivf", "-")
 	started := time.Now()
 	bc, stderr := startBroadcast(t, ctx, bin, url, "pipe", enc, "-video", "-")
 	v := startPeer(t, url, "pipe", protocol.RoleViewer, 0, nil)
