@@ -180,9 +180,7 @@ func TestEmbedPlaysOnAnotherOrigin(t *testing.T) {
 	}))
 	t.Cleanup(partner.Close)
 	s := NewServer(Config{Policy: tree.Config{}, AllowedOrigins: []string{partner.URL}, Logger: testLogger()})
-	ts := httptest.NewServer(s)
-	t.Cleanup(ts.Close)
-	canopyURL = ts.URL
+	canopyURL = serve(t, s)
 	startSource(t, canopyURL, stream, 4)
 	if partner.URL == canopyURL {
 		t.Fatal("the partner page must be on another origin")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -24,9 +23,7 @@ func startServerWith(t *testing.T, cfg Config) (*Server, string) {
 		cfg.Logger = testLogger()
 	}
 	s := NewServer(cfg)
-	ts := httptest.NewServer(s)
-	t.Cleanup(ts.Close)
-	return s, ts.URL
+	return s, serve(t, s)
 }
 
 func wsURLOf(url string) string { return "ws" + strings.TrimPrefix(url, "http") + "/ws" }

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -86,12 +85,11 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	errc := make(chan error, 1)
-	go func() { errc <- httpSrv.Serve(ln) }()
+	go func() { errc <- srv.Serve(ln) }()
 	log.Info("canopy listening", "addr", ln.Addr().String(), "url", "http://"+localURLHost(ln.Addr()))
 
 	var udpMux ice.UDPMux
@@ -132,7 +130,7 @@ func run(args []string) error {
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := httpSrv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	return nil
@@ -176,6 +174,9 @@ type securityFlags struct {
 	turnSecret *string
 	turnTTL    *time.Duration
 	publicIP   *string
+
+	httpConnsPerIP *int
+	httpConns      *int
 }
 
 func registerSecurityFlags(fs *flag.FlagSet) *securityFlags {
@@ -192,6 +193,9 @@ func registerSecurityFlags(fs *flag.FlagSet) *securityFlags {
 		turnSecret: fs.String("turn-secret", os.Getenv("CANOPY_TURN_SECRET"), "TURN REST shared secret (env CANOPY_TURN_SECRET); random per process for the embedded relay if unset"),
 		turnTTL:    fs.Duration("turn-ttl", DefaultTURNTTL, "lifetime of the TURN credentials in a welcome (at most 24h)"),
 		publicIP:   fs.String("public-ip", "", "the server's public address: advertised by the TURN relay and in its URL"),
+
+		httpConnsPerIP: fs.Int("max-http-conns-per-ip", DefaultHTTPConnsPerIP, "open TCP connections per client address, WebSockets included (-1: no limit)"),
+		httpConns:      fs.Int("max-http-conns", 0, "open TCP connections in all (0: half the process's file limit; -1: no limit)"),
 	}
 }
 
@@ -225,6 +229,8 @@ func (f *securityFlags) apply(cfg *Config, demo bool, demoStream string) (string
 	cfg.Limits.MaxConnsPerIP = *f.maxConns
 	cfg.Limits.JoinRate = *f.joinRate
 	cfg.Limits.JoinBurst = *f.joinBurst
+	cfg.HTTP.MaxConnsPerIP = *f.httpConnsPerIP
+	cfg.HTTP.MaxConns = *f.httpConns
 	if !demo || !auth.enabled() {
 		if !auth.enabled() {
 			cfg.Logger.Warn("no -jwt-secret or -stream-key: anyone may publish and relay (dev mode)")

@@ -23,6 +23,7 @@ func (s *Server) observe(r *gin.Engine) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newTreeCollector(s.hub),
+		newConnCollector(s.conns),
 	)
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	r.GET("/readyz", s.ready)

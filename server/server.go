@@ -34,6 +34,9 @@ type Config struct {
 	// TURN, if set, issues each peer short-lived TURN credentials in its
 	// welcome. See turn.go.
 	TURN *TURNCredentials
+	// HTTP bounds TCP connections and plain HTTP requests; zero fields
+	// take defaults. See listener.go.
+	HTTP HTTPLimits
 
 	// onMessage, if set, sees every decoded message before it is handled;
 	// tests use it to make one peer's handling panic.
@@ -49,7 +52,9 @@ type Server struct {
 	upgrader websocket.Upgrader
 	engine   *gin.Engine
 	started  time.Time
-	guard    *guard // auth and limits for /ws (ws.go)
+	guard    *guard       // auth and limits for /ws (ws.go)
+	http     *http.Server // what Serve serves with (listener.go)
+	conns    *connTracker // open TCP connections per address and in all
 }
 
 // errNotFound is the API's answer for an unknown stream.
@@ -71,6 +76,9 @@ func NewServer(cfg Config) *Server {
 		},
 	}
 	s.upgrader.CheckOrigin = s.originOK
+	s.cfg.HTTP = cfg.HTTP.withDefaults()
+	s.conns = newConnTracker(s.cfg.HTTP, cfg.Logger)
+	s.http = s.newHTTPServer()
 	s.guard = newGuard(cfg)
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
