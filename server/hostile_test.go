@@ -174,8 +174,10 @@ func TestHostileBadMessagesRepliedThenDisconnected(t *testing.T) {
 	p.waitClosed("repeated abuse")
 }
 
+// With -embed-origins set, pages of other sites are refused at the upgrade
+// (without it they may watch public streams: see TestEmbedOrigin*).
 func TestHostileOriginForbidden(t *testing.T) {
-	_, url := startServerWith(t, Config{AllowedOrigins: []string{"https://embed.example"}})
+	_, url := startServerWith(t, Config{EmbedOrigins: []string{"https://embed.example"}})
 	for _, c := range []struct {
 		origin string
 		want   int

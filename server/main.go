@@ -44,7 +44,8 @@ func run(args []string) error {
 	logFormat := fs.String("log-format", "text", "text or json (one object per line, for log collectors)")
 	loopback := fs.Bool("loopback-only", false, "restrict the in-process peers' ICE to loopback (tests, demos without a network)")
 	udpPort := fs.Int("udp-port", 0, "serve all of the server's in-process peers (the demo source) on this one UDP port (0: any ports)")
-	allowOrigin := fs.String("allow-origin", "", "comma-separated origins (https://site.example) whose pages may embed the player and open the signaling WebSocket; * allows any")
+	allowOrigin := fs.String("allow-origin", "", "comma-separated origins (https://site.example) trusted like the server's own pages: their pages may publish, relay and watch private streams; * allows any")
+	embedOrigins := fs.String("embed-origins", "", "comma-separated origins where the player may be embedded (iframe frame-ancestors, the component's WebSocket origin); empty: any site, as a viewer that does not relay")
 	sec := registerSecurityFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -63,10 +64,11 @@ func run(args []string) error {
 	if *stun != "" {
 		cfg.ICEServers = append(cfg.ICEServers, iceServerList(*stun)...)
 	}
-	for _, o := range strings.Split(*allowOrigin, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
-		}
+	if cfg.AllowedOrigins, err = parseOrigins("allow-origin", *allowOrigin, true); err != nil {
+		return err
+	}
+	if cfg.EmbedOrigins, err = parseOrigins("embed-origins", *embedOrigins, false); err != nil {
+		return err
 	}
 	demoToken, err := sec.apply(&cfg, *demo, *demoStream)
 	if err != nil {

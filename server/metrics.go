@@ -27,7 +27,7 @@ func (s *Server) observe(r *gin.Engine) {
 	)
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	r.GET("/readyz", s.ready)
-	r.GET("/stats/:stream", s.page("stats.html"))
+	r.GET("/stats/:stream", s.streamPage("stream", "stats.html"))
 	r.GET("/api/streams/:id/stats", s.streamStats)
 }
 
@@ -36,6 +36,9 @@ func (s *Server) observe(r *gin.Engine) {
 func (s *Server) ready(c *gin.Context) {
 	if id := c.Query("stream"); id != "" {
 		co := s.hub.get(id)
+		if s.Allow(c.Request, id, ActionView) != nil {
+			co = nil // a private stream reads as absent without its token
+		}
 		if co == nil || !co.info().Live {
 			c.JSON(http.StatusServiceUnavailable, gin.H{"ready": false, "waiting": "stream " + id})
 			return
@@ -45,6 +48,9 @@ func (s *Server) ready(c *gin.Context) {
 }
 
 func (s *Server) streamStats(c *gin.Context) {
+	if !s.allowed(c, c.Param("id"), ActionView) {
+		return
+	}
 	co := s.hub.get(c.Param("id"))
 	if co == nil {
 		writeError(c, http.StatusNotFound, errNotFound)

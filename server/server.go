@@ -24,7 +24,11 @@ type Config struct {
 	// AllowedOrigins are other sites whose pages may open the signaling
 	// WebSocket (an embedded player); "*" allows any.
 	AllowedOrigins []string
-	Logger         *slog.Logger
+	// EmbedOrigins, if set, are the only other sites where the player may
+	// be embedded (the iframe's frame-ancestors, the component's WebSocket
+	// Origin); empty means any site. See gate.go.
+	EmbedOrigins []string
+	Logger       *slog.Logger
 	// Auth says who may publish, relay and watch; the zero value is dev
 	// mode (open). See auth.go.
 	Auth AuthConfig
@@ -53,6 +57,7 @@ type Server struct {
 	engine   *gin.Engine
 	started  time.Time
 	guard    *guard       // auth and limits for /ws (ws.go)
+	gate     *gate        // the one admission decision of every entry point (gate.go)
 	http     *http.Server // what Serve serves with (listener.go)
 	conns    *connTracker // open TCP connections per address and in all
 }
@@ -80,12 +85,13 @@ func NewServer(cfg Config) *Server {
 	s.conns = newConnTracker(s.cfg.HTTP, cfg.Logger)
 	s.http = s.newHTTPServer()
 	s.guard = newGuard(cfg)
+	s.gate = newGate(s.guard.auth, cfg)
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	// Trust no forwarding headers: limits and logs use the connection's own
 	// address, which a client cannot forge.
 	_ = r.SetTrustedProxies(nil)
-	r.Use(s.recoverer())
+	r.Use(s.recoverer(), securityHeaders)
 	s.routes(r)
 	s.engine = r
 	return s
@@ -100,7 +106,7 @@ func (s *Server) routes(r *gin.Engine) {
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
 	s.observe(r) // /metrics, /readyz, /stats/:stream, /api/streams/:id/stats (metrics.go)
 	r.GET("/", s.page("index.html"))
-	r.GET("/watch/:stream", s.page("watch.html"))
+	r.GET("/watch/:stream", s.streamPage("stream", "watch.html"))
 	r.StaticFS("/static", http.FS(static.FS))
 	r.NoRoute(func(c *gin.Context) { writeError(c, http.StatusNotFound, errNotFound) })
 }
@@ -132,12 +138,27 @@ func (s *Server) page(name string) gin.HandlerFunc {
 			return
 		}
 		c.Header("Cache-Control", "no-cache")
+		s.pageHeaders(c, name)
 		c.Data(http.StatusOK, "text/html; charset=utf-8", data)
 	}
 }
 
+// listStreams lists the streams the caller may view: private ones only
+// with a token for them. A bad token is refused (401).
 func (s *Server) listStreams(c *gin.Context) {
-	c.JSON(http.StatusOK, s.hub.list())
+	who, err := s.gate.caller(c.Request)
+	if err != nil {
+		s.answerRefusal(c, err)
+		return
+	}
+	all := s.hub.list()
+	out := all[:0]
+	for _, st := range all {
+		if s.gate.visible(who, st.ID) {
+			out = append(out, st)
+		}
+	}
+	c.JSON(http.StatusOK, out)
 }
 
 // treeResponse is GET /api/streams/:id/tree.
@@ -148,6 +169,9 @@ type treeResponse struct {
 }
 
 func (s *Server) streamTree(c *gin.Context) {
+	if !s.allowed(c, c.Param("id"), ActionView) {
+		return
+	}
 	co := s.hub.get(c.Param("id"))
 	if co == nil {
 		writeError(c, http.StatusNotFound, errNotFound)

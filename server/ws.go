@@ -7,7 +7,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -61,6 +60,8 @@ type peerConn struct {
 	grant *grant
 	// hello is the admitted hello; later capacity claims are clamped as it was.
 	hello *protocol.Message
+	// origin is what the gate made of the upgrade's Origin header.
+	origin originClass
 	// stats is the peer's last report; guarded by its coordinator's mu.
 	stats protocol.Stats
 
@@ -164,6 +165,7 @@ func (s *Server) handleWS(c *gin.Context) {
 		closed: make(chan struct{}),
 		lim:    g.lim,
 		grant:  gr,
+		origin: s.gate.classify(c.Request),
 	}
 	p.iceServers = s.cfg.ICEServers
 	if g.turn != nil {
@@ -245,7 +247,7 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 				continue
 			}
 			if err := s.admit(p, m); err != nil {
-				p.send(protocol.Errorf(protocol.CodeUnauthorized, "%v", err))
+				p.send(protocol.Errorf(errorCode(err), "%v", err))
 				reason = "unauthorized"
 				return
 			}
@@ -311,19 +313,22 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 	}
 }
 
-// admit checks the hello's credential (its token, else the one verified on
-// the upgrade) and clamps the claimed capacity to the token's maxChildren.
-// The tree then clamps it again by policy.
+// admit asks the gate about the hello, with its credential (its token,
+// else the one verified on the upgrade) and the upgrade's origin, and
+// clamps the claimed capacity to what the grant allows. The tree then
+// clamps it again by policy. A refusal is counted as a join refused.
 func (s *Server) admit(p *peerConn, hello *protocol.Message) error {
-	gr := p.grant
+	who := caller{grant: p.grant, origin: p.origin}
 	if hello.Token != "" {
 		var err error
-		if gr, err = s.guard.auth.verify(hello.Token); err != nil {
+		if who.grant, err = s.guard.auth.verify(hello.Token); err != nil {
+			s.hub.refused(hello.Stream, hello.Role)
 			return err
 		}
 	}
-	capacity, err := s.guard.auth.authorize(hello, gr)
+	capacity, gr, err := s.gate.check(who, hello)
 	if err != nil {
+		s.hub.refused(hello.Stream, hello.Role)
 		return err
 	}
 	if capacity != hello.Capacity {
@@ -344,8 +349,10 @@ func errorCode(err error) string {
 		return protocol.CodeNotNeighbour
 	case errors.Is(err, errUnauthorized), errors.Is(err, errBadToken):
 		return protocol.CodeUnauthorized
-	case errors.Is(err, errNoStream):
+	case errors.Is(err, errNoStream), errors.Is(err, ErrHidden):
 		return protocol.CodeNotFound
+	case errors.Is(err, ErrOrigin):
+		return protocol.CodeUnauthorized
 	case errors.Is(err, tree.ErrSourcePresent):
 		return protocol.CodeStreamTaken
 	case errors.Is(err, tree.ErrInvalid), errors.Is(err, tree.ErrExists):
@@ -357,17 +364,10 @@ func errorCode(err error) string {
 	}
 }
 
-// originOK allows same-origin pages, the configured origins (sites that
-// embed the player) and non-browser clients, which send no Origin.
+// originOK is the upgrader's origin check: every page may open the
+// signaling WebSocket (what it may do there the gate decides at hello, by
+// origin: another site's page watches public streams as a leaf) except
+// pages of sites that -embed-origins leaves out, which get 403.
 func (s *Server) originOK(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" || origin == "http://"+r.Host || origin == "https://"+r.Host {
-		return true
-	}
-	for _, o := range s.cfg.AllowedOrigins {
-		if o == "*" || strings.EqualFold(o, origin) {
-			return true
-		}
-	}
-	return false
+	return s.gate.classify(r) != originRefused
 }
