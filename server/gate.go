@@ -261,16 +261,16 @@ func (s *Server) streamPage(param, name string) gin.HandlerFunc {
 	}
 }
 
-// refused records a hello the gate turned down as a join with outcome
-// refused, on the stream's own figures if it exists.
-func (h *hub) refused(stream string, role protocol.Role) {
+// refused records a hello turned down before its coordinator saw it (by
+// the gate: outcome refused), on the stream's own figures if it exists.
+func (h *hub) refused(stream string, role protocol.Role, outcome string) {
 	h.mu.Lock()
 	c := h.streams[stream]
 	if c == nil {
-		h.ended.Joins[joinKey{role, outcomeRefused}]++
+		h.ended.Joins[joinKey{role, outcome}]++
 	}
 	h.mu.Unlock()
 	if c != nil {
-		c.obs.refused(role, outcomeRefused)
+		c.obs.refused(role, outcome)
 	}
 }

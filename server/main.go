@@ -179,6 +179,8 @@ type securityFlags struct {
 
 	httpConnsPerIP *int
 	httpConns      *int
+	maxStreams     *int
+	maxPeers       *int
 }
 
 func registerSecurityFlags(fs *flag.FlagSet) *securityFlags {
@@ -198,6 +200,8 @@ func registerSecurityFlags(fs *flag.FlagSet) *securityFlags {
 
 		httpConnsPerIP: fs.Int("max-http-conns-per-ip", DefaultHTTPConnsPerIP, "open TCP connections per client address, WebSockets included (-1: no limit)"),
 		httpConns:      fs.Int("max-http-conns", 0, "open TCP connections in all (0: half the process's file limit; -1: no limit)"),
+		maxStreams:     fs.Int("max-streams", DefaultMaxStreams, "streams this server hosts at once; a new stream past it is refused (-1: no limit)"),
+		maxPeers:       fs.Int("max-peers", DefaultMaxPeers, "signaling connections (peers) in all, about 42.5 KB each; past it a peer is told the server is full (-1: no limit)"),
 	}
 }
 
@@ -231,6 +235,8 @@ func (f *securityFlags) apply(cfg *Config, demo bool, demoStream string) (string
 	cfg.Limits.MaxConnsPerIP = *f.maxConns
 	cfg.Limits.JoinRate = *f.joinRate
 	cfg.Limits.JoinBurst = *f.joinBurst
+	cfg.Limits.MaxStreams = *f.maxStreams
+	cfg.Limits.MaxPeers = *f.maxPeers
 	cfg.HTTP.MaxConnsPerIP = *f.httpConnsPerIP
 	cfg.HTTP.MaxConns = *f.httpConns
 	if !demo || !auth.enabled() {

@@ -58,6 +58,7 @@ type Server struct {
 	started  time.Time
 	guard    *guard       // auth and limits for /ws (ws.go)
 	gate     *gate        // the one admission decision of every entry point (gate.go)
+	peers    *peerSlots   // signaling connections against -max-peers (caps.go)
 	http     *http.Server // what Serve serves with (listener.go)
 	conns    *connTracker // open TCP connections per address and in all
 }
@@ -86,6 +87,9 @@ func NewServer(cfg Config) *Server {
 	s.http = s.newHTTPServer()
 	s.guard = newGuard(cfg)
 	s.gate = newGate(s.guard.auth, cfg)
+	s.peers = &peerSlots{max: s.guard.lim.MaxPeers}
+	s.hub.maxStreams = s.guard.lim.MaxStreams
+	s.hub.names = newNameHolds(s.guard.lim.ReclaimGrace)
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	// Trust no forwarding headers: limits and logs use the connection's own

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -62,6 +63,8 @@ type peerConn struct {
 	hello *protocol.Message
 	// origin is what the gate made of the upgrade's Origin header.
 	origin originClass
+	// reclaim is the secret a source is handed in its welcome (caps.go).
+	reclaim string
 	// stats is the peer's last report; guarded by its coordinator's mu.
 	stats protocol.Stats
 
@@ -158,6 +161,13 @@ func (s *Server) handleWS(c *gin.Context) {
 	if err != nil {
 		return // the upgrader has written the HTTP error
 	}
+	releasePeer, ok := s.peers.acquire()
+	if !ok {
+		// Told over the socket, so every client can show why.
+		refuseSocket(conn, g.lim.WriteTimeout, fmt.Errorf("%w (%d); try again later", errTooManyPeers, s.peers.max))
+		return
+	}
+	defer releasePeer()
 	p := &peerConn{
 		id:     newPeerID(),
 		conn:   conn,
@@ -175,6 +185,20 @@ func (s *Server) handleWS(c *gin.Context) {
 	p.log = s.log.With("peer", p.id, "remote", c.Request.RemoteAddr)
 	go p.writeLoop()
 	s.session(c.Request.Context(), p)
+}
+
+// refuseSocket sends one error message on a fresh connection and closes it
+// with 1013 (try again later).
+func refuseSocket(conn *websocket.Conn, timeout time.Duration, err error) {
+	defer conn.Close()
+	data, encErr := protocol.Encode(protocol.Errorf(errorCode(err), "%v", err))
+	if encErr != nil {
+		return
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(timeout))
+	if conn.WriteMessage(websocket.TextMessage, data) == nil {
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "server full"), time.Now().Add(timeout))
+	}
 }
 
 // session reads the peer's messages until it leaves or fails. A panic while
@@ -322,13 +346,13 @@ func (s *Server) admit(p *peerConn, hello *protocol.Message) error {
 	if hello.Token != "" {
 		var err error
 		if who.grant, err = s.guard.auth.verify(hello.Token); err != nil {
-			s.hub.refused(hello.Stream, hello.Role)
+			s.hub.refused(hello.Stream, hello.Role, outcomeRefused)
 			return err
 		}
 	}
 	capacity, gr, err := s.gate.check(who, hello)
 	if err != nil {
-		s.hub.refused(hello.Stream, hello.Role)
+		s.hub.refused(hello.Stream, hello.Role, outcomeRefused)
 		return err
 	}
 	if capacity != hello.Capacity {
@@ -343,8 +367,10 @@ func errorCode(err error) string {
 	switch {
 	case errors.Is(err, protocol.ErrTooLarge):
 		return protocol.CodeTooLarge
-	case errors.Is(err, errStreamTaken):
+	case errors.Is(err, errStreamTaken), errors.Is(err, errReserved):
 		return protocol.CodeStreamTaken
+	case errors.Is(err, errTooManyStreams), errors.Is(err, errTooManyPeers):
+		return protocol.CodeFull
 	case errors.Is(err, errNotNeighbour):
 		return protocol.CodeNotNeighbour
 	case errors.Is(err, errUnauthorized), errors.Is(err, errBadToken):

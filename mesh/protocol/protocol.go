@@ -30,6 +30,8 @@ const (
 	MaxTracks          = 8
 	MaxCapacity        = 1000
 	MaxReasonLength    = 512
+	// MaxReclaimLength bounds a reclaim secret (the server's are 22 bytes).
+	MaxReclaimLength = 64
 )
 
 // Type names a message.
@@ -157,6 +159,12 @@ type Message struct {
 	// welcome
 	ID         string      `json:"id,omitempty"`
 	ICEServers []ICEServer `json:"iceServers,omitempty"`
+	// Reclaim, in a welcome to a source, is a secret that proves, in the
+	// hello of its next connection, that it is the same source: the server
+	// keeps the stream's name for a source whose connection dropped, for a
+	// grace period, and only that secret (or a publish token) takes it back.
+	// A source sends the secret of its last welcome in its hello.
+	Reclaim string `json:"reclaim,omitempty"`
 
 	// parent, attach, detach, signal: the other peer. A peer sends a signal
 	// with Peer set to its neighbour; the server rewrites it to the sender.
@@ -249,6 +257,9 @@ func (m *Message) Validate() error {
 		if !ValidID(m.ID) || !ValidID(m.Stream) {
 			return invalid("welcome needs id and stream")
 		}
+		if len(m.Reclaim) > MaxReclaimLength {
+			return invalid("reclaim longer than %d", MaxReclaimLength)
+		}
 		return validateTracks(m.Tracks, false)
 	case TypeParent, TypeAttach, TypeDetach:
 		if !ValidID(m.Peer) {
@@ -317,6 +328,9 @@ func (m *Message) validateHello() error {
 	}
 	if len(m.Token) > MaxTokenLength {
 		return invalid("token longer than %d", MaxTokenLength)
+	}
+	if len(m.Reclaim) > MaxReclaimLength {
+		return invalid("reclaim longer than %d", MaxReclaimLength)
 	}
 	if m.Role == RoleSource {
 		return validateTracks(m.Tracks, true)

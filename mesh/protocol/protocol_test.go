@@ -328,3 +328,29 @@ func TestEncodingEdgeCases(t *testing.T) {
 		}
 	})
 }
+
+func TestReclaimBounded(t *testing.T) {
+	ok := strings.Repeat("r", MaxReclaimLength)
+	long := ok + "r"
+	source := func(reclaim string) *Message {
+		return &Message{Type: TypeHello, Version: Version, Role: RoleSource, Kind: KindGo, Stream: "s", Reclaim: reclaim,
+			Tracks: []Track{{ID: "v", Kind: "video", MimeType: "video/VP8", ClockRate: 90000}}}
+	}
+	welcome := func(reclaim string) *Message {
+		return &Message{Type: TypeWelcome, ID: "p1", Stream: "s", Reclaim: reclaim}
+	}
+	for _, m := range []*Message{source(ok), welcome(ok)} {
+		data, err := Encode(m)
+		if err != nil {
+			t.Fatalf("%s with a %d-byte reclaim: %v", m.Type, len(ok), err)
+		}
+		if got, err := Decode(data); err != nil || got.Reclaim != ok {
+			t.Fatalf("%s round trip: %v %q", m.Type, err, got.Reclaim)
+		}
+	}
+	for _, m := range []*Message{source(long), welcome(long)} {
+		if err := m.Validate(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s with a %d-byte reclaim: %v, want ErrInvalid", m.Type, len(long), err)
+		}
+	}
+}
