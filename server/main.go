@@ -79,6 +79,7 @@ func run(args []string) error {
 	}
 	if turnSrv != nil {
 		defer turnSrv.Close()
+		cfg.Collectors = append(cfg.Collectors, turnSrv.Collector())
 	}
 	srv := NewServer(cfg)
 
@@ -175,11 +176,12 @@ type securityFlags struct {
 	turnURL    *string
 	turnSecret *string
 	turnTTL    *time.Duration
+	turnLimits TURNConfig // quotas, cap and idle timeout
 	publicIP   *string
 }
 
 func registerSecurityFlags(fs *flag.FlagSet) *securityFlags {
-	return &securityFlags{
+	f := &securityFlags{
 		jwtSecret:  fs.String("jwt-secret", os.Getenv("CANOPY_JWT_SECRET"), "HS256 secret for publish/view/relay tokens (env CANOPY_JWT_SECRET); with -stream-key unset too, publishing is open (dev mode)"),
 		streamKeys: fs.String("stream-key", os.Getenv("CANOPY_STREAM_KEYS"), "comma-separated stream=key publishing keys (env CANOPY_STREAM_KEYS)"),
 		private:    fs.String("private", "", "comma-separated streams that need a viewer token"),
@@ -193,6 +195,12 @@ func registerSecurityFlags(fs *flag.FlagSet) *securityFlags {
 		turnTTL:    fs.Duration("turn-ttl", DefaultTURNTTL, "lifetime of the TURN credentials in a welcome (at most 24h)"),
 		publicIP:   fs.String("public-ip", "", "the server's public address: advertised by the TURN relay and in its URL"),
 	}
+	l := &f.turnLimits
+	fs.IntVar(&l.MaxAllocations, "turn-max-allocations", 0, "allocations the embedded TURN relay holds in all (0: a quarter of the file limit, within 64-16384)")
+	fs.IntVar(&l.UserQuota, "turn-user-quota", DefaultTURNUserQuota, "TURN allocations one peer's credential may hold (-1: no limit)")
+	fs.IntVar(&l.AddrQuota, "turn-addr-quota", DefaultTURNAddrQuota, "TURN allocations one client address (IPv6: /64) may hold (-1: no limit)")
+	fs.DurationVar(&l.IdleTimeout, "turn-idle-timeout", DefaultTURNIdleTimeout, "release a TURN allocation that relayed nothing for this long")
+	return f
 }
 
 // apply fills cfg's auth and limits. It returns the token the in-process
@@ -272,12 +280,9 @@ func (f *securityFlags) startTURN(fs *flag.FlagSet, cfg *Config, log *slog.Logge
 		secret = make([]byte, 32)
 		_, _ = rand.Read(secret)
 	}
-	ts, err := StartTURN(TURNConfig{
-		Listen:  net.JoinHostPort("", strconv.Itoa(*f.turnPort)),
-		RelayIP: publicIP,
-		Secret:  secret,
-		Logger:  log,
-	})
+	tc := f.turnLimits
+	tc.Listen, tc.RelayIP, tc.Secret, tc.Logger = net.JoinHostPort("", strconv.Itoa(*f.turnPort)), publicIP, secret, log
+	ts, err := StartTURN(tc)
 	if err != nil {
 		if explicit["turn-port"] {
 			return nil, err

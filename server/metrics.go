@@ -24,6 +24,7 @@ func (s *Server) observe(r *gin.Engine) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newTreeCollector(s.hub),
 	)
+	reg.MustRegister(s.cfg.Collectors...)
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	r.GET("/readyz", s.ready)
 	r.GET("/stats/:stream", s.page("stats.html"))

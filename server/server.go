@@ -9,6 +9,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
@@ -34,6 +35,9 @@ type Config struct {
 	// TURN, if set, issues each peer short-lived TURN credentials in its
 	// welcome. See turn.go.
 	TURN *TURNCredentials
+	// Collectors are more Prometheus collectors for /metrics (the embedded
+	// TURN relay's).
+	Collectors []prometheus.Collector
 
 	// onMessage, if set, sees every decoded message before it is handled;
 	// tests use it to make one peer's handling panic.
