@@ -191,3 +191,68 @@ func TestTURNAddressQuotaAndTotalCap(t *testing.T) {
 	}
 	p.leave()
 }
+
+// An allocation that relays keeps its place; one that relays nothing is
+// released after the idle timeout, whatever lifetime it asked for. On the
+// virtual internet of the relay test, so the relayed datagrams go to a
+// public address.
+func TestTURNIdleReleaseSparesActiveAllocations(t *testing.T) {
+	vn := newRelayNet(t)
+	conn, err := vn.turnNet.ListenPacket("udp4", net.JoinHostPort(vnetTURNIP, "3478"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const idle = 2 * time.Second
+	ts, err := StartTURN(TURNConfig{PacketConn: conn, RelayIP: net.ParseIP(vnetTURNIP), RelayNet: vn.turnNet,
+		Secret: turnSecret, Logger: testLogger(), IdleTimeout: idle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ts.Close()
+	client := func(peer string) net.PacketConn {
+		c, err := vn.netA.ListenPacket("udp4", "192.168.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		user, pass := restCredential(time.Now().Add(time.Hour), peer)
+		tc, err := turn.NewClient(&turn.ClientConfig{
+			TURNServerAddr: net.JoinHostPort(vnetTURNIP, "3478"), STUNServerAddr: net.JoinHostPort(vnetTURNIP, "3478"),
+			Conn: c, Net: vn.netA, Username: user, Password: pass, Realm: turnRealm, RTO: 200 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tc.Close(); c.Close() })
+		if err := tc.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		relay, err := tc.Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { relay.Close() })
+		return relay
+	}
+	active, _ := client("active"), client("idle")
+	peer := &net.UDPAddr{IP: net.ParseIP(vnetNATB), Port: 9}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			_, _ = active.WriteTo([]byte("media"), peer)
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	waitFor(t, 30*time.Second, "the idle allocation released", func() bool { return ts.lim.released.Load() >= 1 })
+	released := time.Now()
+	for time.Since(released) < 3*idle {
+		if n := ts.Allocations(); n != 1 {
+			t.Fatalf("%d allocations %v after the idle one went, want the active one alone", n, time.Since(released))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
