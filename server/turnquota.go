@@ -309,9 +309,10 @@ func (c *relayConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return c.PacketConn.WriteTo(b, addr)
 }
 
-// Close implements net.PacketConn; pion and the reaper may both call it.
+// Close implements net.PacketConn. The reaper closes first, then pion's
+// allocation on its way out: the second close is no error to log.
 func (c *relayConn) Close() error {
-	err := net.ErrClosed
+	var err error
 	c.closeOnce.Do(func() {
 		c.lim.mu.Lock()
 		delete(c.lim.sockets, c)
