@@ -63,19 +63,15 @@ const (
 	// DefaultHTTPMaxHeaderBytes: the largest legitimate header is a bearer
 	// token (protocol.MaxTokenLength, 4 KiB).
 	DefaultHTTPMaxHeaderBytes = 32 << 10
-	// fallbackMaxConns is the global cap where the file limit is unknown.
-	fallbackMaxConns = 10_000
 )
 
-// defaultMaxConns is half the process's file limit: the other half stays
-// for what else needs descriptors (the TURN relay's allocations, the
-// in-process peers' UDP sockets, log files), so a flood of connections
-// from many addresses is refused before accept(2) starts failing.
+// defaultMaxConns is half the process's file limit (fileLimit, in
+// turnlimit_*.go): a quarter stays for the TURN relay's allocations
+// (turnFDShare) and a quarter for the in-process peers' UDP sockets and
+// files, so a flood of connections from many addresses is refused before
+// accept(2) starts failing.
 func defaultMaxConns() int {
-	if n := fileLimit(); n > 0 {
-		return max(int(n/2), 64)
-	}
-	return fallbackMaxConns
+	return max(fileLimit()/2, 64)
 }
 
 func (l HTTPLimits) withDefaults() HTTPLimits {
@@ -132,8 +128,8 @@ func (s *Server) Close() error { return s.http.Close() }
 
 // Reasons a connection is refused at accept.
 const (
-	refusedPerAddress = "per_address"
-	refusedTotal      = "total"
+	connRefusedPerAddress = "per_address"
+	connRefusedTotal      = "total"
 )
 
 // connTracker counts the server's open TCP connections, per client address
@@ -165,11 +161,11 @@ func (t *connTracker) acquire(key netip.Prefix) (reason string) {
 	defer t.mu.Unlock()
 	if t.lim.MaxConns >= 0 && t.total >= t.lim.MaxConns {
 		t.refusedAll.Add(1)
-		return refusedTotal
+		return connRefusedTotal
 	}
 	if t.lim.MaxConnsPerIP >= 0 && t.perIP[key] >= t.lim.MaxConnsPerIP {
 		t.refusedPerIP.Add(1)
-		return refusedPerAddress
+		return connRefusedPerAddress
 	}
 	t.total++
 	t.perIP[key]++
@@ -196,7 +192,7 @@ func (t *connTracker) open() int {
 // client learns why (and when to retry) instead of seeing a bare reset.
 func refusal(reason string) []byte {
 	status, body := "429 Too Many Requests", "too many connections from this address\n"
-	if reason == refusedTotal {
+	if reason == connRefusedTotal {
 		status, body = "503 Service Unavailable", "the server is at its connection limit\n"
 	}
 	return fmt.Appendf(nil, "HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 5\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",

@@ -80,6 +80,7 @@ func run(args []string) error {
 	}
 	if turnSrv != nil {
 		defer turnSrv.Close()
+		cfg.Collectors = append(cfg.Collectors, turnSrv.Collector())
 	}
 	srv := NewServer(cfg)
 
@@ -175,6 +176,7 @@ type securityFlags struct {
 	turnURL    *string
 	turnSecret *string
 	turnTTL    *time.Duration
+	turnLimits TURNConfig // quotas, cap and idle timeout
 	publicIP   *string
 
 	httpConnsPerIP *int
@@ -184,7 +186,7 @@ type securityFlags struct {
 }
 
 func registerSecurityFlags(fs *flag.FlagSet) *securityFlags {
-	return &securityFlags{
+	f := &securityFlags{
 		jwtSecret:  fs.String("jwt-secret", os.Getenv("CANOPY_JWT_SECRET"), "HS256 secret for publish/view/relay tokens (env CANOPY_JWT_SECRET); with -stream-key unset too, publishing is open (dev mode)"),
 		streamKeys: fs.String("stream-key", os.Getenv("CANOPY_STREAM_KEYS"), "comma-separated stream=key publishing keys (env CANOPY_STREAM_KEYS)"),
 		private:    fs.String("private", "", "comma-separated streams that need a viewer token"),
@@ -203,6 +205,12 @@ func registerSecurityFlags(fs *flag.FlagSet) *securityFlags {
 		maxStreams:     fs.Int("max-streams", DefaultMaxStreams, "streams this server hosts at once; a new stream past it is refused (-1: no limit)"),
 		maxPeers:       fs.Int("max-peers", DefaultMaxPeers, "signaling connections (peers) in all, about 42.5 KB each; past it a peer is told the server is full (-1: no limit)"),
 	}
+	l := &f.turnLimits
+	fs.IntVar(&l.MaxAllocations, "turn-max-allocations", 0, "allocations the embedded TURN relay holds in all (0: a quarter of the file limit, within 64-16384)")
+	fs.IntVar(&l.UserQuota, "turn-user-quota", DefaultTURNUserQuota, "TURN allocations one peer's credential may hold (-1: no limit)")
+	fs.IntVar(&l.AddrQuota, "turn-addr-quota", DefaultTURNAddrQuota, "TURN allocations one client address (IPv6: /64) may hold (-1: no limit)")
+	fs.DurationVar(&l.IdleTimeout, "turn-idle-timeout", DefaultTURNIdleTimeout, "release a TURN allocation that relayed nothing for this long")
+	return f
 }
 
 // apply fills cfg's auth and limits. It returns the token the in-process
@@ -286,12 +294,9 @@ func (f *securityFlags) startTURN(fs *flag.FlagSet, cfg *Config, log *slog.Logge
 		secret = make([]byte, 32)
 		_, _ = rand.Read(secret)
 	}
-	ts, err := StartTURN(TURNConfig{
-		Listen:  net.JoinHostPort("", strconv.Itoa(*f.turnPort)),
-		RelayIP: publicIP,
-		Secret:  secret,
-		Logger:  log,
-	})
+	tc := f.turnLimits
+	tc.Listen, tc.RelayIP, tc.Secret, tc.Logger = net.JoinHostPort("", strconv.Itoa(*f.turnPort)), publicIP, secret, log
+	ts, err := StartTURN(tc)
 	if err != nil {
 		if explicit["turn-port"] {
 			return nil, err

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
@@ -41,6 +42,9 @@ type Config struct {
 	// HTTP bounds TCP connections and plain HTTP requests; zero fields
 	// take defaults. See listener.go.
 	HTTP HTTPLimits
+	// Collectors are more Prometheus collectors for /metrics (the embedded
+	// TURN relay's).
+	Collectors []prometheus.Collector
 
 	// onMessage, if set, sees every decoded message before it is handled;
 	// tests use it to make one peer's handling panic.

@@ -120,7 +120,7 @@ type Stats struct {
 	FramesDecoded    uint64  `json:"framesDecoded,omitempty"`
 	JitterMs         float64 `json:"jitterMs,omitempty"`
 	StallMs          float64 `json:"stallMs,omitempty"`          // total time without frames while it should have played
-	DelayMs          float64 `json:"delayMs,omitempty"`          // source capture to this peer, where known
+	DelayMs          float64 `json:"delayMs,omitempty"`          // source capture to this peer, where known (may be negative: see validate)
 	FirstFrameMs     float64 `json:"firstFrameMs,omitempty"`     // join to first decoded frame
 	BitrateKbps      float64 `json:"bitrateKbps,omitempty"`      // received, last interval
 	RelayBitrateKbps float64 `json:"relayBitrateKbps,omitempty"` // sent to children, last interval
@@ -393,10 +393,17 @@ func (s *Signal) validate() error {
 }
 
 func (s *Stats) validate() error {
-	for _, v := range []float64{s.JitterMs, s.StallMs, s.DelayMs, s.FirstFrameMs, s.BitrateKbps, s.RelayBitrateKbps} {
+	for _, v := range []float64{s.JitterMs, s.StallMs, s.FirstFrameMs, s.BitrateKbps, s.RelayBitrateKbps} {
 		if v < 0 || v > 1e12 || v != v {
 			return invalid("stats: a measure is out of range")
 		}
+	}
+	// A delay may come out negative without any fault of the peer: the
+	// capture stamp is its parent's (abs-capture-time), from a skewed
+	// clock or a hostile parent. The server drops that figure, not the
+	// report.
+	if d := s.DelayMs; d < -1e12 || d > 1e12 || d != d {
+		return invalid("stats: delay out of range")
 	}
 	if s.Children < 0 || s.Children > MaxCapacity {
 		return invalid("stats: children out of range")

@@ -199,7 +199,7 @@ const STATS_FIELDS = {
   children: 'int',
 };
 /** Stats fields that are measures (float64 in Go) and must lie in [0, 1e12]. */
-const STATS_MEASURES = ['jitterMs', 'stallMs', 'delayMs', 'firstFrameMs', 'bitrateKbps', 'relayBitrateKbps'];
+const STATS_MEASURES = ['jitterMs', 'stallMs', 'firstFrameMs', 'bitrateKbps', 'relayBitrateKbps'];
 
 /** @param {unknown} v @returns {v is Record<string, unknown>} */
 function isObject(v) {
@@ -372,6 +372,10 @@ function validateStats(s) {
     const v = r[k] ?? 0;
     if (!(v >= 0 && v <= 1e12)) throw invalid('stats: a measure is out of range');
   }
+  // A delay may be negative (a parent's capture stamp from a skewed clock):
+  // the server drops that figure, not the report. protocol.go says why.
+  const delay = s.delayMs ?? 0;
+  if (!(delay >= -1e12 && delay <= 1e12)) throw invalid('stats: delay out of range');
   const children = s.children ?? 0;
   if (children < 0 || children > MAX_CAPACITY) throw invalid('stats: children out of range');
 }
