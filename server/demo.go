@@ -23,7 +23,10 @@ type demoConfig struct {
 	token        string // publishing credential when auth is on
 	udpMux       ice.UDPMux
 	publicIPs    []string
-	log          *slog.Logger
+	// candidates filters the viewers' ICE candidates (candidates.go); nil
+	// accepts all.
+	candidates *candidatePolicy
+	log        *slog.Logger
 }
 
 // runDemo publishes the embedded clip as a stream, through the server's own
@@ -50,7 +53,7 @@ func publishDemo(ctx context.Context, cfg demoConfig) error {
 	if err != nil {
 		return err
 	}
-	node, err := mesh.Dial(ctx, mesh.Config{
+	mc := mesh.Config{
 		Server:       cfg.server,
 		Stream:       cfg.stream,
 		Role:         protocol.RoleSource,
@@ -61,7 +64,11 @@ func publishDemo(ctx context.Context, cfg demoConfig) error {
 		PublicIPs:    cfg.publicIPs,
 		Token:        cfg.token,
 		Logger:       cfg.log,
-	})
+	}
+	if cfg.candidates != nil {
+		mc.RemoteCandidateFilter = cfg.candidates.allow
+	}
+	node, err := mesh.Dial(ctx, mc)
 	if err != nil {
 		return err
 	}
