@@ -36,11 +36,14 @@ func broadcast(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	// The readers carry on across sessions: a source that rejoins goes on
-	// where it was, and viewers continue across its new numbering.
+	// where it was, and viewers continue across its new numbering. The
+	// reclaim secret gets it its stream name back.
+	reclaim := new(mesh.Reclaim)
 	err = redial(ctx, stderr, c.stream, false, func(ctx context.Context, s *session) error {
 		node, err := mesh.Dial(ctx, mesh.Config{
 			Server: c.server, Stream: c.stream, Role: protocol.RoleSource, Capacity: c.capacity,
 			Token: c.token, Tracks: mesh.TracksFor(readers...), LoopbackOnly: c.loopback, Logger: log,
+			Reclaim: reclaim,
 		})
 		if err != nil {
 			return err

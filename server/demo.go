@@ -23,10 +23,11 @@ type demoConfig struct {
 	token        string // publishing credential when auth is on
 	udpMux       ice.UDPMux
 	publicIPs    []string
+	log          *slog.Logger
+	reclaim      *mesh.Reclaim // the demo's claim to its name across restarts
 	// candidates filters the viewers' ICE candidates (candidates.go); nil
 	// accepts all.
 	candidates *candidatePolicy
-	log        *slog.Logger
 }
 
 // demoStable is how long the demo must have been up for its restart
@@ -37,6 +38,9 @@ const demoStable = 10 * time.Second
 // runDemo publishes the embedded clip as a stream, through the server's own
 // signaling like any other source, and starts over if it is cut off.
 func runDemo(ctx context.Context, cfg demoConfig) {
+	if cfg.reclaim == nil {
+		cfg.reclaim = new(mesh.Reclaim)
+	}
 	var backoff mesh.Backoff
 	for ctx.Err() == nil {
 		started := time.Now()
@@ -74,6 +78,7 @@ func publishDemo(ctx context.Context, cfg demoConfig) (up bool, err error) {
 		UDPMux:       cfg.udpMux,
 		PublicIPs:    cfg.publicIPs,
 		Token:        cfg.token,
+		Reclaim:      cfg.reclaim,
 		Logger:       cfg.log,
 	}
 	if cfg.candidates != nil {
