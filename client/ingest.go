@@ -127,12 +127,13 @@ func openRTP(f *ingestFlags) (*input, error) {
 		}
 	}
 	var (
-		sources []media.PacketSource
-		codecs  []media.Codec
+		listeners []*media.RTPListener
+		sources   []media.PacketSource
+		codecs    []media.Codec
 	)
 	closeAll := func() {
-		for _, s := range sources {
-			_ = s.Close()
+		for _, l := range listeners {
+			_ = l.Close()
 		}
 	}
 	for _, w := range wants {
@@ -141,7 +142,7 @@ func openRTP(f *ingestFlags) (*input, error) {
 			closeAll()
 			return nil, err
 		}
-		sources, codecs = append(sources, l), append(codecs, w.codec)
+		listeners, sources, codecs = append(listeners, l), append(sources, l), append(codecs, w.codec)
 	}
 	return &input{
 		tracks: mesh.TracksForCodecs(codecs...),

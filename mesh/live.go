@@ -36,40 +36,49 @@ func TracksForCodecs(codecs ...media.Codec) []protocol.Track {
 // same position in Tracks, as it arrives: no pacing, no re-encoding, each
 // stream made continuous by a media.RTPIngest and each frame stamped with
 // the time its first packet arrived (abs-capture-time). It runs until ctx
-// ends (closing the sources) or a source fails.
+// ends, the node stops or a source fails, and leaves the sources open (a
+// deadline ends their reads), so they can feed the next node.
 func (n *Node) PlayRTP(ctx context.Context, sources ...media.PacketSource) error {
 	tracks := n.Tracks()
 	if len(sources) > len(tracks) {
 		return fmt.Errorf("mesh: %d RTP sources for %d tracks", len(sources), len(tracks))
 	}
+	for _, s := range sources {
+		if err := s.SetReadDeadline(time.Time{}); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		select {
 		case <-n.done:
 			cancel(n.closedErr())
 		case <-ctx.Done():
 		}
 		for _, s := range sources {
-			_ = s.Close() // unblocks ReadRTP
+			_ = s.SetReadDeadline(time.Now()) // unblocks ReadRTP
 		}
 	}()
 	var wg sync.WaitGroup
 	for i, src := range sources {
 		id := tracks[i].ID
 		wg.Go(func() {
-			err := n.ingestRTP(id, src)
-			if ctx.Err() == nil {
+			if err := n.ingestRTP(ctx, id, src); ctx.Err() == nil {
 				cancel(err) // the first source to fail stops the others
 			}
 		})
 	}
 	wg.Wait()
+	cancel(nil)
+	<-stopped
 	return context.Cause(ctx)
 }
 
 // ingestRTP is one source's read loop.
-func (n *Node) ingestRTP(trackID string, src media.PacketSource) error {
+func (n *Node) ingestRTP(ctx context.Context, trackID string, src media.PacketSource) error {
 	in := media.NewRTPIngest(src.Codec())
 	var (
 		p        rtp.Packet
@@ -79,8 +88,8 @@ func (n *Node) ingestRTP(trackID string, src media.PacketSource) error {
 	)
 	for {
 		if err := src.ReadRTP(&p); err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return context.Canceled
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return context.Canceled // the deadline PlayRTP set, or closed under it
 			}
 			return err
 		}

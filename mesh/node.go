@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +86,10 @@ type Config struct {
 	UDPMux ice.UDPMux
 	// PublicIPs are advertised instead of local addresses (1:1 NAT).
 	PublicIPs []string
+	// RemoteCandidateFilter, if set, drops the neighbours' ICE candidates
+	// it refuses (see peer.Config.RemoteCandidateFilter); the server's own
+	// peers use it.
+	RemoteCandidateFilter func(addr netip.Addr, port int) bool
 	// Forwarder tunes the GOP cache and burst for this node's children;
 	// the zero value is the default (4 MiB cache, 50 Mbps burst).
 	Forwarder peer.ForwarderOptions
@@ -207,6 +212,8 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 		Logger:       cfg.Logger,
 		UDPMux:       cfg.UDPMux,
 		PublicIPs:    cfg.PublicIPs,
+
+		RemoteCandidateFilter: cfg.RemoteCandidateFilter,
 	})
 	if err != nil {
 		sig.close()

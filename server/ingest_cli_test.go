@@ -130,12 +130,13 @@ func runFFmpeg(t *testing.T, ctx context.Context, args ...string) <-chan error {
 // TestBroadcastRTPFromFFmpeg: ffmpeg streams RTP into the real client
 // binary's broadcast, and Go viewers through the server receive complete
 // frames: VP8 on -rtp, where ffmpeg is restarted mid-stream and the viewer
-// sees one continuous stream (no gap in sequence numbers, never offline);
-// H264 + Opus described by the SDP file ffmpeg writes (-sdp).
+// sees one continuous stream (no gap in sequence numbers, never offline),
+// and then the broadcast's signaling drops and it rejoins on the same RTP
+// port; H264 + Opus described by the SDP file ffmpeg writes (-sdp).
 func TestBroadcastRTPFromFFmpeg(t *testing.T) {
 	ffmpegPath(t)
 	bin := buildClient(t)
-	_, url := startServer(t, tree.Config{SourceCapacity: 4})
+	srv, url := startServer(t, tree.Config{SourceCapacity: 4})
 
 	t.Run("VP8", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -154,11 +155,8 @@ func TestBroadcastRTPFromFFmpeg(t *testing.T) {
 		}
 		before, _, _ := v.counts()
 		// The encoder restarts: a new SSRC, new random numbers, a new clock.
-		second := runFFmpeg(t, ctx, vp8(3)...)
+		second := runFFmpeg(t, ctx, vp8(10)...)
 		waitFor(t, 30*time.Second, "60 more frames after ffmpeg restarted", func() bool { f, _, _ := v.counts(); return f >= before+60 })
-		if err := <-second; err != nil {
-			t.Fatal(err)
-		}
 		missing, received := v.seqGaps()
 		frames, _, _ := v.counts()
 		t.Logf("viewer: %d frames, %d packets, %d sequence numbers missing across the restart", frames, received, missing)
@@ -168,6 +166,18 @@ func TestBroadcastRTPFromFFmpeg(t *testing.T) {
 		if n := v.offlineCount(); n != 0 {
 			t.Errorf("the viewer saw the stream offline %d times", n)
 		}
+		// The broadcast's signaling drops: it rejoins with a new node, fed
+		// by the same RTP listener, and a new viewer plays from it.
+		old := peersOf(srv, "rtp-vp8", protocol.RoleSource)[0]
+		blink(srv, "rtp-vp8", old)
+		waitFor(t, 30*time.Second, "the broadcast rejoins with a new node", func() bool {
+			ids := peersOf(srv, "rtp-vp8", protocol.RoleSource)
+			return len(ids) == 1 && ids[0] != old
+		})
+		w := startPeer(t, url, "rtp-vp8", protocol.RoleViewer, 0, nil)
+		waitFor(t, 30*time.Second, "a new viewer plays the rejoined broadcast", func() bool { f, _, _ := w.counts(); return f >= 30 })
+		cancel()
+		<-second
 	})
 
 	t.Run("H264+Opus/SDP", func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/rtp"
 )
@@ -21,14 +22,18 @@ const ingestReadBuffer = 4 << 20
 var ErrNotRTP = errors.New("media: not an RTP packet of this stream")
 
 // PacketSource is a live RTP stream for one track of a source: a UDP port an
-// encoder sends to, or a publisher's WebRTC track. Close unblocks ReadRTP.
+// encoder sends to, or a publisher's WebRTC track (pion's TrackRemote has
+// the same SetReadDeadline). A reader of it stops at a deadline rather than
+// by closing it, so the source outlives one node and feeds the next.
 type PacketSource interface {
 	// ReadRTP fills p with the next packet; p's payload may point into a
 	// buffer that the next call reuses.
 	ReadRTP(p *rtp.Packet) error
 	// Codec is the codec the packets carry.
 	Codec() Codec
-	Close() error
+	// SetReadDeadline makes a blocked or later ReadRTP fail once t has
+	// passed (with an error that is a net.Error timeout); zero: no deadline.
+	SetReadDeadline(t time.Time) error
 }
 
 // RTPListenerStats counts what a listener received.
@@ -132,6 +137,9 @@ func (l *RTPListener) drainRTCP() {
 		l.rtcpIn.Add(1)
 	}
 }
+
+// SetReadDeadline bounds ReadRTP (see PacketSource).
+func (l *RTPListener) SetReadDeadline(t time.Time) error { return l.conn.SetReadDeadline(t) }
 
 // Close stops the listener; a blocked ReadRTP returns net.ErrClosed.
 func (l *RTPListener) Close() error {
