@@ -470,6 +470,10 @@ func (n *Node) route(m *protocol.Message) {
 	}
 	if err != nil {
 		n.log.Warn("signal", "peer", m.Peer, "kind", m.Sig.Kind, "err", err)
+		if errors.Is(err, peer.ErrBadOffer) && n.cur != nil && m.Peer == n.cur.parent {
+			n.cur.refused.Store(true) // the watchdog reports this parent now
+			n.watchdog()
+		}
 	}
 }
 
