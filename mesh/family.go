@@ -243,3 +243,25 @@ func (n *Node) relayKeyframeRequests(trackID string, f *peer.Forwarder) {
 		}
 	}
 }
+
+// warnOverBudget logs the children whose NACKs asked for more than their
+// retransmission budget since the last report: a child on a very lossy
+// link, or one pulling retransmissions on purpose. It runs on the run
+// goroutine, once per stats report.
+func (n *Node) warnOverBudget() {
+	if n.refusedSeen == nil {
+		n.refusedSeen = make(map[string]uint64)
+	}
+	for id := range n.refusedSeen {
+		if n.downstreams[id] == nil {
+			delete(n.refusedSeen, id)
+		}
+	}
+	for id, d := range n.downstreams {
+		r := d.SendStats().Refused
+		if r > n.refusedSeen[id] {
+			n.log.Warn("child asks for more retransmissions than its budget", "child", id, "refused", r-n.refusedSeen[id])
+		}
+		n.refusedSeen[id] = r
+	}
+}

@@ -141,6 +141,7 @@ type Node struct {
 	// Owned by the run goroutine.
 	cur, prev   *upstreamConn
 	downstreams map[string]*peer.Downstream
+	refusedSeen map[string]uint64 // per child, retransmissions refused at the last report
 	leaving     bool
 
 	leaveOnce sync.Once
@@ -479,6 +480,7 @@ func (n *Node) route(m *protocol.Message) {
 
 // sendStats reports the node's counters to the server.
 func (n *Node) sendStats() {
+	n.warnOverBudget()
 	var s protocol.Stats
 	n.CollectStats(&s)
 	_ = n.sig.send(&protocol.Message{Type: protocol.TypeStats, Stats: &s})
