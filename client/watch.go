@@ -33,6 +33,7 @@ type watchReport struct {
 	Frames           int     `json:"frames"`
 	Keyframes        int     `json:"keyframes"`
 	AudioPackets     int     `json:"audioPackets"`
+	Undecodable      uint64  `json:"undecodableFrames"` // complete frames that would not decode (not counted in frames)
 	PacketsReceived  uint64  `json:"packetsReceived"`
 	BytesReceived    uint64  `json:"bytesReceived"`
 	BitrateKbps      float64 `json:"bitrateKbps"` // received, averaged over the watch
@@ -281,7 +282,8 @@ func (w *watcher) report() watchReport {
 		r.FirstFrameMillis = float64(w.first.Sub(w.start).Microseconds()) / 1000
 	}
 	if w.video != nil {
-		r.PacketsLost = int(w.video.Stats().Lost)
+		st := w.video.Stats()
+		r.PacketsLost, r.Undecodable = int(st.Lost), st.Undecodable
 	}
 	if len(w.delays) > 0 {
 		d := slices.Clone(w.delays)

@@ -151,6 +151,7 @@ type Node struct {
 	// Owned by the run goroutine.
 	cur, prev   *upstreamConn
 	downstreams map[string]*peer.Downstream
+	refusedSeen map[string]uint64 // per child, retransmissions refused at the last report
 	leaving     bool
 
 	leaveOnce sync.Once
@@ -484,11 +485,16 @@ func (n *Node) route(m *protocol.Message) {
 	}
 	if err != nil {
 		n.log.Warn("signal", "peer", m.Peer, "kind", m.Sig.Kind, "err", err)
+		if errors.Is(err, peer.ErrBadOffer) && n.cur != nil && m.Peer == n.cur.parent {
+			n.cur.refused.Store(true) // the watchdog reports this parent now
+			n.watchdog()
+		}
 	}
 }
 
 // sendStats reports the node's counters to the server.
 func (n *Node) sendStats() {
+	n.warnOverBudget()
 	var s protocol.Stats
 	n.CollectStats(&s)
 	_ = n.sig.send(&protocol.Message{Type: protocol.TypeStats, Stats: &s})

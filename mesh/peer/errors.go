@@ -23,6 +23,10 @@ var (
 	// ErrAlreadyBound means pion bound a forwarder track twice; each child
 	// gets its own track, so this is a programming error.
 	ErrAlreadyBound = errors.New("peer: track already bound")
+	// ErrBadOffer means a parent's offer was refused: more m-sections than
+	// the stream has tracks, an unknown kind, or a repeated mid, SSRC or
+	// track id (see checkOffer).
+	ErrBadOffer = errors.New("peer: offer refused")
 	// ErrPacketTooLarge means an RTP payload does not fit a queue slot.
 	ErrPacketTooLarge = errors.New("peer: RTP payload too large")
 )
