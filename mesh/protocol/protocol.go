@@ -64,6 +64,17 @@ const (
 	// TypeCapacity, peer → server: feed this many children from now on (a
 	// browser turning relaying on or off); children beyond it move first.
 	TypeCapacity Type = "capacity"
+	// TypeStandby, server → peer, prepares a hot standby link (see
+	// README "Standby parents"). To a parent, with Peer: hold a standby
+	// link for child Peer (offer to it as to a child, send no media until
+	// promote). To a child, with Standby: that peer is your standby parent
+	// from now on, expect its offer; with neither: you have none now.
+	TypeStandby Type = "standby"
+	// TypePromote makes a standby link the tree edge. Child → server, with
+	// Peer its standby: my parent failed, I play from my standby now. Server
+	// → parent, with Peer the child: start sending to it on its standby
+	// link; it is your child now.
+	TypePromote Type = "promote"
 )
 
 // Role is a peer's place in a stream.
@@ -185,7 +196,8 @@ type Message struct {
 	Depth int     `json:"depth,omitempty"`
 	Sig   *Signal `json:"signal,omitempty"`
 	// Standby, on parent, is the peer this one would be given if its new
-	// parent failed, so it can recover without waiting for placement.
+	// parent failed, so it can recover without waiting for placement; on
+	// standby, to a child, the standby parent it should hold a link to.
 	Standby string `json:"standby,omitempty"`
 
 	// stats
@@ -300,6 +312,19 @@ func (m *Message) Validate() error {
 	case TypeCapacity:
 		if m.Capacity < 0 || m.Capacity > MaxCapacity {
 			return invalid("capacity must be 0-%d", MaxCapacity)
+		}
+		return nil
+	case TypeStandby:
+		switch {
+		case m.Peer != "" && m.Standby != "":
+			return invalid("standby names a child (peer) or a parent (standby), not both")
+		case m.Peer != "" && !ValidID(m.Peer), m.Standby != "" && !ValidID(m.Standby):
+			return invalid("standby: bad peer id")
+		}
+		return nil
+	case TypePromote:
+		if !ValidID(m.Peer) {
+			return invalid("promote needs a peer id")
 		}
 		return nil
 	case TypeStats:

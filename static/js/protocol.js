@@ -42,6 +42,12 @@ export const Type = Object.freeze({
   STALLED: 'stalled', // peer → server: media from my parent (peer) stopped; find me another
   STATS: 'stats', // peer → server: periodic measurements
   CAPACITY: 'capacity', // peer → server: feed this many children from now on
+  // server → parent {peer}: hold a standby link for this child (offer, no media);
+  // server → child {standby}: this peer is your standby parent now ({}: none)
+  STANDBY: 'standby',
+  // child → server {peer}: my parent failed, I play from my standby now;
+  // server → parent {peer}: start sending to this child on its standby link
+  PROMOTE: 'promote',
 });
 
 /** Types the server sends to a peer; a browser ignores anything else. @type {ReadonlySet<string>} */
@@ -135,7 +141,7 @@ export const Code = Object.freeze({
  * @property {string} [peer] parent, attach, detach, signal: the other peer
  * @property {number} [depth] parent, attach, detach
  * @property {Signal} [signal] signal
- * @property {string} [standby] parent: the peer this one would get if its new parent failed
+ * @property {string} [standby] parent: the peer this one would get if its new parent failed; standby, to a child: its standby parent
  * @property {Stats} [stats] stats
  * @property {string} [code] error
  * @property {string} [reason] error, leave, offline, detach
@@ -301,6 +307,13 @@ export function validate(m) {
       return;
     case Type.LIVE: case Type.STALLED:
       if (m.peer && !validID(m.peer)) throw invalid(`${m.type}: bad peer id`);
+      return;
+    case Type.STANDBY:
+      if (m.peer && m.standby) throw invalid('standby names a child (peer) or a parent (standby), not both');
+      if ((m.peer && !validID(m.peer)) || (m.standby && !validID(m.standby))) throw invalid('standby: bad peer id');
+      return;
+    case Type.PROMOTE:
+      if (!validID(m.peer)) throw invalid('promote needs a peer id');
       return;
     case Type.STATS:
       return validateStats(m.stats);

@@ -197,6 +197,20 @@ test('parent messages may name a standby peer', () => {
   assert.ok(!SERVER_TYPES.has(Type.STATS) && !SERVER_TYPES.has(Type.LIVE), 'reports only go up');
 });
 
+test('standby and promote messages name one peer', () => {
+  assert.equal(decode('{"type":"standby","peer":"p3"}').peer, 'p3');
+  assert.equal(decode('{"type":"standby","standby":"p4"}').standby, 'p4');
+  assert.equal(decode('{"type":"standby"}').type, Type.STANDBY, 'a child told it has no standby');
+  assert.equal(decode('{"type":"promote","peer":"p4"}').peer, 'p4');
+  rejects(() => decode('{"type":"standby","peer":"p1","standby":"p2"}'));
+  rejects(() => decode('{"type":"standby","peer":"a b"}'));
+  rejects(() => decode('{"type":"standby","standby":"a/b"}'));
+  rejects(() => decode('{"type":"promote"}'));
+  rejects(() => encode({ type: Type.PROMOTE, peer: 'not ok' }));
+  // Browsers hold no standby links yet: the client ignores both.
+  assert.ok(!SERVER_TYPES.has(Type.STANDBY) && !SERVER_TYPES.has(Type.PROMOTE));
+});
+
 test('capacity messages carry 0-1000 children', () => {
   assert.equal(encode({ type: Type.CAPACITY, capacity: 0 }), '{"type":"capacity"}');
   assert.equal(encode({ type: Type.CAPACITY, capacity: 2 }), '{"type":"capacity","capacity":2}');
