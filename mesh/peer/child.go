@@ -459,6 +459,10 @@ type downTrack struct {
 	// before DTLS completes), so the child joins the Forwarder, and is handed
 	// the cached GOP, only then. gone is closed if the connection ends first.
 	ready, gone <-chan struct{}
+	// hold, if set, keeps the child off the Forwarder until it is closed:
+	// a standby link is up (ICE, DTLS) but carries no media until promoted
+	// (standby.go).
+	hold <-chan struct{}
 
 	mu     sync.Mutex
 	writer *childWriter
@@ -498,10 +502,10 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	// pion binds when the answer is applied, before ICE and DTLS: ask for a
 	// keyframe now if the cache cannot serve this child, so it is on its way
 	// while the connection comes up.
-	if f.isKeyframe != nil && !f.gopReady.Load() {
+	if f.isKeyframe != nil && !f.gopReady.Load() && d.hold == nil {
 		f.requestKeyframe()
 	}
-	if d.ready == nil {
+	if d.ready == nil && d.hold == nil {
 		if err := f.attach(w); err != nil {
 			d.writer = nil
 			return webrtc.RTPCodecParameters{}, err
@@ -509,14 +513,19 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		go w.run(f, func() bool { return true })
 		return *codec, nil
 	}
-	ready, gone := d.ready, d.gone
+	ready, gone, hold := d.ready, d.gone, d.hold
 	go w.run(f, func() bool {
-		select {
-		case <-ready:
-		case <-gone:
-			return false
-		case <-w.stopCh:
-			return false
+		for _, c := range []<-chan struct{}{ready, hold} {
+			if c == nil {
+				continue
+			}
+			select {
+			case <-c:
+			case <-gone:
+				return false
+			case <-w.stopCh:
+				return false
+			}
 		}
 		return f.attach(w) == nil
 	})

@@ -23,6 +23,9 @@ type Downstream struct {
 	direct atomic.Bool
 	tracks []*downTrack
 	wg     sync.WaitGroup // RTCP read loops
+	// hold, on a standby link, is closed by Promote (standby.go).
+	hold        chan struct{}
+	promoteOnce sync.Once
 
 	closeOnce sync.Once
 	closeErr  error
@@ -33,6 +36,12 @@ type Downstream struct {
 // "canopy"), and sends the offer and then the local ICE candidates through
 // send. send must not call back into this Downstream synchronously.
 func (a *API) NewDownstream(childID string, fwds []*Forwarder, send func(protocol.Signal)) (*Downstream, error) {
+	return a.newDownstream(childID, fwds, send, nil)
+}
+
+// newDownstream makes a Downstream; with hold set, a standby one whose
+// tracks join their Forwarders only once hold is closed (standby.go).
+func (a *API) newDownstream(childID string, fwds []*Forwarder, send func(protocol.Signal), hold chan struct{}) (*Downstream, error) {
 	pc, batch, err := a.newSendingPeerConnection()
 	if err != nil {
 		return nil, fmt.Errorf("peer: new peer connection: %w", err)
@@ -41,6 +50,7 @@ func (a *API) NewDownstream(childID string, fwds []*Forwarder, send func(protoco
 		conn:    a.newConn(pc, send, a.logger.With("child", childID)),
 		childID: childID,
 		batch:   batch,
+		hold:    hold,
 	}
 	if err := d.setup(fwds); err != nil {
 		_ = d.Close()
@@ -60,6 +70,9 @@ func (d *Downstream) setup(fwds []*Forwarder) error {
 			return err
 		}
 		dt := newDownTrack(f, d.batch, &d.direct, d.conn.connected, d.conn.done)
+		if d.hold != nil {
+			dt.hold = d.hold
+		}
 		d.tracks = append(d.tracks, dt)
 		tr, err := d.pc.AddTransceiverFromTrack(dt, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
 		if err != nil {
