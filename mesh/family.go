@@ -39,21 +39,16 @@ type upstreamConn struct {
 // gracefully; forwarders and children are untouched.
 func (n *Node) setParent(id string, depth int, standby string) {
 	if n.cur != nil && n.cur.parent == id {
+		n.depth.Store(int64(depth)) // e.g. the server confirming a standby switch
 		return
 	}
-	uc := &upstreamConn{parent: id, created: time.Now(), checks: make(map[string]*media.FrameCheck)}
-	for _, t := range n.Tracks() {
-		if t.Kind == "video" {
-			uc.hasVideo = true
-			uc.checks[t.ID] = media.NewFrameCheck(t.MimeType)
-		}
+	if n.reuseUpstream(id, depth) {
+		return // the standby link, already up (standby.go)
 	}
-	up, err := n.api.NewUpstream(id, n.Tracks(), n.sendSignal(id), func(t protocol.Track, p *rtp.Packet) { n.ingest(uc, t, p) })
-	if err != nil {
-		n.log.Error("upstream", "parent", id, "err", err)
+	uc := n.dialUpstream(id)
+	if uc == nil {
 		return
 	}
-	uc.up = up
 	if n.prev != nil {
 		n.closeUpstream(n.prev) // a third parent in a row: the oldest goes now
 	}
@@ -66,6 +61,24 @@ func (n *Node) setParent(id string, depth int, standby string) {
 	n.depth.Store(int64(depth))
 	n.log.Debug("new parent", "parent", id, "depth", depth, "standby", standby)
 	n.emit(Event{Kind: EventParent, Peer: id, Depth: depth, Standby: standby})
+}
+
+// dialUpstream makes a connection to parent id; it answers id's offer.
+func (n *Node) dialUpstream(id string) *upstreamConn {
+	uc := &upstreamConn{parent: id, created: time.Now(), checks: make(map[string]*media.FrameCheck)}
+	for _, t := range n.Tracks() {
+		if t.Kind == "video" {
+			uc.hasVideo = true
+			uc.checks[t.ID] = media.NewFrameCheck(t.MimeType)
+		}
+	}
+	up, err := n.api.NewUpstream(id, n.Tracks(), n.sendSignal(id), func(t protocol.Track, p *rtp.Packet) { n.ingest(uc, t, p) })
+	if err != nil {
+		n.log.Error("upstream", "parent", id, "err", err)
+		return nil
+	}
+	uc.up = up
+	return uc
 }
 
 // ingest is the sink of every upstream connection: one goroutine per track
@@ -116,6 +129,7 @@ func (n *Node) onLive(uc *upstreamConn) {
 		return
 	}
 	uc.reported = true
+	n.sb.promoted = nil // the standby switch holds: media flows
 	_ = n.sig.send(&protocol.Message{Type: protocol.TypeLive, Peer: uc.parent})
 	n.emit(Event{Kind: EventLive, Peer: uc.parent, Depth: n.Depth()})
 	if n.prev != nil {
@@ -155,6 +169,9 @@ func (n *Node) watchdog() {
 	}
 	if !failed && now.Sub(last) < stallTimeout {
 		return
+	}
+	if n.promoteStandby(failed) {
+		return // playing from the standby link; the server was told
 	}
 	// Repeat the report while the silence lasts: the server acts only when
 	// enough of the parent's children agree, which may take a while.
@@ -204,6 +221,9 @@ func (n *Node) attach(child string) {
 // detach closes the connection to a child, or to the parent when the
 // server has no new parent to give (the node waits in the queue).
 func (n *Node) detach(id string) {
+	if n.dropStandby(id) {
+		return
+	}
 	if d := n.downstreams[id]; d != nil {
 		_ = d.Close()
 		delete(n.downstreams, id)

@@ -119,16 +119,21 @@ const (
 	EventStalled EventKind = "stalled" // media from the parent stopped; the server was told
 	EventOffline EventKind = "offline" // the stream's source is gone
 	EventError   EventKind = "error"   // the server reported an error
+	// EventStandby: the standby parent changed (Standby; "" for none).
+	EventStandby EventKind = "standby"
 )
 
 // Event is a change a node reports through Config.OnEvent.
 type Event struct {
 	Kind    EventKind
 	Peer    string // the parent, for parent, live and stalled
-	Standby string // for parent: who would take over if that parent failed
-	Depth   int
-	Code    string
-	Reason  string
+	Standby string // for parent: who would take over if that parent failed; for standby: the standby parent
+	// Hot, for parent: the node switched to a connection that was already
+	// up (its standby link), so nothing was negotiated.
+	Hot    bool
+	Depth  int
+	Code   string
+	Reason string
 }
 
 // Node is one peer in a stream's tree.
@@ -153,6 +158,8 @@ type Node struct {
 	downstreams map[string]*peer.Downstream
 	refusedSeen map[string]uint64 // per child, retransmissions refused at the last report
 	leaving     bool
+	sb          standbyState // hot standby links, both sides (standby.go)
+	standbyID   atomic.Value // string: sb.link's parent, for Standby
 
 	leaveOnce sync.Once
 	leaveReq  chan struct{}
@@ -425,6 +432,7 @@ func (n *Node) run() {
 }
 
 func (n *Node) teardown() {
+	n.closeStandbys()
 	n.closeUpstream(n.prev)
 	n.closeUpstream(n.cur)
 	n.prev, n.cur = nil, nil
@@ -451,6 +459,10 @@ func (n *Node) handle(m *protocol.Message) {
 		n.attach(m.Peer)
 	case protocol.TypeDetach:
 		n.detach(m.Peer)
+	case protocol.TypeStandby:
+		n.onStandby(m)
+	case protocol.TypePromote:
+		n.promoteChild(m.Peer)
 	case protocol.TypeSignal:
 		n.route(m)
 	case protocol.TypeOffline:
@@ -477,11 +489,15 @@ func (n *Node) route(m *protocol.Message) {
 	var err error
 	switch {
 	case n.cur != nil && m.Peer == n.cur.parent:
+		n.renewIfReoffered(m)
 		err = n.cur.up.HandleSignal(*m.Sig)
 	case n.downstreams[m.Peer] != nil:
 		err = n.downstreams[m.Peer].HandleSignal(*m.Sig)
 	default:
-		return // a late signal for a connection already gone
+		var ok bool
+		if ok, err = n.routeStandby(m); !ok {
+			return // a late signal for a connection already gone
+		}
 	}
 	if err != nil {
 		n.log.Warn("signal", "peer", m.Peer, "kind", m.Sig.Kind, "err", err)

@@ -51,6 +51,8 @@ type coordinator struct {
 	// ended remembers edges that ended moments ago: signals still on
 	// their way along them are dropped quietly (budget.go).
 	ended recentEdges
+	// standby records the hot standby edges (standby.go).
+	standby standbyLinks
 	// onEmpty is called (under mu) when the last peer leaves.
 	onEmpty func()
 	// sourceLost, if set, is called (under mu) with the reclaim secret of a
@@ -175,6 +177,7 @@ func (c *coordinator) depart(p *peerConn, reason string) {
 	delete(c.stalls, p.id)
 	c.obs.left(p.id)
 	var changes []tree.Change
+	standbyKids := c.forgetStandbys(p.id)
 	if c.source == p {
 		c.source = nil
 		if reason != "left" && c.sourceLost != nil {
@@ -185,9 +188,10 @@ func (c *coordinator) depart(p *peerConn, reason string) {
 			q.send(&protocol.Message{Type: protocol.TypeOffline, Reason: "the source left"})
 		}
 	} else {
-		changes = c.tree.Leave(p.id)
+		changes = c.preferStandbys(c.tree.Leave(p.id))
 	}
 	c.apply(changes)
+	c.replanStandbys(nil, standbyKids...)
 	c.log.Info("peer left", "peer", p.id, "reason", reason)
 }
 
@@ -226,9 +230,7 @@ func (c *coordinator) apply(changes []tree.Change) {
 		c.movedAt[ch.Node] = time.Now()
 		if ch.To != "" {
 			if parent := c.peers[ch.To]; parent != nil && child != nil {
-				parent.budgets.resetEdge(child.id) // a new connection, negotiated afresh
-				child.budgets.resetEdge(parent.id)
-				parent.send(&protocol.Message{Type: protocol.TypeAttach, Peer: ch.Node})
+				c.attachOrPromote(parent, child)
 				child.send(&protocol.Message{Type: protocol.TypeParent, Peer: ch.To,
 					Depth: c.tree.Depth(ch.Node), Standby: c.tree.Standby(ch.Node)})
 			}
@@ -250,6 +252,7 @@ func (c *coordinator) apply(changes []tree.Change) {
 			child.send(&protocol.Message{Type: protocol.TypeDetach, Peer: ch.From})
 		}
 	}
+	c.replanStandbys(changes)
 }
 
 // connected reports whether id still has an open signaling connection.
@@ -284,6 +287,7 @@ func (c *coordinator) moveDone(child, from string) {
 	}
 	delete(c.moving, child)
 	c.cut(from, child)
+	c.replanStandbys(nil, child) // the old parent may be its standby now
 }
 
 // signal forwards a signal from p to its tree neighbour m.Peer, within the
@@ -320,6 +324,9 @@ func (c *coordinator) neighbours(a, b string) bool {
 	if c.moving[a] == b || c.moving[b] == a {
 		return true
 	}
+	if c.standby.of[a] == b || c.standby.of[b] == a {
+		return true // a standby link, negotiated like an edge (standby.go)
+	}
 	if pa, ok := c.departed[a]; ok && pa == b {
 		return true
 	}
@@ -342,6 +349,7 @@ func (c *coordinator) report(p *peerConn, m *protocol.Message) {
 			if from, ok := c.moving[p.id]; ok {
 				delete(c.moving, p.id)
 				c.cut(from, p.id)
+				c.replanStandbys(nil, p.id)
 			}
 		}
 	case protocol.TypeStalled:

@@ -150,15 +150,17 @@ func (s *testSource) stop() {
 type testViewer struct {
 	node *mesh.Node
 
-	mu        sync.Mutex
-	asm       *media.Assembler
-	started   bool // a keyframe has arrived
-	frames    int
-	mismatch  int
-	audio     int
-	parentLog []string
-	offline   int
-	src       *testSource
+	mu         sync.Mutex
+	asm        *media.Assembler
+	started    bool // a keyframe has arrived
+	frames     int
+	mismatch   int
+	audio      int
+	parentLog  []string
+	hotLog     []bool   // per parent event: the link was up already (standby)
+	standbyLog []string // standby parents, in order ("" none)
+	offline    int
+	src        *testSource
 	// Video sequence numbers seen since the last reset, to count gaps.
 	seqFirst, seqMax uint16
 	seqCount         int
@@ -181,6 +183,9 @@ func startPeer(t testing.TB, server, stream string, role protocol.Role, capacity
 			switch e.Kind {
 			case mesh.EventParent:
 				v.parentLog = append(v.parentLog, e.Peer)
+				v.hotLog = append(v.hotLog, e.Hot)
+			case mesh.EventStandby:
+				v.standbyLog = append(v.standbyLog, e.Standby)
 			case mesh.EventOffline:
 				// A returning source starts a new stream: new frames, new numbering.
 				v.offline++

@@ -316,6 +316,12 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 				continue
 			}
 			coord.setCapacity(p, capacity)
+		case protocol.TypePromote:
+			if coord == nil {
+				p.send(protocol.Errorf(protocol.CodeState, "promote before hello"))
+				continue
+			}
+			coord.promote(p, m.Peer)
 		case protocol.TypeLive, protocol.TypeStalled, protocol.TypeStats:
 			if coord == nil {
 				p.send(protocol.Errorf(protocol.CodeState, "%s before hello", m.Type))

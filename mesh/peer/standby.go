@@ -35,3 +35,26 @@ func (d *Downstream) Standby() bool {
 		return true
 	}
 }
+
+// Connected reports whether the connection has been up (ICE and DTLS
+// done) and has not failed or closed since.
+func (u *Upstream) Connected() bool {
+	select {
+	case <-u.done:
+		return false
+	default:
+	}
+	select {
+	case <-u.connected:
+		return true
+	default:
+		return false
+	}
+}
+
+// HasRemote reports whether the parent's offer has been applied.
+func (u *Upstream) HasRemote() bool {
+	u.remoteMu.Lock()
+	defer u.remoteMu.Unlock()
+	return u.remoteSet
+}

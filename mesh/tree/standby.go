@@ -61,3 +61,11 @@ func (t *Tree) Adopt(id, parent string) ([]Change, error) {
 	t.settle(&ch)
 	return ch, nil
 }
+
+// Capacity returns id's capacity after clamping (0 for unknown ids).
+func (t *Tree) Capacity(id string) int {
+	if n := t.nodes[id]; n != nil {
+		return n.cap
+	}
+	return 0
+}
