@@ -11,8 +11,11 @@ import (
 
 // BenchmarkOrphanStall kills the relay that feeds everyone (the source's
 // only child) once per iteration and measures, for each viewer, the gap
-// between its last frame before the kill and its first frame after it.
-// Run with -benchtime=20x for 20 kills; it prints p50/p95/max of the gap.
+// between its last frame before the kill and its first frame after it, and
+// the time from the kill to that first frame. Every viewer holds a hot
+// standby link (README "Standby parents"); the benchmark counts the
+// viewers that switched to it, with no negotiation. Run with
+// -benchtime=20x for 20 kills; it prints p50/p95/max of both.
 func BenchmarkOrphanStall(b *testing.B) {
 	_, url := startServer(b, tree.Config{SourceCapacity: 1})
 	src := startSource(b, url, "stall", 1)
@@ -23,7 +26,8 @@ func BenchmarkOrphanStall(b *testing.B) {
 	}
 	relays := []*testViewer{join(), join()}
 	viewers := startViewers(b, url, "stall", 4, 30, src)
-	var gaps []float64
+	var gaps, afterKill []float64
+	hot, switched := 0, 0
 	b.ResetTimer()
 	for b.Loop() {
 		var top *testViewer
@@ -41,8 +45,10 @@ func BenchmarkOrphanStall(b *testing.B) {
 			waitFor(b, 30*time.Second, "steady playback", func() bool { return v.lastFrameAt().After(at) })
 		}
 		last := make([]time.Time, len(viewers))
+		events := make([][2]int, len(viewers))
 		for i, v := range viewers {
 			last[i] = v.lastFrameAt()
+			events[i] = v.eventCounts()
 		}
 		killed := time.Now()
 		top.node.Kill()
@@ -51,15 +57,30 @@ func BenchmarkOrphanStall(b *testing.B) {
 		}
 		for i, v := range viewers {
 			// The first frame after the kill; lastFrameAt may already be later.
-			gaps = append(gaps, float64(v.firstFrameAfter(killed).Sub(last[i]).Microseconds())/1000)
+			first := v.firstFrameAfter(killed)
+			gaps = append(gaps, float64(first.Sub(last[i]).Microseconds())/1000)
+			afterKill = append(afterKill, float64(first.Sub(killed).Microseconds())/1000)
+			if parents, isHot, _ := v.eventsSince(events[i]); len(parents) > 0 {
+				switched++
+				if isHot[len(isHot)-1] {
+					hot++
+				}
+			}
 		}
 		relays = slices.DeleteFunc(relays, func(r *testViewer) bool { return r == top })
 		relays = append(relays, join())
 	}
 	b.StopTimer()
 	b.Logf("stall per viewer per kill, ms: %.0f", gaps)
+	b.Logf("kill → next complete frame per viewer per kill, ms: %.0f", afterKill)
+	b.Logf("%d viewers changed parent, %d of them over their hot standby link", switched, hot)
 	slices.Sort(gaps)
+	slices.Sort(afterKill)
 	b.ReportMetric(gaps[len(gaps)/2], "p50-stall-ms")
 	b.ReportMetric(gaps[len(gaps)*95/100], "p95-stall-ms")
 	b.ReportMetric(gaps[len(gaps)-1], "max-stall-ms")
+	b.ReportMetric(afterKill[len(afterKill)/2], "p50-kill-to-frame-ms")
+	b.ReportMetric(afterKill[len(afterKill)*95/100], "p95-kill-to-frame-ms")
+	b.ReportMetric(afterKill[len(afterKill)-1], "max-kill-to-frame-ms")
+	b.ReportMetric(float64(hot), "hot-switches")
 }
