@@ -146,3 +146,77 @@ func TestStandbyTakesOverOnKill(t *testing.T) {
 	})
 	checkStandbys(t, s, "hot")
 }
+
+// TestStandbySwitchWithoutServer: a relay that keeps its signaling up but
+// sends no media (it ignores its offers) fails its children in a way only
+// they can see. Each child whose standby link is up switches to it by
+// itself after the stall timeout, before the server knows anything is
+// wrong, and plays from it: its new parent is its standby, the switch was
+// over the link already up, and no second offer was ever sent to it.
+func TestStandbySwitchWithoutServer(t *testing.T) {
+	var offers offerCounter
+	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 2}, onMessage: offers.see})
+	src := startSource(t, url, "silent", 2)
+	hung := dialRaw(t, url)
+	hung.sendText(`{"type":"hello","v":1,"role":"relay","kind":"go","stream":"silent","capacity":8}`)
+	hungID := hung.next(protocol.TypeWelcome).ID
+	go func() { // read (and so answer pings) but never act
+		for {
+			if _, _, err := hung.conn.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	healthy := startPeer(t, url, "silent", protocol.RoleRelay, 8, nil)
+	waitFor(t, 10*time.Second, "healthy relay placed", func() bool { return healthy.node.Parent() == src.node.ID() })
+
+	type watched struct {
+		v       *testViewer
+		standby string
+	}
+	var under []watched
+	var viewers []*testViewer
+	for range 6 {
+		v := startPeer(t, url, "silent", protocol.RoleViewer, 0, src)
+		waitFor(t, 10*time.Second, "viewer placed", func() bool { return v.node.Parent() != "" })
+		viewers = append(viewers, v)
+	}
+	for _, v := range viewers {
+		if v.node.Parent() != hungID {
+			continue
+		}
+		// Read at once: the switch comes a stall timeout after the join.
+		if sb := v.node.Standby(); sb == healthy.node.ID() {
+			under = append(under, watched{v, sb})
+		}
+	}
+	if len(under) == 0 {
+		t.Fatal("no viewer under the silent relay with the healthy relay as its standby; the test needs one")
+	}
+	for _, w := range under {
+		waitFor(t, 30*time.Second, "the switched viewer plays", func() bool { f, _, _ := w.v.counts(); return f >= 30 })
+		if p := w.v.node.Parent(); p != w.standby {
+			t.Errorf("viewer %s: parent %s, its standby was %s", w.v.node.ID(), p, w.standby)
+		}
+		parents, hot, standbys := w.v.eventsSince([2]int{})
+		if len(parents) < 2 || parents[0] != hungID || parents[1] != w.standby || !hot[1] {
+			t.Errorf("viewer %s: parents %v (hot %v), want the silent relay, then its standby link", w.v.node.ID(), parents, hot)
+		}
+		// One offer per standby link it was given (the silent relay never
+		// offers), and none for the switch.
+		links := 0
+		for _, sb := range standbys {
+			if sb != "" && sb != hungID {
+				links++
+			}
+		}
+		if n := offers.count(w.v.node.ID()); n != links {
+			t.Errorf("viewer %s was sent %d offers for %d standby links (%v): the switch was negotiated", w.v.node.ID(), n, links, standbys)
+		}
+	}
+	for _, v := range viewers {
+		waitFor(t, 30*time.Second, "every viewer plays", func() bool { f, _, _ := v.counts(); return f >= 30 })
+	}
+	checkStandbys(t, s, "silent")
+	t.Logf("%d of %d viewers under the silent relay switched to their standby by themselves", len(under), len(viewers))
+}
