@@ -441,4 +441,5 @@ func (c *coordinator) setCapacity(p *peerConn, capacity int) {
 	}
 	c.log.Info("capacity changed", "peer", p.id, "capacity", capacity, "moves", len(changes))
 	c.apply(changes)
+	c.replanStandbys(nil, c.heldBy(p.id)...) // fewer slots, fewer standby links
 }

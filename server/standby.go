@@ -81,10 +81,21 @@ func (c *coordinator) planStandby(child string) string {
 		c.log.Error("standby plan below the child itself; ignored", "child", child, "standby", s)
 		return ""
 	}
-	if held := c.standby.held[s]; !held[child] && len(held) >= standbyPerSlot*c.tree.Capacity(s) {
-		return "" // s holds all the standby links it may
+	limit := standbyPerSlot * c.tree.Capacity(s)
+	if held := c.standby.held[s]; (!held[child] && len(held) >= limit) || len(held) > limit {
+		return "" // s holds all the standby links it may (its capacity may have dropped)
 	}
 	return s
+}
+
+// heldBy lists the children id holds standby links for. Called with c.mu
+// held.
+func (c *coordinator) heldBy(id string) []string {
+	kids := make([]string, 0, len(c.standby.held[id]))
+	for k := range c.standby.held[id] {
+		kids = append(kids, k)
+	}
+	return kids
 }
 
 // replanStandbys gives each peer the tree's changes may have affected the
@@ -118,7 +129,7 @@ func (c *coordinator) replanStandbys(changes []tree.Change, extra ...string) {
 				add(k)
 			}
 		}
-		for a, ok := c.tree.Parent(ch.To); ok && a != ""; a, ok = c.tree.Parent(a) {
+		for a, ok := ch.To, ch.To != ""; ok && a != ""; a, ok = c.tree.Parent(a) {
 			if c.standby.of[a] != "" {
 				add(a)
 			}
@@ -177,11 +188,7 @@ func (c *coordinator) forgetStandbys(id string) []string {
 			q.send(&protocol.Message{Type: protocol.TypeDetach, Peer: id})
 		}
 	}
-	var kids []string
-	for k := range c.standby.held[id] {
-		kids = append(kids, k)
-	}
-	return kids
+	return c.heldBy(id)
 }
 
 // attachOrPromote tells a new parent about its child: `promote` when the

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"canopy/mesh/protocol"
+	"canopy/mesh/tree"
+)
+
+// standbyModel is what the peers have been told about standby links, built
+// from the messages the coordinator queued for them, as a Go node applies
+// them (mesh/standby.go).
+type standbyModel struct {
+	child map[string]string          // child → the standby parent it was told
+	held  map[string]map[string]bool // parent → the standby children it was told
+}
+
+func (m *standbyModel) read(p *peerConn) error {
+	for {
+		select {
+		case data := <-p.out:
+			msg, err := protocol.Decode(data)
+			if err != nil {
+				return fmt.Errorf("%s was sent an invalid message: %v", p.id, err)
+			}
+			m.apply(p.id, msg)
+		default:
+			return nil
+		}
+	}
+}
+
+func (m *standbyModel) apply(to string, msg *protocol.Message) {
+	held := m.held[to]
+	if held == nil {
+		held = make(map[string]bool)
+		m.held[to] = held
+	}
+	switch msg.Type {
+	case protocol.TypeStandby:
+		if msg.Peer != "" {
+			held[msg.Peer] = true
+		} else {
+			m.child[to] = msg.Standby
+		}
+	case protocol.TypePromote, protocol.TypeDetach:
+		delete(held, msg.Peer)
+	case protocol.TypeParent:
+		if m.child[to] == msg.Peer {
+			m.child[to] = "" // the standby link became the parent's
+		}
+	}
+}
+
+// TestStandbyPlanProperty runs random joins, crashes, capacity changes and
+// standby switches of Go and browser peers through a coordinator (no
+// WebRTC) and checks after each: the standby records hold every rule
+// (checkStandbys: never the parent, never a descendant, within 2 per slot),
+// and what each peer was told agrees with them, so both sides of every
+// standby link know of it and of its end.
+func TestStandbyPlanProperty(t *testing.T) {
+	for seed := range uint64(4) {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { standbyPlanRun(t, seed) })
+	}
+}
+
+func standbyPlanRun(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 11))
+	c := newCoordinator("prop", tree.Config{SourceCapacity: 2}, testLogger(), nil)
+	model := &standbyModel{child: map[string]string{}, held: map[string]map[string]bool{}}
+	live := map[string]*peerConn{}
+	mk := func(role protocol.Role, kind protocol.Kind, capacity int) *peerConn {
+		hello := &protocol.Message{Type: protocol.TypeHello, Version: protocol.Version, Role: role, Kind: kind, Stream: "prop", Capacity: capacity}
+		if role == protocol.RoleSource {
+			hello.Tracks = []protocol.Track{{ID: "video", Kind: "video", MimeType: "video/VP8", ClockRate: 90000}}
+		}
+		p := &peerConn{id: newPeerID(), log: testLogger(), out: make(chan []byte, 1<<14), closed: make(chan struct{}), hello: hello}
+		if err := c.join(p, hello); err != nil {
+			t.Fatal(err)
+		}
+		live[p.id] = p
+		return p
+	}
+	mk(protocol.RoleSource, protocol.KindGo, 2)
+	promotions := 0
+	for op := range 1500 {
+		ids := slices.Sorted(maps.Keys(live))
+		switch k := rng.IntN(20); {
+		case k < 9 || len(ids) < 4:
+			kind := protocol.KindGo
+			if rng.IntN(3) == 0 {
+				kind = protocol.KindBrowser
+			}
+			role := protocol.RoleViewer
+			if rng.IntN(2) == 0 {
+				role = protocol.RoleRelay
+			}
+			mk(role, kind, rng.IntN(5))
+		case k < 14:
+			p := live[ids[rng.IntN(len(ids))]]
+			if p.hello.Role == protocol.RoleSource {
+				continue
+			}
+			c.gone(p, "crash")
+			delete(live, p.id)
+			delete(model.child, p.id)
+			delete(model.held, p.id)
+		case k < 16:
+			p := live[ids[rng.IntN(len(ids))]]
+			if p.hello.Role != protocol.RoleSource {
+				c.setCapacity(p, rng.IntN(5))
+			}
+		default:
+			p := live[ids[rng.IntN(len(ids))]]
+			c.mu.Lock()
+			s := c.standby.of[p.id]
+			c.mu.Unlock()
+			if s != "" {
+				c.promote(p, s)
+				promotions++
+			}
+		}
+		if err := c.checkStandbys(); err != nil {
+			t.Fatalf("op %d: %v", op, err)
+		}
+		c.mu.Lock()
+		if err := c.tree.Check(); err != nil {
+			c.mu.Unlock()
+			t.Fatalf("op %d: tree: %v", op, err)
+		}
+		c.mu.Unlock()
+		for _, p := range live {
+			if err := model.read(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.mu.Lock()
+		for id := range live {
+			if got, want := model.child[id], c.standby.of[id]; got != want {
+				c.mu.Unlock()
+				t.Fatalf("op %d: %s was told standby %q, the server records %q", op, id, got, want)
+			}
+			if got, want := model.held[id], c.standby.held[id]; len(got) != len(want) || !maps.Equal(got, want) {
+				c.mu.Unlock()
+				t.Fatalf("op %d: %s was told it holds %v, the server records %v", op, id, got, want)
+			}
+		}
+		c.mu.Unlock()
+	}
+	c.mu.Lock()
+	t.Logf("%d peers, %d standby links, %d promotions", len(live), len(c.standby.of), promotions)
+	c.mu.Unlock()
+}
