@@ -121,9 +121,9 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 		if hello.Passthrough {
 			// Validated: only a browser declares it. Lowers the re-encode
 			// count below p; may place nodes that waited.
-			more, err := c.tree.SetPassthrough(p.id)
-			if err != nil {
-				return err
+			more, perr := c.tree.SetPassthrough(p.id)
+			if perr != nil {
+				c.log.Warn("pass-through not recorded", "peer", p.id, "err", perr)
 			}
 			changes = append(changes, more...)
 		}
