@@ -219,11 +219,12 @@ export class CanopyClient extends EventTarget {
     const ws = new WebSocket(this.url);
     this._ws = ws;
     ws.onopen = () => {
-      this._send({
+      // The hello says how this tab relays: wait for the relay's worker.
+      void (this.relay?.started ?? Promise.resolve()).then(() => this._send({
         type: Type.HELLO, v: VERSION, role: this.role, kind: this.kind,
         stream: this.streamName, capacity: this.capacity, token: this.token,
         passthrough: this.relayMode === 'pass-through',
-      });
+      }, ws));
     };
     ws.onmessage = (ev) => {
       if (typeof ev.data !== 'string') return;

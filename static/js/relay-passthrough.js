@@ -18,6 +18,13 @@ import { alignPayloadTypes, preferencesFor, upstreamCodec } from './relay-sdp.js
 /** How often a child's link statistics are read for its PLI and FIR counts. */
 export const KEYFRAME_POLL_MS = 250;
 
+/**
+ * How long a hello waits for the worker to start (a module fetch from the
+ * same server: milliseconds, unless the machine is very busy). Past it, the
+ * hello says re-encode, which the tree treats conservatively.
+ */
+export const WORKER_START_MS = 3000;
+
 /** How long a child's offer waits for this tab's own upstream to be negotiated. */
 export const UPSTREAM_WAIT_MS = 30_000;
 
@@ -50,6 +57,11 @@ export class PassthroughRelay {
     this._worker = worker;
     /** Whether the worker runs: until then (and if it never does) nothing is routed through it. */
     this.ready = false;
+    /** @type {(ok: boolean) => void} */
+    let settle = () => {};
+    /** Resolves with ready once the worker runs, or fails to, or WORKER_START_MS pass. @type {Promise<boolean>} */
+    this.started = new Promise((resolve) => { settle = resolve; });
+    setTimeout(() => settle(this.ready), WORKER_START_MS);
     /** @type {WeakMap<RTCPeerConnection, number>} */
     this._ids = new WeakMap();
     this._next = 1;
@@ -59,7 +71,10 @@ export class PassthroughRelay {
     this._polls = new Map();
     worker.onmessage = (ev) => {
       const m = ev.data;
-      if (m.ready) this.ready = true;
+      if (m.ready) {
+        this.ready = true;
+        settle(true);
+      }
       if (m.id && this._asks.has(m.id)) {
         /** @type {(s: any) => void} */ (this._asks.get(m.id))(m.stats);
         this._asks.delete(m.id);
@@ -67,6 +82,7 @@ export class PassthroughRelay {
     };
     worker.onerror = (ev) => {
       console.warn('canopy: the pass-through worker failed:', ev.message);
+      settle(this.ready);
     };
   }
 

@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"canopy/mesh/tree"
+)
+
+// Browser tests of the pass-through relay (static/js/relay-passthrough.js):
+// real Chromium processes, one per viewer (a background tab of a shared
+// headless browser stops presenting frames), relaying to each other.
+
+// logConsole copies a tab's console warnings and errors into the test log,
+// so a failing relay says why.
+func logConsole(t *testing.T, ctx context.Context, name string) {
+	var done atomic.Bool
+	t.Cleanup(func() { done.Store(true) }) // runs before the browser's own cleanup stops it
+	err := chromedp.Listen(ctx, func(ev any) {
+		if done.Load() {
+			return
+		}
+		switch e := ev.(type) {
+		case *runtime.EventConsoleAPICalled:
+			if e.Type != runtime.ConsoleAPICalledTypeWarning && e.Type != runtime.ConsoleAPICalledTypeError && e.Type != runtime.ConsoleAPICalledTypeInfo {
+				return
+			}
+			var parts []string
+			for _, a := range e.Args {
+				if len(a.Value) > 0 {
+					parts = append(parts, string(a.Value))
+				} else {
+					parts = append(parts, a.Description)
+				}
+			}
+			t.Logf("%s console.%s: %s", name, e.Type, strings.Join(parts, " "))
+		case *runtime.EventExceptionThrown:
+			d := e.ExceptionDetails.Text
+			if e.ExceptionDetails.Exception != nil {
+				d += " " + e.ExceptionDetails.Exception.Description
+			}
+			t.Logf("%s exception: %s", name, d)
+		}
+	})
+	if err != nil {
+		t.Fatalf("listen to %s: %v", name, err)
+	}
+}
+
+// openViewer starts a Chromium of its own on /watch/<stream><query> and
+// waits until it plays.
+func openViewer(t *testing.T, srvURL, stream, query, name string) context.Context {
+	t.Helper()
+	ctx := newBrowser(t)
+	logConsole(t, ctx, name)
+	if err := chromedp.Do(ctx, chromedp.Navigate(srvURL+"/watch/"+stream+query)); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("viewer %s opened", name)
+	waitPlaying(t, ctx, 10, 90*time.Second)
+	t.Logf("viewer %s plays", name)
+	return ctx
+}
+
+// hashedFrame is one frame a tab's relay worker saw: type letter, FNV-1a
+// and length of the payload, and when (ms since the epoch).
+type hashedFrame struct {
+	Hash string
+	At   float64
+}
+
+// relayWorkerStats is what PassthroughRelay.stats() returns, in part.
+type relayWorkerStats struct {
+	Received  float64 `json:"received"`
+	Forwarded float64 `json:"forwarded"`
+	Keyframes float64 `json:"keyframeRequests"`
+	Hashes    struct {
+		Video [][2]any `json:"video"`
+		Audio [][2]any `json:"audio"`
+	} `json:"hashes"`
+}
+
+func readWorker(t *testing.T, ctx context.Context) relayWorkerStats {
+	t.Helper()
+	s, err := evalJS[relayWorkerStats](ctx, `window.canopy.client.relay.stats()`)
+	if err != nil {
+		t.Fatalf("read relay worker: %v", err)
+	}
+	return s
+}
+
+func frames(list [][2]any) []hashedFrame {
+	out := make([]hashedFrame, 0, len(list))
+	for _, e := range list {
+		h, _ := e[0].(string)
+		at, _ := e[1].(float64)
+		out = append(out, hashedFrame{h, at})
+	}
+	return out
+}
+
+// compareFrames checks that every frame of down after its first one that up
+// also has appears in up, in order and byte-identical (same hash), and
+// returns how many matched and the delays from up to down.
+func compareFrames(up, down []hashedFrame) (matched, missing int, delays []float64) {
+	index := map[string][]int{}
+	for i, f := range up {
+		index[f.Hash] = append(index[f.Hash], i)
+	}
+	last := -1
+	for _, f := range down {
+		next := -1
+		for _, i := range index[f.Hash] {
+			if i > last {
+				next = i
+				break
+			}
+		}
+		switch {
+		case next >= 0:
+			matched++
+			delays = append(delays, f.At-up[next].At)
+			last = next
+		case matched > 0 && last < len(up)-1:
+			missing++ // down got a frame up never had while up was still recording
+		}
+	}
+	return matched, missing, delays
+}
+
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+// senderReport is what a relaying tab's links to its children report.
+type senderReport struct {
+	Kind          string  `json:"kind"`
+	FramesEncoded float64 `json:"framesEncoded"`
+	FramesSent    float64 `json:"framesSent"`
+	BytesSent     float64 `json:"bytesSent"`
+	Encoder       string  `json:"encoder"`
+}
+
+const sendersJS = `(async () => {
+  const out = [];
+  for (const child of window.canopy.client.children.values()) {
+    (await child.pc.getStats()).forEach((r) => {
+      if (r.type === 'outbound-rtp') out.push({kind: r.kind, framesEncoded: r.framesEncoded || 0,
+        framesSent: r.framesSent || 0, bytesSent: r.bytesSent || 0, encoder: r.encoderImplementation || ''});
+    });
+  }
+  return out;
+})()`
+
+func relayMode(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	m, err := evalJS[string](ctx, `window.canopy.client.relayMode`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestBrowserPassthroughChain builds Go source → Chromium A → Chromium B →
+// Chromium C with a re-encode bound of one (so the chain exists only because
+// A and B pass frames through), and checks that C's video and audio frames
+// are byte-identical to what A received, and that A's and B's senders to
+// their children encode nothing.
+func TestBrowserPassthroughChain(t *testing.T) {
+	const stream = "passchain"
+	_, srvURL := startServer(t, tree.Config{SourceCapacity: 1, BrowserMaxCapacity: 1, MaxBrowserHops: 1})
+	startSource(t, srvURL, stream, 1)
+
+	a := openViewer(t, srvURL, stream, "?stats=1", "A")
+	aState := readRelayState(t, a)
+	b := openViewer(t, srvURL, stream, "", "B")
+	bState := readRelayState(t, b)
+	if bState.Parent != aState.ID {
+		t.Fatalf("B's parent is %q, want A %s", bState.Parent, aState.ID)
+	}
+	c := openViewer(t, srvURL, stream, "?relay=0", "C")
+	if cs := readRelayState(t, c); cs.Parent != bState.ID {
+		t.Fatalf("C's parent is %q, want B %s", cs.Parent, bState.ID)
+	}
+	for name, ctx := range map[string]context.Context{"A": a, "B": b} {
+		if m := relayMode(t, ctx); m != "pass-through" {
+			t.Errorf("%s relays in mode %q, want pass-through", name, m)
+		}
+	}
+	var tr treeResponse
+	getJSON(t, srvURL+"/api/streams/"+stream+"/tree", &tr)
+	for _, n := range tr.Nodes {
+		if n.Kind == "browser" && (!n.Passthrough || n.Hops != 0) {
+			t.Errorf("tree node %s: passthrough %v hops %d, want pass-through with no re-encode above", n.ID, n.Passthrough, n.Hops)
+		}
+	}
+
+	// Record what each worker receives, for a few seconds of stream.
+	for _, ctx := range []context.Context{c, b, a} {
+		if _, err := evalJS[any](ctx, `window.canopy.client.relay.recordHashes(900)`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	framesC := waitPlaying(t, c, 0, 5*time.Second).FramesDecoded
+	waitPlaying(t, c, framesC+120, 60*time.Second)
+	sa, sb, sc := readWorker(t, a), readWorker(t, b), readWorker(t, c)
+
+	for _, kind := range []string{"video", "audio"} {
+		pick := func(s relayWorkerStats) []hashedFrame {
+			if kind == "video" {
+				return frames(s.Hashes.Video)
+			}
+			return frames(s.Hashes.Audio)
+		}
+		fa, fb, fc := pick(sa), pick(sb), pick(sc)
+		matched, missing, _ := compareFrames(fa, fc)
+		t.Logf("%s: A recorded %d frames, B %d, C %d; C matched %d of A's in order, %d not in A", kind, len(fa), len(fb), len(fc), matched, missing)
+		if matched < 60 || missing > 0 {
+			t.Errorf("%s: C's frames are not A's byte for byte: %d matched, %d C frames A never had", kind, matched, missing)
+		}
+		if kind == "video" {
+			_, _, dAB := compareFrames(fa, fb)
+			_, _, dBC := compareFrames(fb, fc)
+			t.Logf("video delay per pass-through hop (worker to worker): A→B p50 %.1f ms p99 %.1f ms (%d frames); B→C p50 %.1f ms p99 %.1f ms (%d frames)",
+				quantile(dAB, 0.5), quantile(dAB, 0.99), len(dAB), quantile(dBC, 0.5), quantile(dBC, 0.99), len(dBC))
+		}
+	}
+
+	for name, ctx := range map[string]context.Context{"A": a, "B": b} {
+		reports, err := evalJS[[]senderReport](ctx, sendersJS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds := map[string]bool{}
+		for _, r := range reports {
+			kinds[r.Kind] = true
+			if r.FramesEncoded != 0 || r.Encoder != "" {
+				t.Errorf("%s's %s sender to its child encodes: %+v", name, r.Kind, r)
+			}
+			if r.BytesSent == 0 {
+				t.Errorf("%s's %s sender sent nothing: %+v", name, r.Kind, r)
+			}
+		}
+		if !kinds["video"] || !kinds["audio"] {
+			t.Errorf("%s's child link reports %v, want video and audio", name, reports)
+		}
+		t.Logf("%s sends: %+v", name, reports)
+	}
+	if s := waitPlaying(t, c, 0, 5*time.Second); s.AudioPacketsReceived == 0 {
+		t.Error("C received no audio")
+	}
+	t.Logf("workers: A %s, B %s", workerLine(sa), workerLine(sb))
+}
+
+func workerLine(s relayWorkerStats) string {
+	return fmt.Sprintf("received %.0f forwarded %.0f keyframe requests %.0f", s.Received, s.Forwarded, s.Keyframes)
+}
