@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
 )
 
@@ -267,4 +268,109 @@ func TestBrowserPassthroughChain(t *testing.T) {
 
 func workerLine(s relayWorkerStats) string {
 	return fmt.Sprintf("received %.0f forwarded %.0f keyframe requests %.0f", s.Received, s.Forwarded, s.Keyframes)
+}
+
+// childPlayback is what a watching tab says about its picture and its
+// connection to its parent.
+type childPlayback struct {
+	Frames     float64 `json:"frames"`
+	Marked     bool    `json:"marked"`
+	Freezes    float64 `json:"freezes"`
+	FreezeSecs float64 `json:"freezeSecs"`
+	Parent     string  `json:"parent"`
+}
+
+const childPlaybackJS = `(async () => {
+  const c = window.canopy.client;
+  const out = {frames: 0, marked: !!(c.pc && c.pc.__canopyMark), freezes: 0, freezeSecs: 0, parent: c.parentId || ''};
+  if (c.pc) (await c.pc.getStats()).forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video') {
+      out.frames = r.framesDecoded || 0; out.freezes = r.freezeCount || 0; out.freezeSecs = r.totalFreezesDuration || 0;
+    }
+  });
+  return out;
+})()`
+
+// TestBrowserPassthroughParentSwitch: source → Go relay → Chromium A →
+// Chromium B. The Go relay crashes and A moves to the source (Go → Go); A's
+// link to B stays the same connection with the same description (no
+// re-negotiation), and B's picture keeps moving: its decoded-frame count
+// never stops for long and grows well past the switch.
+func TestBrowserPassthroughParentSwitch(t *testing.T) {
+	const stream = "passswitch"
+	_, srvURL := startServer(t, tree.Config{SourceCapacity: 1, BrowserMaxCapacity: 1})
+	src := startSource(t, srvURL, stream, 1)
+	proxy := startProxy(t, srvURL)
+	relay := startPeer(t, proxy.url(), stream, protocol.RoleRelay, 1, nil)
+	waitFor(t, 10*time.Second, "Go relay placed under the source", func() bool { return relay.node.Parent() == src.node.ID() })
+
+	a := openViewer(t, srvURL, stream, "", "A")
+	if s := readRelayState(t, a); s.Parent != relay.node.ID() {
+		t.Fatalf("A's parent is %q, want the Go relay", s.Parent)
+	}
+	b := openViewer(t, srvURL, stream, "?relay=0", "B")
+	if m := relayMode(t, a); m != "pass-through" {
+		t.Fatalf("A relays in mode %q", m)
+	}
+	const markJS = `(() => { const c = window.canopy.client; c.pc.__canopyMark = 1;
+	  const [child] = c.children.values(); if (!child) return '';
+	  child.pc.__canopyMark = 1; return child.pc.localDescription.sdp; })()`
+	if _, err := evalJS[string](b, markJS); err != nil {
+		t.Fatal(err)
+	}
+	sdpBefore, err := evalJS[string](a, markJS)
+	if err != nil || sdpBefore == "" {
+		t.Fatalf("A has no child link: %v", err)
+	}
+	// Past the first seconds of B's link (its bandwidth estimate ramps up).
+	steady := waitPlaying(t, b, 0, 5*time.Second).FramesDecoded
+	waitPlaying(t, b, steady+150, 60*time.Second)
+	before, err := evalJS[childPlayback](b, childPlaybackJS)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	proxy.cutAll() // the Go relay's signaling drops: a crash to the server
+	var longest, stalledFor time.Duration
+	last := before
+	lastMove := time.Now()
+	deadline := time.Now().Add(60 * time.Second)
+	switched := false
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		p, err := evalJS[childPlayback](b, childPlaybackJS)
+		if err != nil {
+			continue
+		}
+		if p.Frames > last.Frames {
+			lastMove = time.Now()
+		}
+		stalledFor = time.Since(lastMove)
+		longest = max(longest, stalledFor)
+		last = p
+		if !switched {
+			switched = readRelayState(t, a).Parent == src.node.ID()
+		}
+		if switched && p.Frames > before.Frames+150 {
+			break
+		}
+	}
+	if !switched {
+		t.Fatal("A never moved to the source")
+	}
+	t.Logf("B across A's parent switch: frames %v → %v, longest stall %v, freezes %v (%.2f s) before %v (%.2f s)",
+		before.Frames, last.Frames, longest, last.Freezes, last.FreezeSecs, before.Freezes, before.FreezeSecs)
+	if last.Frames <= before.Frames+150 {
+		t.Errorf("B decoded %v frames after the switch, want more than 150 (a frozen picture)", last.Frames-before.Frames)
+	}
+	if !last.Marked || last.Parent != readRelayState(t, a).ID {
+		t.Errorf("B's connection changed (marked %v, parent %q): A's parent switch reached it", last.Marked, last.Parent)
+	}
+	sdpAfter, err := evalJS[string](a, `(() => { const [child] = window.canopy.client.children.values();
+	  return child && child.pc.__canopyMark ? child.pc.localDescription.sdp : ''; })()`)
+	if err != nil || sdpAfter != sdpBefore {
+		t.Errorf("A's link to B was re-negotiated or replaced (err %v)", err)
+	}
+	w := readWorker(t, a)
+	t.Logf("A's worker: %s", workerLine(w))
 }
