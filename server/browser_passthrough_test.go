@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -181,9 +182,21 @@ func relayMode(t *testing.T, ctx context.Context) string {
 // are byte-identical to what A received, and that A's and B's senders to
 // their children encode nothing.
 func TestBrowserPassthroughChain(t *testing.T) {
-	const stream = "passchain"
+	passthroughChain(t, "passchain", func(srvURL, stream string) { startSource(t, srvURL, stream, 1) })
+}
+
+// TestBrowserPassthroughChainH264 is the same chain with an H264 source
+// (Constrained Baseline, packetization mode 1, from mesh/media's test clip):
+// the relays' offers carry the Go peers' H264 payload type, not Chromium's.
+func TestBrowserPassthroughChainH264(t *testing.T) {
+	passthroughChain(t, "passchain264", func(srvURL, stream string) {
+		startClipSource(t, srvURL, stream, 1, filepath.Join("..", "mesh", "media", "testdata", "short.h264"))
+	})
+}
+
+func passthroughChain(t *testing.T, stream string, source func(srvURL, stream string)) {
 	_, srvURL := startServer(t, tree.Config{SourceCapacity: 1, BrowserMaxCapacity: 1, MaxBrowserHops: 1})
-	startSource(t, srvURL, stream, 1)
+	source(srvURL, stream)
 
 	a := openViewer(t, srvURL, stream, "?stats=1", "A")
 	aState := readRelayState(t, a)
