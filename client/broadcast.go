@@ -32,16 +32,36 @@ func broadcast(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer closeAll()
 
-	node, err := mesh.Dial(ctx, mesh.Config{
-		Server: c.server, Stream: c.stream, Role: protocol.RoleSource, Capacity: c.capacity,
-		Token: c.token, Tracks: mesh.TracksFor(readers...), LoopbackOnly: c.loopback, Logger: log,
-	})
-	if err != nil {
+	if err := checkServer(c.server); err != nil {
 		return err
 	}
-	defer node.Close()
-	fmt.Fprintf(stderr, "broadcasting %q as %s (%d tracks); Ctrl-C to stop\n", c.stream, node.ID(), len(readers))
-	err = node.Play(ctx, readers...)
+	// The readers carry on across sessions: a source that rejoins goes on
+	// where it was, and viewers continue across its new numbering. The
+	// reclaim secret gets it its stream name back.
+	reclaim := new(mesh.Reclaim)
+	err = redial(ctx, stderr, c.stream, false, func(ctx context.Context, s *session) error {
+		node, err := mesh.Dial(ctx, mesh.Config{
+			Server: c.server, Stream: c.stream, Role: protocol.RoleSource, Capacity: c.capacity,
+			Token: c.token, Tracks: mesh.TracksFor(readers...), LoopbackOnly: c.loopback, Logger: log,
+			Reclaim: reclaim,
+		})
+		if err != nil {
+			return err
+		}
+		s.joined()
+		defer node.Close()
+		fmt.Fprintf(stderr, "broadcasting %q as %s (%d tracks); Ctrl-C to stop\n", c.stream, node.ID(), len(readers))
+		err = node.Play(ctx, readers...)
+		if ctx.Err() != nil {
+			return nil
+		}
+		select {
+		case <-node.Done():
+			return nodeEnd(node) // signaling dropped: join again
+		default:
+			return fmt.Errorf("%w (%v)", errFinalMedia, err) // a reader failed
+		}
+	})
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil // interrupted: a normal end
 	}

@@ -66,37 +66,59 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	w := newWatcher(*frames, *record)
 	defer w.close()
-	node, err := mesh.Dial(ctx, mesh.Config{
-		Server: c.server, Stream: c.stream, Role: protocol.RoleViewer, Capacity: c.capacity,
-		Token: c.token, LoopbackOnly: c.loopback, Logger: log, OnPacket: w.onPacket,
-		OnStats: w.addStats,
-		OnEvent: func(e mesh.Event) {
-			if e.Kind == mesh.EventParent {
-				w.parentChanged()
-			}
-		},
+	if err := checkServer(c.server); err != nil {
+		return err
+	}
+	// One watcher across sessions: frames count on when the node rejoins.
+	var node *mesh.Node
+	err = redial(ctx, stderr, c.stream, false, func(ctx context.Context, s *session) error {
+		w.newSession()
+		n, err := mesh.Dial(ctx, mesh.Config{
+			Server: c.server, Stream: c.stream, Role: protocol.RoleViewer, Capacity: c.capacity,
+			Token: c.token, LoopbackOnly: c.loopback, Logger: log, OnPacket: w.onPacket,
+			OnStats: w.addStats,
+			OnEvent: func(e mesh.Event) {
+				s.onEvent(e)
+				if e.Kind == mesh.EventParent {
+					w.parentChanged()
+				}
+			},
+		})
+		if err != nil {
+			return err
+		}
+		s.joined()
+		node = n
+		select {
+		case <-w.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.Done():
+			_ = n.Close()
+			return nodeEnd(n)
+		}
 	})
-	if err != nil {
+	if node != nil {
+		defer node.Close()
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		r := w.report()
+		if r.Frames == 0 {
+			return fmt.Errorf("stream %q did not play within %s", c.stream, *timeout)
+		}
+		return fmt.Errorf("only %d of %d frames within %s", r.Frames, *frames, *timeout)
+	case errors.Is(err, context.Canceled):
+		if node == nil {
+			return nil // interrupted before joining
+		}
+	case err != nil:
 		var se *mesh.ServerError
 		if errors.As(err, &se) && se.Code == protocol.CodeNotFound {
 			return fmt.Errorf("stream %q does not exist on %s", c.stream, c.server)
 		}
 		return err
-	}
-	defer node.Close()
-
-	select {
-	case <-w.done:
-	case <-node.Done():
-		return fmt.Errorf("lost the server: %w", node.Err())
-	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			r := w.report()
-			if r.Frames == 0 {
-				return fmt.Errorf("stream %q did not play within %s", c.stream, *timeout)
-			}
-			return fmt.Errorf("only %d of %d frames within %s", r.Frames, *frames, *timeout)
-		}
 	}
 	if err := w.failure(); err != nil {
 		return err
@@ -172,7 +194,7 @@ func (w *watcher) onPacket(t protocol.Track, p *rtp.Packet) {
 			return
 		}
 		w.video = asm
-		if w.recordTo != "" {
+		if w.recordTo != "" && w.recorder == nil {
 			rec, err := media.NewRecorder(w.recordTo, codec)
 			if err != nil {
 				w.fail(err)
@@ -190,9 +212,11 @@ func (w *watcher) onPacket(t protocol.Track, p *rtp.Packet) {
 	// A frame is complete when its last (marker) packet arrives. Frames in
 	// the first second may come from a relay's GOP cache, burst long after
 	// capture, so they say nothing about this viewer's delay.
+	// A stamp from the future (a skewed clock or a lying parent) says
+	// nothing either: the sample is dropped, the frame still counts.
 	if ct, ok := peer.CaptureTime(p); ok && p.Marker && !w.first.IsZero() && time.Since(w.first) > time.Second {
-		if len(w.delays) < 1<<16 {
-			w.delays = append(w.delays, float64(time.Since(ct).Microseconds())/1000)
+		if d := time.Since(ct); d >= 0 && len(w.delays) < 1<<16 {
+			w.delays = append(w.delays, float64(d.Microseconds())/1000)
 		}
 	}
 	w.video.Push(p)
@@ -217,6 +241,14 @@ func (w *watcher) onFrame(f media.Frame) {
 	if w.want > 0 && w.frames >= w.want {
 		w.doneOnce.Do(func() { close(w.done) })
 	}
+}
+
+// newSession forgets the video numbering: a new node receives the
+// source's own, unrelated to what the last node passed on.
+func (w *watcher) newSession() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.video = nil
 }
 
 func (w *watcher) parentChanged() {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,11 @@ type Config struct {
 	Token string
 	// Tracks are what a source publishes (see TracksFor).
 	Tracks []protocol.Track
+	// Reclaim, on a source, carries its claim to the stream name from one
+	// Dial to the next, so a source that reconnects after a drop gets its
+	// stream back and nobody can take it in the gap. Share one across a
+	// source's reconnects; nil makes each Dial a new claim.
+	Reclaim *Reclaim
 	// LoopbackOnly restricts ICE to loopback; for tests.
 	LoopbackOnly bool
 	// UDPMux, if set, carries all of the node's WebRTC traffic on one UDP
@@ -80,6 +86,10 @@ type Config struct {
 	UDPMux ice.UDPMux
 	// PublicIPs are advertised instead of local addresses (1:1 NAT).
 	PublicIPs []string
+	// RemoteCandidateFilter, if set, drops the neighbours' ICE candidates
+	// it refuses (see peer.Config.RemoteCandidateFilter); the server's own
+	// peers use it.
+	RemoteCandidateFilter func(addr netip.Addr, port int) bool
 	// Forwarder tunes the GOP cache and burst for this node's children;
 	// the zero value is the default (4 MiB cache, 50 Mbps burst).
 	Forwarder peer.ForwarderOptions
@@ -171,6 +181,7 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.Role == protocol.RoleSource {
 		hello.Tracks = cfg.Tracks
+		hello.Reclaim = cfg.Reclaim.Secret()
 	}
 	if err := sig.send(hello); err != nil {
 		sig.close()
@@ -201,6 +212,8 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 		Logger:       cfg.Logger,
 		UDPMux:       cfg.UDPMux,
 		PublicIPs:    cfg.PublicIPs,
+
+		RemoteCandidateFilter: cfg.RemoteCandidateFilter,
 	})
 	if err != nil {
 		sig.close()
@@ -218,6 +231,7 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 		done:        make(chan struct{}),
 	}
 	n.setTracks(welcome.Tracks)
+	cfg.Reclaim.set(welcome.Reclaim)
 	n.wg.Add(1)
 	go n.run()
 	return n, nil

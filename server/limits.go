@@ -32,9 +32,15 @@ type Limits struct {
 	JoinRate  float64
 	JoinBurst int
 	// MessageRate and MessageBurst bound the messages one connection may
-	// send; past them a message is refused with an error and counts as bad.
+	// send, except signals to its tree neighbours (budget.go); past them a
+	// message is refused with a rate_limited error and counts as bad.
 	MessageRate  float64
 	MessageBurst int
+	// CeilingRate and CeilingBurst bound every message one connection
+	// sends, signals to its neighbours included: a hard ceiling against a
+	// flood, far above what serving children needs.
+	CeilingRate  float64
+	CeilingBurst int
 	// PingInterval, PongTimeout: the server pings every PingInterval and
 	// drops a peer it has not heard a pong (or message) from in PongTimeout.
 	PingInterval time.Duration
@@ -43,6 +49,13 @@ type Limits struct {
 	WriteTimeout time.Duration
 	// HelloTimeout is how long a new connection may wait before its hello.
 	HelloTimeout time.Duration
+	// MaxStreams and MaxPeers cap the streams the server hosts and its
+	// signaling connections in all (see caps.go).
+	MaxStreams int
+	MaxPeers   int
+	// ReclaimGrace is how long a stream's name is kept for a source whose
+	// connection dropped (see caps.go).
+	ReclaimGrace time.Duration
 }
 
 // Default limits.
@@ -56,6 +69,19 @@ const (
 	DefaultPongTimeout   = 30 * time.Second
 	DefaultWriteTimeout  = 5 * time.Second
 	DefaultHelloTimeout  = 10 * time.Second
+	// DefaultMaxStreams: each stream is a coordinator and a row of every
+	// /api/streams answer (~60 bytes; the stream list polls it); a thousand
+	// is more than one directory serves, and bounds what dev mode, where
+	// anyone may publish, lets an address-hopping client create.
+	DefaultMaxStreams = 1000
+	// DefaultMaxPeers: a connected viewer costs ~42.5 KB of signaling state
+	// (measured), so 20 000 is ~0.85 GB, and re-joining them all after a
+	// restart takes ~7 s at the measured ~3 k joins/s.
+	DefaultMaxPeers = 20_000
+	// DefaultReclaimGrace covers a source's reconnect back-off (0.5, 1, 2,
+	// 4 s) and the demo's restart, while the name of a source that is gone
+	// for good frees up within seconds.
+	DefaultReclaimGrace = 10 * time.Second
 )
 
 // withDefaults fills zero fields.
@@ -80,10 +106,17 @@ func (l Limits) withDefaults() Limits {
 	def(&l.JoinBurst, DefaultJoinBurst)
 	deff(&l.MessageRate, DefaultMessageRate)
 	def(&l.MessageBurst, DefaultMessageBurst)
+	deff(&l.CeilingRate, DefaultCeilingRate)
+	def(&l.CeilingBurst, DefaultCeilingBurst)
 	defd(&l.PingInterval, DefaultPingInterval)
 	defd(&l.PongTimeout, DefaultPongTimeout)
 	defd(&l.WriteTimeout, DefaultWriteTimeout)
 	defd(&l.HelloTimeout, DefaultHelloTimeout)
+	def(&l.MaxStreams, DefaultMaxStreams)
+	def(&l.MaxPeers, DefaultMaxPeers)
+	if l.ReclaimGrace == 0 {
+		l.ReclaimGrace = DefaultReclaimGrace // negative: keep no names
+	}
 	return l
 }
 

@@ -5,9 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,8 +29,9 @@ const (
 	// server gives up on it; a peer that cannot keep up with signaling is
 	// treated as gone rather than allowed to stall its stream.
 	sendBuffer = 256
-	// maxBadMessages is how many invalid messages a peer may send before it
-	// is disconnected.
+	// maxBadMessages is how many invalid messages a peer may send in a row
+	// before it is disconnected; each is forgiven after badForgiven
+	// (budget.go), so a long-lived peer's rare mistakes never add up.
 	maxBadMessages = 8
 )
 
@@ -61,8 +62,15 @@ type peerConn struct {
 	grant *grant
 	// hello is the admitted hello; later capacity claims are clamped as it was.
 	hello *protocol.Message
+	// origin is what the gate made of the upgrade's Origin header.
+	origin originClass
+	// reclaim is the secret a source is handed in its welcome (caps.go).
+	reclaim string
 	// stats is the peer's last report; guarded by its coordinator's mu.
 	stats protocol.Stats
+	// budgets bound the signals it sends along each edge and receives
+	// (budget.go); guarded by its coordinator's mu.
+	budgets signalBudgets
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -157,6 +165,13 @@ func (s *Server) handleWS(c *gin.Context) {
 	if err != nil {
 		return // the upgrader has written the HTTP error
 	}
+	releasePeer, ok := s.peers.acquire()
+	if !ok {
+		// Told over the socket, so every client can show why.
+		refuseSocket(conn, g.lim.WriteTimeout, fmt.Errorf("%w (%d); try again later", errTooManyPeers, s.peers.max))
+		return
+	}
+	defer releasePeer()
 	p := &peerConn{
 		id:     newPeerID(),
 		conn:   conn,
@@ -164,6 +179,7 @@ func (s *Server) handleWS(c *gin.Context) {
 		closed: make(chan struct{}),
 		lim:    g.lim,
 		grant:  gr,
+		origin: s.gate.classify(c.Request),
 	}
 	p.iceServers = s.cfg.ICEServers
 	if g.turn != nil {
@@ -173,6 +189,20 @@ func (s *Server) handleWS(c *gin.Context) {
 	p.log = s.log.With("peer", p.id, "remote", c.Request.RemoteAddr)
 	go p.writeLoop()
 	s.session(c.Request.Context(), p)
+}
+
+// refuseSocket sends one error message on a fresh connection and closes it
+// with 1013 (try again later).
+func refuseSocket(conn *websocket.Conn, timeout time.Duration, err error) {
+	defer conn.Close()
+	data, encErr := protocol.Encode(protocol.Errorf(errorCode(err), "%v", err))
+	if encErr != nil {
+		return
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(timeout))
+	if conn.WriteMessage(websocket.TextMessage, data) == nil {
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "server full"), time.Now().Add(timeout))
+	}
 }
 
 // session reads the peer's messages until it leaves or fails. A panic while
@@ -203,8 +233,7 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 		}
 		return alive()
 	})
-	msgs := p.lim.messageLimiter()
-	bad := 0
+	budget := newSessionBudget(p.lim)
 	for {
 		_, data, err := conn.ReadMessage()
 		if err != nil {
@@ -216,10 +245,11 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 		if coord != nil {
 			_ = alive()
 		}
-		if msgs != nil && !msgs.Allow() {
-			bad++
-			p.send(protocol.Errorf(protocol.CodeBadMessage, "too many messages; slow down"))
-			if bad >= maxBadMessages {
+		if !budget.frame() {
+			if budget.reply() {
+				p.send(protocol.Errorf(protocol.CodeRateLimited, "%v", errMessageBudget))
+			}
+			if budget.badMessage() {
 				reason = "message rate"
 				return
 			}
@@ -227,14 +257,23 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 		}
 		m, err := protocol.Decode(data)
 		if err != nil {
-			bad++
 			p.send(protocol.Errorf(errorCode(err), "%v", err))
-			if bad >= maxBadMessages {
+			if budget.badMessage() {
 				reason = "too many bad messages"
 				return
 			}
 			continue
 		}
+		// Signals are budgeted once their edge is known (signal, below).
+		if m.Type != protocol.TypeSignal && !budget.message() {
+			p.send(protocol.Errorf(protocol.CodeRateLimited, "%v", errMessageBudget))
+			if budget.badMessage() {
+				reason = "message rate"
+				return
+			}
+			continue
+		}
+		bad := false
 		if s.cfg.onMessage != nil {
 			s.cfg.onMessage(m)
 		}
@@ -245,7 +284,7 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 				continue
 			}
 			if err := s.admit(p, m); err != nil {
-				p.send(protocol.Errorf(protocol.CodeUnauthorized, "%v", err))
+				p.send(protocol.Errorf(errorCode(err), "%v", err))
 				reason = "unauthorized"
 				return
 			}
@@ -259,13 +298,11 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 			_ = alive()
 		case protocol.TypeSignal:
 			if coord == nil {
+				budget.message()
 				p.send(protocol.Errorf(protocol.CodeState, "signal before hello"))
 				continue
 			}
-			if err := coord.signal(p, m); err != nil {
-				bad++
-				p.send(protocol.Errorf(errorCode(err), "signal to %s: %v", m.Peer, err))
-			}
+			bad = relaySignal(coord, p, m, budget)
 		case protocol.TypeCapacity:
 			if coord == nil {
 				p.send(protocol.Errorf(protocol.CodeState, "capacity before hello"))
@@ -294,10 +331,10 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 			}
 			coord.depart(p, reason)
 		default:
-			bad++
+			bad = budget.badMessage()
 			p.send(protocol.Errorf(protocol.CodeBadMessage, "peers may not send %q", m.Type))
 		}
-		if bad >= maxBadMessages {
+		if bad {
 			reason = "too many bad messages"
 			return
 		}
@@ -311,19 +348,22 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 	}
 }
 
-// admit checks the hello's credential (its token, else the one verified on
-// the upgrade) and clamps the claimed capacity to the token's maxChildren.
-// The tree then clamps it again by policy.
+// admit asks the gate about the hello, with its credential (its token,
+// else the one verified on the upgrade) and the upgrade's origin, and
+// clamps the claimed capacity to what the grant allows. The tree then
+// clamps it again by policy. A refusal is counted as a join refused.
 func (s *Server) admit(p *peerConn, hello *protocol.Message) error {
-	gr := p.grant
+	who := caller{grant: p.grant, origin: p.origin}
 	if hello.Token != "" {
 		var err error
-		if gr, err = s.guard.auth.verify(hello.Token); err != nil {
+		if who.grant, err = s.guard.auth.verify(hello.Token); err != nil {
+			s.hub.refused(hello.Stream, hello.Role, outcomeRefused)
 			return err
 		}
 	}
-	capacity, err := s.guard.auth.authorize(hello, gr)
+	capacity, gr, err := s.gate.check(who, hello)
 	if err != nil {
+		s.hub.refused(hello.Stream, hello.Role, outcomeRefused)
 		return err
 	}
 	if capacity != hello.Capacity {
@@ -338,14 +378,20 @@ func errorCode(err error) string {
 	switch {
 	case errors.Is(err, protocol.ErrTooLarge):
 		return protocol.CodeTooLarge
-	case errors.Is(err, errStreamTaken):
+	case errors.Is(err, errStreamTaken), errors.Is(err, errReserved):
 		return protocol.CodeStreamTaken
+	case errors.Is(err, errTooManyStreams), errors.Is(err, errTooManyPeers):
+		return protocol.CodeFull
 	case errors.Is(err, errNotNeighbour):
 		return protocol.CodeNotNeighbour
+	case errors.Is(err, errEdgeBudget), errors.Is(err, errPeerBusy), errors.Is(err, errMessageBudget):
+		return protocol.CodeRateLimited
 	case errors.Is(err, errUnauthorized), errors.Is(err, errBadToken):
 		return protocol.CodeUnauthorized
-	case errors.Is(err, errNoStream):
+	case errors.Is(err, errNoStream), errors.Is(err, ErrHidden):
 		return protocol.CodeNotFound
+	case errors.Is(err, ErrOrigin):
+		return protocol.CodeUnauthorized
 	case errors.Is(err, tree.ErrSourcePresent):
 		return protocol.CodeStreamTaken
 	case errors.Is(err, tree.ErrInvalid), errors.Is(err, tree.ErrExists):
@@ -357,17 +403,10 @@ func errorCode(err error) string {
 	}
 }
 
-// originOK allows same-origin pages, the configured origins (sites that
-// embed the player) and non-browser clients, which send no Origin.
+// originOK is the upgrader's origin check: every page may open the
+// signaling WebSocket (what it may do there the gate decides at hello, by
+// origin: another site's page watches public streams as a leaf) except
+// pages of sites that -embed-origins leaves out, which get 403.
 func (s *Server) originOK(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" || origin == "http://"+r.Host || origin == "https://"+r.Host {
-		return true
-	}
-	for _, o := range s.cfg.AllowedOrigins {
-		if o == "*" || strings.EqualFold(o, origin) {
-			return true
-		}
-	}
-	return false
+	return s.gate.classify(r) != originRefused
 }

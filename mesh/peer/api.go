@@ -8,8 +8,10 @@ package peer
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 
+	"canopy/mesh/protocol"
 	"github.com/pion/dtls/v3"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
@@ -43,6 +45,13 @@ type Config struct {
 	// PublicIPs are advertised as host candidates in place of the local
 	// addresses, for a host behind 1:1 NAT (a cloud VM).
 	PublicIPs []string
+	// RemoteCandidateFilter, if set, decides which of a neighbour's ICE
+	// candidates (trickled, or in its description) ICE may check: a
+	// refused one is dropped, so no STUN is ever sent to it. The server's
+	// own peers set it, so a viewer cannot point them at the server's
+	// network or its own ports. Addresses come unmapped, without a zone;
+	// candidates named by a host name (mDNS) are refused. Nil allows all.
+	RemoteCandidateFilter func(addr netip.Addr, port int) bool
 }
 
 // API builds PeerConnections that share one codec, interceptor and network
@@ -177,6 +186,14 @@ func NewAPI(cfg Config) (*API, error) {
 
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 	return &API{api: api, cfg: cfg, logger: logger, me: me, sendReg: sendReg, se: se}, nil
+}
+
+// newConn wraps a PeerConnection of this API's in a conn that applies the
+// API's remote candidate filter.
+func (a *API) newConn(pc *webrtc.PeerConnection, send func(protocol.Signal), logger *slog.Logger) *conn {
+	c := newConn(pc, send, logger)
+	c.filter = a.cfg.RemoteCandidateFilter
+	return c
 }
 
 func (a *API) newPeerConnection() (*webrtc.PeerConnection, error) {

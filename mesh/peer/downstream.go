@@ -38,7 +38,7 @@ func (a *API) NewDownstream(childID string, fwds []*Forwarder, send func(protoco
 		return nil, fmt.Errorf("peer: new peer connection: %w", err)
 	}
 	d := &Downstream{
-		conn:    newConn(pc, send, a.logger.With("child", childID)),
+		conn:    a.newConn(pc, send, a.logger.With("child", childID)),
 		childID: childID,
 		batch:   batch,
 	}

@@ -14,6 +14,9 @@ var (
 	ErrUnexpectedSignal = errors.New("peer: unexpected signal")
 	// ErrBadCandidate means a candidate signal did not hold an RTCIceCandidateInit.
 	ErrBadCandidate = errors.New("peer: bad ICE candidate")
+	// ErrTooManyCandidates means a neighbour sent more ICE candidates than
+	// protocol.MaxEdgeCandidates; the rest are dropped, none queued.
+	ErrTooManyCandidates = errors.New("peer: too many ICE candidates")
 	// ErrUnsupportedCodec means a track's codec is not one the API registers,
 	// or the remote peer did not accept it.
 	ErrUnsupportedCodec = errors.New("peer: unsupported codec")

@@ -39,7 +39,7 @@ func (a *API) NewUpstream(parentID string, tracks []protocol.Track, send func(pr
 		return nil, fmt.Errorf("peer: new peer connection: %w", err)
 	}
 	u := &Upstream{
-		conn:     newConn(pc, send, a.logger.With("parent", parentID)),
+		conn:     a.newConn(pc, send, a.logger.With("parent", parentID)),
 		parentID: parentID,
 		tracks:   make(map[string]protocol.Track, len(tracks)),
 		sink:     sink,

@@ -30,6 +30,17 @@ const (
 	MaxTracks          = 8
 	MaxCapacity        = 1000
 	MaxReasonLength    = 512
+	// MaxEdgeCandidates bounds the ICE candidates one peer may send along
+	// one tree edge (to one neighbour, for one connection), and what a peer
+	// queues or adds from one neighbour. A real ICE agent needs a few dozen
+	// at most: host candidates per interface and IP family, UDP and TCP
+	// (a multi-homed host with VPN and container bridges has ~10
+	// interfaces: ~40), one server-reflexive per STUN server and one
+	// relayed per TURN server and transport. Past 64, candidates only add
+	// connectivity checks, never a path.
+	MaxEdgeCandidates = 64
+	// MaxReclaimLength bounds a reclaim secret (the server's are 22 bytes).
+	MaxReclaimLength = 64
 )
 
 // Type names a message.
@@ -95,6 +106,10 @@ const (
 	CodeFull         = "full"          // no free slot in the tree
 	CodeInternal     = "internal"      // the server failed; try again
 	CodeUnauthorized = "unauthorized"  // a missing, invalid or insufficient token; the server closes
+	// CodeRateLimited: a message over its budget (the connection's, the
+	// edge's, or the receiving peer's) was dropped, not forwarded; the
+	// connection stays up. Slow down.
+	CodeRateLimited = "rate_limited"
 )
 
 // Track describes one media track of a stream, as the source declares it.
@@ -118,7 +133,7 @@ type Stats struct {
 	FramesDecoded    uint64  `json:"framesDecoded,omitempty"`
 	JitterMs         float64 `json:"jitterMs,omitempty"`
 	StallMs          float64 `json:"stallMs,omitempty"`          // total time without frames while it should have played
-	DelayMs          float64 `json:"delayMs,omitempty"`          // source capture to this peer, where known
+	DelayMs          float64 `json:"delayMs,omitempty"`          // source capture to this peer, where known (may be negative: see validate)
 	FirstFrameMs     float64 `json:"firstFrameMs,omitempty"`     // join to first decoded frame
 	BitrateKbps      float64 `json:"bitrateKbps,omitempty"`      // received, last interval
 	RelayBitrateKbps float64 `json:"relayBitrateKbps,omitempty"` // sent to children, last interval
@@ -162,6 +177,12 @@ type Message struct {
 	// welcome
 	ID         string      `json:"id,omitempty"`
 	ICEServers []ICEServer `json:"iceServers,omitempty"`
+	// Reclaim, in a welcome to a source, is a secret that proves, in the
+	// hello of its next connection, that it is the same source: the server
+	// keeps the stream's name for a source whose connection dropped, for a
+	// grace period, and only that secret (or a publish token) takes it back.
+	// A source sends the secret of its last welcome in its hello.
+	Reclaim string `json:"reclaim,omitempty"`
 
 	// parent, attach, detach, signal: the other peer. A peer sends a signal
 	// with Peer set to its neighbour; the server rewrites it to the sender.
@@ -254,6 +275,9 @@ func (m *Message) Validate() error {
 		if !ValidID(m.ID) || !ValidID(m.Stream) {
 			return invalid("welcome needs id and stream")
 		}
+		if len(m.Reclaim) > MaxReclaimLength {
+			return invalid("reclaim longer than %d", MaxReclaimLength)
+		}
 		return validateTracks(m.Tracks, false)
 	case TypeParent, TypeAttach, TypeDetach:
 		if !ValidID(m.Peer) {
@@ -323,6 +347,9 @@ func (m *Message) validateHello() error {
 	if len(m.Token) > MaxTokenLength {
 		return invalid("token longer than %d", MaxTokenLength)
 	}
+	if len(m.Reclaim) > MaxReclaimLength {
+		return invalid("reclaim longer than %d", MaxReclaimLength)
+	}
 	if m.Passthrough && (m.Kind != KindBrowser || m.Role == RoleSource) {
 		return invalid("only a relaying browser declares passthrough")
 	}
@@ -387,10 +414,17 @@ func (s *Signal) validate() error {
 }
 
 func (s *Stats) validate() error {
-	for _, v := range []float64{s.JitterMs, s.StallMs, s.DelayMs, s.FirstFrameMs, s.BitrateKbps, s.RelayBitrateKbps} {
+	for _, v := range []float64{s.JitterMs, s.StallMs, s.FirstFrameMs, s.BitrateKbps, s.RelayBitrateKbps} {
 		if v < 0 || v > 1e12 || v != v {
 			return invalid("stats: a measure is out of range")
 		}
+	}
+	// A delay may come out negative without any fault of the peer: the
+	// capture stamp is its parent's (abs-capture-time), from a skewed
+	// clock or a hostile parent. The server drops that figure, not the
+	// report.
+	if d := s.DelayMs; d < -1e12 || d > 1e12 || d != d {
+		return invalid("stats: delay out of range")
 	}
 	if s.Children < 0 || s.Children > MaxCapacity {
 		return invalid("stats: children out of range")

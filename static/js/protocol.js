@@ -17,6 +17,13 @@ export const MAX_TOKEN_LENGTH = 4096;
 export const MAX_TRACKS = 8;
 export const MAX_CAPACITY = 1000;
 export const MAX_REASON_LENGTH = 512;
+/**
+ * ICE candidates one peer may send along one tree edge, and what a peer
+ * queues or adds from one neighbour (MaxEdgeCandidates in Go: a real agent
+ * needs a few dozen at most).
+ */
+export const MAX_EDGE_CANDIDATES = 64;
+export const MAX_RECLAIM_LENGTH = 64;
 /** Upper bound of a depth, as Validate checks it. */
 export const MAX_DEPTH = 1 << 16;
 
@@ -61,6 +68,8 @@ export const Code = Object.freeze({
   STATE: 'bad_state', // e.g. a second hello, or a signal before hello
   FULL: 'full', // no free slot in the tree
   INTERNAL: 'internal', // the server failed; try again
+  UNAUTHORIZED: 'unauthorized', // a missing, invalid or insufficient token; the server closes
+  RATE_LIMITED: 'rate_limited', // a message over its budget was dropped; the connection stays up
 });
 
 /**
@@ -123,6 +132,7 @@ export const Code = Object.freeze({
  * @property {boolean} [passthrough] hello from a browser that relays encoded frames unchanged
  * @property {string} [id] welcome: this peer's id
  * @property {ICEServer[]} [iceServers] welcome
+ * @property {string} [reclaim] welcome to a source: the secret that reclaims its stream name after a drop; hello from a source: that secret
  * @property {string} [peer] parent, attach, detach, signal: the other peer
  * @property {number} [depth] parent, attach, detach
  * @property {Signal} [signal] signal
@@ -180,7 +190,7 @@ const MESSAGE_FIELDS = {
   type: 'string', v: 'int', role: 'string', kind: 'string', stream: 'string',
   capacity: 'int', token: 'string', tracks: 'array', id: 'string', iceServers: 'array',
   peer: 'string', depth: 'int', signal: 'object', standby: 'string', stats: 'object',
-  code: 'string', reason: 'string',
+  code: 'string', reason: 'string', reclaim: 'string',
   passthrough: 'bool',
 };
 /** @type {Record<string, FieldType>} */
@@ -199,7 +209,7 @@ const STATS_FIELDS = {
   children: 'int',
 };
 /** Stats fields that are measures (float64 in Go) and must lie in [0, 1e12]. */
-const STATS_MEASURES = ['jitterMs', 'stallMs', 'delayMs', 'firstFrameMs', 'bitrateKbps', 'relayBitrateKbps'];
+const STATS_MEASURES = ['jitterMs', 'stallMs', 'firstFrameMs', 'bitrateKbps', 'relayBitrateKbps'];
 
 /** @param {unknown} v @returns {v is Record<string, unknown>} */
 function isObject(v) {
@@ -278,6 +288,7 @@ export function validate(m) {
       return validateHello(m);
     case Type.WELCOME:
       if (!validID(m.id) || !validID(m.stream)) throw invalid('welcome needs id and stream');
+      if (m.reclaim && byteLength(m.reclaim) > MAX_RECLAIM_LENGTH) throw invalid(`reclaim longer than ${MAX_RECLAIM_LENGTH}`);
       return validateTracks(m.tracks ?? [], false);
     case Type.PARENT: case Type.ATTACH: case Type.DETACH: {
       if (!validID(m.peer)) throw invalid(`${m.type} needs a peer id`);
@@ -320,6 +331,7 @@ function validateHello(m) {
   const capacity = m.capacity ?? 0;
   if (capacity < 0 || capacity > MAX_CAPACITY) throw invalid(`capacity must be 0-${MAX_CAPACITY}`);
   if (m.token && byteLength(m.token) > MAX_TOKEN_LENGTH) throw invalid(`token longer than ${MAX_TOKEN_LENGTH}`);
+  if (m.reclaim && byteLength(m.reclaim) > MAX_RECLAIM_LENGTH) throw invalid(`reclaim longer than ${MAX_RECLAIM_LENGTH}`);
   if (m.passthrough && (m.kind !== Kind.BROWSER || m.role === Role.SOURCE)) throw invalid('only a relaying browser declares passthrough');
   if (m.role === Role.SOURCE) return validateTracks(m.tracks ?? [], true);
   if ((m.tracks ?? []).length !== 0) throw invalid('only a source declares tracks');
@@ -372,6 +384,10 @@ function validateStats(s) {
     const v = r[k] ?? 0;
     if (!(v >= 0 && v <= 1e12)) throw invalid('stats: a measure is out of range');
   }
+  // A delay may be negative (a parent's capture stamp from a skewed clock):
+  // the server drops that figure, not the report. protocol.go says why.
+  const delay = s.delayMs ?? 0;
+  if (!(delay >= -1e12 && delay <= 1e12)) throw invalid('stats: delay out of range');
   const children = s.children ?? 0;
   if (children < 0 || children > MAX_CAPACITY) throw invalid('stats: children out of range');
 }

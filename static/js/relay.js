@@ -10,7 +10,7 @@
 //   swaps the new track into the same sender.
 // Either way the child's connection and decoder carry on across the switch.
 
-import { SignalKind } from './protocol.js';
+import { MAX_EDGE_CANDIDATES, SignalKind } from './protocol.js';
 import { passthroughOffer } from './relay-passthrough.js';
 
 /** @typedef {import('./protocol.js').Signal} Signal */
@@ -146,7 +146,7 @@ export class ChildLink {
         for (const c of this._pending.splice(0)) await addCandidate(pc, c);
       } else if (sig.kind === SignalKind.CANDIDATE && sig.candidate) {
         if (pc.remoteDescription) await addCandidate(pc, sig.candidate);
-        else this._pending.push(sig.candidate);
+        else if (this._pending.length < MAX_EDGE_CANDIDATES) this._pending.push(sig.candidate); // a child that never answers
       }
     });
   }
