@@ -132,8 +132,10 @@ func compareFrames(up, down []hashedFrame) (matched, missing int, delays []float
 			matched++
 			delays = append(delays, f.At-up[next].At)
 			last = next
-		case matched > 0 && last < len(up)-1:
-			missing++ // down got a frame up never had while up was still recording
+		case matched > 0 && f.At < up[len(up)-1].At:
+			// down got it while up was still recording, so up got it
+			// earlier still: unless it is not up's frame.
+			missing++
 		}
 	}
 	return matched, missing, delays
