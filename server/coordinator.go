@@ -124,6 +124,15 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 		if err != nil {
 			return err
 		}
+		if hello.Passthrough {
+			// Validated: only a browser declares it. Lowers the re-encode
+			// count below p; may place nodes that waited.
+			more, perr := c.tree.SetPassthrough(p.id)
+			if perr != nil {
+				c.log.Warn("pass-through not recorded", "peer", p.id, "err", perr)
+			}
+			changes = append(changes, more...)
+		}
 	}
 	c.peers[p.id] = p
 	p.send(&protocol.Message{Type: protocol.TypeWelcome, ID: p.id, Stream: c.id, Tracks: c.tracks, ICEServers: p.iceServers, Reclaim: p.reclaim})
