@@ -8,11 +8,11 @@ package tree
 
 // Heap membership slots in a node: a node is in at most one heap of each kind.
 const (
-	hSlot  = iota // has a free slot and may relay
-	hLeaf         // has no children (relay leaves and other leaves apart)
-	hFront        // a non-relay node directly below the Go part of the tree
-	hQueue        // waiting for a place
-	hBarred       // a barred leaf, whose place a node with nowhere else to go takes
+	hSlot   = iota // has a free slot and may relay
+	hLeaf          // has no children (relay leaves and other leaves apart)
+	hFront         // a non-relay node directly below the Go part of the tree
+	hQueue         // waiting for a place
+	hBarred        // a barred leaf, whose place a node with nowhere else to go takes
 	numHeaps
 )
 

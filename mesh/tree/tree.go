@@ -82,8 +82,8 @@ type NodeInfo struct {
 	Capacity int      `json:"capacity"` // after clamping by policy
 	Usable   int      `json:"usable"`   // children placement may give it now (Capacity bounded by Trust)
 	Trust    Trust    `json:"trust"`
-	Depth    int      `json:"depth"`    // 0 for the source, -1 while queued
-	Hops     int      `json:"hops"`     // browsers above this node that re-encode its stream
+	Depth    int      `json:"depth"` // 0 for the source, -1 while queued
+	Hops     int      `json:"hops"`  // browsers above this node that re-encode its stream
 	Queued   bool     `json:"queued,omitempty"`
 	Children []string `json:"children"` // sorted
 }
