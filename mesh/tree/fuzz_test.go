@@ -74,6 +74,10 @@ func runOps(t *testing.T, data []byte) {
 				tr.SetTrust(id, Trust(op>>3%5))
 				break
 			}
+			if op&0x40 != 0 {
+				tr.Reattach(id)
+				break
+			}
 			tr.Standby(id)
 			tr.Snapshot()
 		}

@@ -94,7 +94,20 @@ func (s *sim) step(popTarget int) string {
 			s.t.Fatalf("set trust %s %s: %v", id, tr, err)
 		}
 		return "trust " + id + " " + tr.String()
-	case op < 16 && s.tr.Source() != "":
+	case op < 16 && len(s.ids) > 0:
+		id := s.ids[s.rng.IntN(len(s.ids))]
+		old, _ := s.tr.Parent(id)
+		ch, err := s.tr.Reattach(id)
+		if err != nil {
+			s.t.Fatalf("reattach %s: %v", id, err)
+		}
+		for _, c := range ch {
+			if c.Node == id && c.To == old {
+				s.t.Fatalf("reattach %s put it back below %s", id, old)
+			}
+		}
+		return "reattach " + id
+	case op < 18 && s.tr.Source() != "":
 		if _, err := s.tr.SetCapacity(s.tr.Source(), s.rng.IntN(6)); err != nil {
 			s.t.Fatalf("source capacity: %v", err)
 		}

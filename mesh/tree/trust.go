@@ -112,3 +112,32 @@ func (t *Tree) SetTrust(id string, tr Trust) ([]Change, error) {
 	t.refit(n, &ch)
 	return ch, nil
 }
+
+// Reattach moves id, with its subtree, to the best place outside its
+// parent's subtree: for a child that cannot receive from a parent that
+// delivers to others (a broken path between the two), which must not cost
+// that parent anything. It stays where it is (no Change) when nothing else
+// fits, or when its parent is the source.
+func (t *Tree) Reattach(id string) ([]Change, error) {
+	n := t.nodes[id]
+	switch {
+	case n == nil:
+		return nil, fmt.Errorf("%w: %q", ErrUnknown, id)
+	case !n.placed || n == t.root || n.parent == nil || n.parent == t.root:
+		return nil, nil
+	}
+	p := newPlanner(t)
+	p.gone[n.parent] = true // neither the parent nor anywhere below it
+	p.pending[n] = true
+	p.placeAll([]*node{n}, nil)
+	to := p.vpar[n]
+	if to == nil || len(n.children) == 0 && to.depth >= n.parent.depth+1 {
+		// Queued, or a leaf so deep that compaction would pull it straight
+		// back into the slot it left: better where it is.
+		return nil, nil
+	}
+	var ch []Change
+	t.apply(p, nil, &ch)
+	t.settle(&ch)
+	return ch, nil
+}
