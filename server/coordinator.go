@@ -48,12 +48,15 @@ type coordinator struct {
 	// children reported which parent stalled, and when.
 	movedAt map[string]time.Time
 	stalls  map[string]map[string]time.Time
+	// trust records who delivered to whom (trust.go).
+	trust trustBook
 	// onEmpty is called (under mu) when the last peer leaves.
 	onEmpty func()
 	obs     *streamObs // measurements for /metrics and the dashboard (stats.go)
 }
 
 func newCoordinator(id string, policy tree.Config, log *slog.Logger, onEmpty func()) *coordinator {
+	policy.Prove = true // peers earn their children (trust.go)
 	return &coordinator{
 		id:       id,
 		log:      log.With("stream", id),
@@ -65,6 +68,7 @@ func newCoordinator(id string, policy tree.Config, log *slog.Logger, onEmpty fun
 		draining: make(map[string]*peerConn),
 		movedAt:  make(map[string]time.Time),
 		stalls:   make(map[string]map[string]time.Time),
+		trust:    newTrustBook(),
 		onEmpty:  onEmpty,
 		obs:      newStreamObs(log.With("stream", id)),
 	}
@@ -113,6 +117,7 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 		}
 		c.source = p
 		c.tracks = hello.Tracks
+		c.trust.onlineAt = time.Now()
 	} else {
 		changes, err = c.tree.Join(p.id, hello.Role, hello.Kind, hello.Capacity)
 		if err != nil {
@@ -164,6 +169,7 @@ func (c *coordinator) depart(p *peerConn, reason string) {
 	delete(c.peers, p.id)
 	delete(c.movedAt, p.id)
 	delete(c.stalls, p.id)
+	c.trust.forget(p.id)
 	c.obs.left(p.id)
 	var changes []tree.Change
 	if c.source == p {
@@ -210,8 +216,10 @@ func (c *coordinator) apply(changes []tree.Change) {
 	for _, ch := range changes {
 		c.obs.changed(ch)
 		child := c.peers[ch.Node]
-		c.movedAt[ch.Node] = time.Now()
+		at := time.Now()
+		c.movedAt[ch.Node] = at
 		if ch.To != "" {
+			c.watchPlay(ch.Node, ch.To, at, playTimeout)
 			if parent := c.peers[ch.To]; parent != nil && child != nil {
 				parent.send(&protocol.Message{Type: protocol.TypeAttach, Peer: ch.Node})
 				child.send(&protocol.Message{Type: protocol.TypeParent, Peer: ch.To,
@@ -313,9 +321,10 @@ func (c *coordinator) report(p *peerConn, m *protocol.Message) {
 				delete(c.moving, p.id)
 				c.cut(from, p.id)
 			}
+			c.onLive(p.id, parent)
 		}
 	case protocol.TypeStalled:
-		c.stalled(p, m.Peer)
+		c.stalled(p.id, m.Peer)
 	case protocol.TypeStats:
 		p.stats = *m.Stats
 	}
@@ -329,52 +338,6 @@ const (
 	// children's silence is its own recovery, which is under way.
 	stallGrace = 3 * time.Second
 )
-
-// stalled handles a child's report that its parent's media stopped while
-// the parent's signaling is still up (a hung or overloaded peer, a broken
-// path). When at least half of the parent's children report it within
-// stallWindow, the parent is no longer trusted with children: its capacity
-// drops to zero and its children move, with their subtrees, elsewhere. One
-// flaky child cannot strip a healthy relay. Called with c.mu held.
-func (c *coordinator) stalled(p *peerConn, parent string) {
-	if cur, ok := c.tree.Parent(p.id); !ok || cur != parent || c.source == nil {
-		return // stale report, or the whole stream is offline
-	}
-	if parent == c.source.id {
-		c.log.Warn("child reports the source stalled", "peer", p.id)
-		return
-	}
-	now := time.Now()
-	if now.Sub(c.movedAt[parent]) < stallGrace {
-		c.log.Debug("stall report while the parent itself recovers", "peer", p.id, "parent", parent)
-		return
-	}
-	reports := c.stalls[parent]
-	if reports == nil {
-		reports = make(map[string]time.Time)
-		c.stalls[parent] = reports
-	}
-	reports[p.id] = now
-	kids := c.tree.Children(parent)
-	recent := 0
-	for _, k := range kids {
-		if t, ok := reports[k]; ok && now.Sub(t) < stallWindow {
-			recent++
-		}
-	}
-	if recent*2 < len(kids) {
-		c.log.Info("child reports a stalled parent", "peer", p.id, "parent", parent, "reports", recent, "children", len(kids))
-		return
-	}
-	delete(c.stalls, parent)
-	c.log.Info("parent stalled; moving its children", "peer", p.id, "parent", parent, "reports", recent)
-	changes, err := c.tree.SetCapacity(parent, 0)
-	if err != nil {
-		c.log.Warn("shed stalled parent", "parent", parent, "err", err)
-		return
-	}
-	c.apply(changes)
-}
 
 // peerOrDeparted finds a connected peer, in the tree or draining after a
 // graceful leave.
