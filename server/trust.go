@@ -31,6 +31,11 @@ const (
 	// shields it from its children's reports: long enough for the server to
 	// act upstream, not so long that a lying parent starves them.
 	upstreamGrace = 10 * time.Second
+	// blameDelay is how long a majority of witnesses waits before it
+	// strips their parent: when the break is further up, the parent's own
+	// report (or its siblings') arrives within a watchdog period of theirs,
+	// in no particular order.
+	blameDelay = 2 * time.Second
 	// blindReports is how many parents a child that never played from
 	// anybody may report before its reports stop counting.
 	blindReports = 2
@@ -116,7 +121,7 @@ func (c *coordinator) onLive(child, parent string) {
 	if c.source != nil && parent == c.source.id {
 		return
 	}
-	if tr, _ := c.tree.Trust(parent); tr == tree.TrustPlayed && !b.banned[parent] {
+	if tr, _ := c.tree.Trust(parent); (tr == tree.TrustNew || tr == tree.TrustPlayed) && !b.banned[parent] {
 		delete(b.strikes, parent)
 		c.setTrust(parent, tree.TrustProven, "a child plays from it")
 	}
@@ -259,6 +264,26 @@ func (c *coordinator) brokenAbove(parent string, now time.Time) bool {
 // is stripped. One flaky child cannot strip a healthy relay, and children
 // that never received from it cannot strip it at all.
 func (c *coordinator) witnessed(reporter, parent string, now time.Time) {
+	if !c.majority(parent, now) {
+		c.log.Info("child reports a stalled parent", "peer", reporter, "parent", parent)
+		return
+	}
+	q := c.peers[parent]
+	time.AfterFunc(blameDelay, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		now := time.Now()
+		if c.removed || c.peers[parent] != q || c.trust.probation[parent] || c.brokenAbove(parent, now) || !c.majority(parent, now) {
+			return
+		}
+		delete(c.stalls, parent)
+		c.probate(parent, tree.TrustHeld, "its children stopped playing from it")
+	})
+}
+
+// majority reports whether at least half of parent's children played from
+// it and reported it stalled within stallWindow.
+func (c *coordinator) majority(parent string, now time.Time) bool {
 	kids := c.tree.Children(parent)
 	witnesses := 0
 	for _, k := range kids {
@@ -266,12 +291,7 @@ func (c *coordinator) witnessed(reporter, parent string, now time.Time) {
 			witnesses++
 		}
 	}
-	if witnesses*2 < len(kids) {
-		c.log.Info("child reports a stalled parent", "peer", reporter, "parent", parent, "witnesses", witnesses, "children", len(kids))
-		return
-	}
-	delete(c.stalls, parent)
-	c.probate(parent, tree.TrustHeld, "its children stopped playing from it")
+	return len(kids) > 0 && witnesses*2 >= len(kids)
 }
 
 // strike weighs a report against a parent that never delivered to anyone.

@@ -213,7 +213,7 @@ func (t *Tree) checkCompact() error {
 			return fmt.Errorf("compact: relay %q queued while it could take %q's place", q.id, v.id)
 		}
 	}
-	if q := t.ix.qOther.top(); q != nil && q.kind == protocol.KindBrowser && q.use > 0 {
+	if q := t.ix.qOther.top(); q != nil && q.use > 0 {
 		if v := t.leafAbove(len(t.ix.leaves), q.use); v != nil {
 			return fmt.Errorf("compact: %q queued while it could take leaf %q's place", q.id, v.id)
 		}

@@ -57,7 +57,7 @@ func (t *Tree) RemoveSource() []Change {
 // Join adds a relay or viewer and places it: at the shallowest free slot it
 // may use, or in the place of a cheaper node that then becomes its child
 // (a Go relay takes the place of the shallowest non-relay below the Go part
-// of the tree; a browser that can relay takes the place of a lower-capacity
+// of the tree; a browser or unproven Go viewer that can relay takes the place of a lower-capacity
 // leaf) when that puts it higher. The claimed capacity is clamped by policy.
 // When nothing fits, the node is queued (Queued reports it, Depth is -1) and
 // a later operation that frees room places it, reporting the Change then.
@@ -253,7 +253,7 @@ func (t *Tree) place(n, from *node, ch *[]Change) bool {
 	switch {
 	case relay:
 		v = t.frontAbove(limit)
-	case n.use > 0 && n.kind == protocol.KindBrowser:
+	case n.use > 0: // a browser, or a Go viewer on trial
 		v = t.leafAbove(limit, n.use)
 	}
 	if v != nil {

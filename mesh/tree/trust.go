@@ -3,6 +3,8 @@ package tree
 import (
 	"encoding/json"
 	"fmt"
+
+	"canopy/mesh/protocol"
 )
 
 // Trust is what a node has shown of forwarding media; it bounds the
@@ -14,8 +16,12 @@ type Trust uint8
 
 // Trust levels, from what a node has shown.
 const (
-	// TrustNew has not played from its parent yet: no children. A peer that
-	// never connects media never gets any.
+	// TrustNew has not played from its parent yet: no children, so a peer
+	// that never connects media never gets any. Except a node that joined
+	// as a relay (with auth on that takes a relay grant): it gets one child
+	// on trial at once, so that it can enter a full tree by taking a
+	// viewer's place (the viewer keeps its old feed until it plays from the
+	// relay: make before break).
 	TrustNew Trust = iota
 	// TrustPlayed plays from its parent but no child has played from it
 	// yet: one child at a time, on trial.
@@ -69,6 +75,10 @@ func (t *Tree) usable(n *node) int {
 		return n.cap
 	case TrustPlayed:
 		return min(n.cap, 1)
+	case TrustNew:
+		if n.role == protocol.RoleRelay {
+			return min(n.cap, 1)
+		}
 	}
 	return 0
 }

@@ -16,11 +16,20 @@ func mustTrust(t *testing.T, tr *Tree, id string, level Trust) []Change {
 	return ch
 }
 
-// A relay earns its capacity: none before it plays, one child on trial,
-// all of it once a child plays from it.
+// A peer earns its capacity: none before it plays (a relay: one child on
+// trial), one child on trial, all of it once a child plays from it.
 func TestTrustLadder(t *testing.T) {
-	tr := build(t, Config{Prove: true}, 1, joinSpec{"r", goK, 8}, joinSpec{"a", brK, 0}, joinSpec{"b", brK, 0}, joinSpec{"c", brK, 0})
-	if got := layout(tr, "r", "a", "b", "c"); got != "r@1<src a=queued b=queued c=queued" {
+	tr := build(t, Config{Prove: true}, 1, joinSpec{"w", brK, 2}, joinSpec{"x", brK, 0})
+	if got := layout(tr, "w", "x"); got != "w@1<src x=queued" {
+		t.Fatalf("before the browser plays: %s", got)
+	}
+	mustTrust(t, tr, "w", TrustPlayed)
+	if got := layout(tr, "w", "x"); got != "w@1<src x@2<w" {
+		t.Fatalf("browser on trial: %s", got)
+	}
+
+	tr = build(t, Config{Prove: true}, 1, joinSpec{"r", goK, 8}, joinSpec{"a", brK, 0}, joinSpec{"b", brK, 0}, joinSpec{"c", brK, 0})
+	if got := layout(tr, "r", "a", "b", "c"); got != "r@1<src a@2<r b=queued c=queued" {
 		t.Fatalf("before r plays: %s", got)
 	}
 	mustTrust(t, tr, "r", TrustPlayed)
@@ -41,11 +50,16 @@ func TestTrustLadder(t *testing.T) {
 	}
 }
 
-// Peers that never play take the source's slots; barring them hands each
+// Peers that never play (Go viewers claiming a capacity) take the source's slots; barring them hands each
 // slot to a peer with nowhere else to go, and a barred peer never takes a
 // place back from anyone.
 func TestTrustBarredLeavesHandTheirPlace(t *testing.T) {
-	tr := build(t, Config{Prove: true}, 2, joinSpec{"x", goK, 64}, joinSpec{"y", goK, 64}, joinSpec{"a", brK, 2}, joinSpec{"b", goK, 0})
+	tr := build(t, Config{Prove: true}, 2)
+	for _, j := range []joinSpec{{"x", goK, 64}, {"y", goK, 64}, {"a", brK, 2}, {"b", goK, 0}} {
+		if _, err := tr.Join(j.id, view, j.kind, j.cap); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if got := layout(tr, "x", "y", "a", "b"); got != "x@1<src y@1<src a=queued b=queued" {
 		t.Fatalf("black holes first: %s", got)
 	}
