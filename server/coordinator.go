@@ -230,8 +230,8 @@ func (c *coordinator) apply(changes []tree.Change) {
 			continue
 		}
 		if ch.To != "" && c.connected(ch.From) {
-			if prev, ok := c.moving[ch.Node]; ok && prev != ch.From {
-				c.cut(prev, ch.Node) // moved twice before playing: the oldest edge goes
+			if prev, ok := c.moving[ch.Node]; ok && prev != ch.From && prev != ch.To {
+				c.cut(prev, ch.Node) // moved twice before playing: the oldest edge goes (unless it is back to it)
 			}
 			c.moving[ch.Node] = ch.From
 			from, node := ch.From, ch.Node
