@@ -309,9 +309,16 @@ func (c *coordinator) strike(reporter, parent string) {
 		}
 	}
 	if w == 0 {
+		// Not evidence, but the child must not stay stuck: move it, and if
+		// nothing else fits, the unproven parent sits out a probation
+		// (no strike, so such reports can never bar it for good).
 		changes, _ := c.tree.Reattach(reporter)
-		c.log.Info("report by a child that never played from anybody; moving it, not blaming", "peer", reporter, "parent", parent)
-		c.apply(changes)
+		c.log.Info("report by a child that never played from anybody; moving it, not blaming", "peer", reporter, "parent", parent, "moves", len(changes))
+		if len(changes) > 0 {
+			c.apply(changes)
+		} else if !b.probation[parent] {
+			c.probate(parent, tree.TrustBarred, "its child cannot receive from it")
+		}
 		return
 	}
 	delete(c.stalls, parent)
