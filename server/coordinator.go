@@ -221,6 +221,9 @@ func (c *coordinator) gone(p *peerConn, reason string) {
 func (c *coordinator) apply(changes []tree.Change) {
 	for _, ch := range changes {
 		c.obs.changed(ch)
+		if c.moving[ch.Node] == ch.To {
+			delete(c.moving, ch.Node) // back to the parent it was leaving: nothing to cut later
+		}
 		child := c.peers[ch.Node]
 		at := time.Now()
 		c.movedAt[ch.Node] = at
@@ -325,7 +328,9 @@ func (c *coordinator) report(p *peerConn, m *protocol.Message) {
 		if parent, ok := c.tree.Parent(p.id); ok && parent == m.Peer {
 			if from, ok := c.moving[p.id]; ok {
 				delete(c.moving, p.id)
-				c.cut(from, p.id)
+				if from != parent { // back to the parent it left: that edge is the new one
+					c.cut(from, p.id)
+				}
 			}
 			c.onLive(p.id, parent)
 		}
