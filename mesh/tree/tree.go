@@ -38,6 +38,10 @@ type Config struct {
 	GoMaxCapacity      int // clamp on a Go peer's claimed capacity
 	BrowserMaxCapacity int // clamp on a browser's claimed capacity
 	MaxBrowserHops     int // browsers that relay (re-encode) on any path from the source
+	// Prove makes every node earn its children (see Trust): none until it
+	// plays, one until a child plays from it, then its capacity. The server
+	// sets it; without it a node gets its clamped capacity at once.
+	Prove bool
 }
 
 func (c Config) withDefaults() Config {
@@ -76,8 +80,10 @@ type NodeInfo struct {
 	Role     Role     `json:"role"`
 	Kind     Kind     `json:"kind"`
 	Capacity int      `json:"capacity"` // after clamping by policy
-	Depth    int      `json:"depth"`    // 0 for the source, -1 while queued
-	Hops     int      `json:"hops"`     // browsers above this node that re-encode its stream
+	Usable   int      `json:"usable"`   // children placement may give it now (Capacity bounded by Trust)
+	Trust    Trust    `json:"trust"`
+	Depth    int      `json:"depth"` // 0 for the source, -1 while queued
+	Hops     int      `json:"hops"`  // browsers above this node that re-encode its stream
 	Queued   bool     `json:"queued,omitempty"`
 	Children []string `json:"children"` // sorted
 
@@ -101,7 +107,9 @@ type node struct {
 	id       string
 	role     Role
 	kind     Kind
-	cap      int
+	cap      int    // declared capacity, clamped by policy
+	use      int    // usable capacity: cap bounded by trust (see usable)
+	trust    Trust  // what it has shown of forwarding media
 	seq      uint64 // join order: the final tie-break everywhere
 	parent   *node
 	children []*node
@@ -131,7 +139,7 @@ type Tree struct {
 func New(cfg Config) *Tree {
 	cfg = cfg.withDefaults()
 	t := &Tree{cfg: cfg, nodes: make(map[string]*node), ix: newIndex(cfg.MaxBrowserHops + 1)}
-	t.root = &node{role: protocol.RoleSource, kind: protocol.KindGo, cap: cfg.SourceCapacity, placed: true}
+	t.root = &node{role: protocol.RoleSource, kind: protocol.KindGo, cap: cfg.SourceCapacity, use: cfg.SourceCapacity, trust: TrustProven, placed: true}
 	t.reindex(t.root)
 	return t
 }
@@ -139,8 +147,13 @@ func New(cfg Config) *Tree {
 // Config returns the effective policy (defaults filled in).
 func (t *Tree) Config() Config { return t.cfg }
 
+// relayClass reports whether n is placed as a Go relay, above every
+// browser: a Go node that may have children now and either joined as a
+// relay (which, with auth on, takes a relay grant) or has proven it
+// forwards. An unproven Go viewer is placed like any viewer.
 func (t *Tree) relayClass(n *node) bool {
-	return n != t.root && n.kind == protocol.KindGo && n.cap > 0
+	return n != t.root && n.kind == protocol.KindGo && n.use > 0 &&
+		(n.role == protocol.RoleRelay || n.trust == TrustProven)
 }
 
 // below is the number of re-encodes a child of n would see.
@@ -176,8 +189,8 @@ func (t *Tree) rank(ns []*node) []*node {
 			}
 			return 1
 		}
-		if a.cap != b.cap {
-			return b.cap - a.cap
+		if a.use != b.use {
+			return b.use - a.use
 		}
 		if a.seq < b.seq {
 			return -1
@@ -249,7 +262,7 @@ func (t *Tree) Queued(id string) bool {
 func (t *Tree) Len() int { return len(t.nodes) }
 
 // QueueLen returns the number of queued nodes.
-func (t *Tree) QueueLen() int { return t.ix.qRelay.len() + t.ix.qOther.len() }
+func (t *Tree) QueueLen() int { return t.ix.qRelay.len() + t.ix.qOther.len() + t.ix.qBarred.len() }
 
 // MaxDepth returns the depth of the deepest placed node.
 func (t *Tree) MaxDepth() int {
@@ -272,7 +285,7 @@ func (t *Tree) Snapshot() []NodeInfo {
 	for _, n := range t.nodes {
 		info := NodeInfo{
 			ID: n.id, Parent: idOf(n.parent), Role: n.role, Kind: n.kind,
-			Capacity: n.cap, Depth: n.depth, Hops: n.hops, Queued: n.queued,
+			Capacity: n.cap, Usable: n.use, Trust: n.trust, Depth: n.depth, Hops: n.hops, Queued: n.queued,
 			Children: childIDs(n),
 		}
 		if !n.placed {

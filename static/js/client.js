@@ -682,6 +682,9 @@ export class CanopyClient extends EventTarget {
         if (this._firstFrameMs === undefined) this._firstFrameMs = now - this._startedAt;
         this._send({ type: Type.LIVE, peer: this.parentId });
       }
+      // Repeated every few seconds while the parent stays silent, and sent
+      // for a parent that never connects at all (monitor.js): the server
+      // moves this client only on a report.
       if (v.stalled && this.parentId) {
         this._send({ type: Type.STALLED, peer: this.parentId });
         this.dispatchEvent(new CustomEvent('stalled', { detail: { parent: this.parentId } }));
