@@ -31,6 +31,26 @@ const standbyPerSlot = 2
 type standbyLinks struct {
 	of   map[string]string          // child → its standby parent
 	held map[string]map[string]bool // standby parent → its standby children
+	// wanting are the Go peers whose last plan found no standby: a slot
+	// that opens later (a parent proving itself, a leave elsewhere) is not
+	// a change near them, so they are retried a few at a time.
+	wanting map[string]bool
+}
+
+// standbyRetries bounds how many peers without a standby each replan
+// retries: the plan is one departure plan each (~µs at 10⁵ nodes), and
+// joins, moves and live reports come often enough to reach them all.
+const standbyRetries = 32
+
+func (s *standbyLinks) want(child string, none bool) {
+	if s.wanting == nil {
+		s.wanting = make(map[string]bool)
+	}
+	if none {
+		s.wanting[child] = true
+	} else {
+		delete(s.wanting, child)
+	}
 }
 
 func (s *standbyLinks) set(child, parent string) {
@@ -138,11 +158,22 @@ func (c *coordinator) replanStandbys(changes []tree.Change, extra ...string) {
 	for id := range todo {
 		c.restandby(id, c.planStandby(id))
 	}
+	retries := 0
+	for id := range c.standby.wanting {
+		if retries == standbyRetries {
+			break
+		}
+		if !todo[id] {
+			retries++
+			c.restandby(id, c.planStandby(id))
+		}
+	}
 }
 
 // restandby makes want child's standby parent, telling whoever the change
 // concerns. Called with c.mu held.
 func (c *coordinator) restandby(child, want string) {
+	c.standby.want(child, want == "" && standbyCapable(c.peers[child]))
 	cur, had := c.standby.of[child]
 	if had && cur == want {
 		return
@@ -181,6 +212,7 @@ func (c *coordinator) restandby(child, want string) {
 // returns the children it held standby links for, to plan again once the
 // tree has changed. Called with c.mu held.
 func (c *coordinator) forgetStandbys(id string) []string {
+	c.standby.want(id, false)
 	if s := c.standby.drop(id); s != "" {
 		c.ended.add(s, id, time.Now())
 		if q := c.peerOrDeparted(s); q != nil {
@@ -284,7 +316,7 @@ func (c *coordinator) promote(p *peerConn, s string) {
 	}
 	p.send(&protocol.Message{Type: protocol.TypeParent, Peer: parent, Depth: c.tree.Depth(p.id), Standby: c.standby.of[p.id]})
 	if parent != "" {
-		c.stalled(p, parent)
+		c.stalled(p.id, parent)
 	}
 }
 
@@ -297,22 +329,15 @@ var (
 	errParentRecovers = errors.New("the parent itself is recovering")
 )
 
-// silentFromAbove reports whether parent just moved or itself reported its
-// own parent stalled, within the stall policy's windows: its children's
-// silence is its recovery, under way, and a switch of theirs would be
-// churn (the whole stream pausing would move every Go peer at depth 2 and
-// below every stallTimeout). Called with c.mu held.
+// silentFromAbove reports whether parent just moved, or the media broke
+// above it (the trust policy's brokenAbove: it reported its own parent, or
+// a sibling did): its children's silence is its recovery, under way, and
+// a switch of theirs would be churn (the whole stream pausing would move
+// every Go peer at depth 2 and below every stallTimeout). Called with c.mu
+// held.
 func (c *coordinator) silentFromAbove(parent string) bool {
 	now := time.Now()
-	if now.Sub(c.movedAt[parent]) < stallGrace {
-		return true
-	}
-	gp, ok := c.tree.Parent(parent)
-	if !ok || gp == "" {
-		return false
-	}
-	t, reported := c.stalls[gp][parent]
-	return reported && now.Sub(t) < stallWindow
+	return now.Sub(c.movedAt[parent]) < stallGrace || c.brokenAbove(parent, now)
 }
 
 // checkStandbys verifies the standby records against the tree: every

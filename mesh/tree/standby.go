@@ -31,12 +31,12 @@ func (t *Tree) Free(id string) int {
 	if n == nil || !n.placed {
 		return 0
 	}
-	return max(n.cap-len(n.children), 0)
+	return max(n.use-len(n.children), 0)
 }
 
 // Adopt moves id, with its subtree, below parent: a child taking up its hot
 // standby parent when its own parent failed. parent must be placed, outside
-// id's subtree, have a free slot, and sit where id's subtree may go (a Go
+// id's subtree, have a free slot it may use now (trust included), and sit where id's subtree may go (a Go
 // relay below Go only, no path over MaxBrowserHops re-encodes); otherwise
 // the tree is unchanged and the error says why. Freed room then places
 // queued nodes, as every operation does.
@@ -51,7 +51,7 @@ func (t *Tree) Adopt(id, parent string) ([]Change, error) {
 		return nil, nil
 	case t.Under(parent, id):
 		return nil, fmt.Errorf("%w: %q is in %q's subtree", ErrInvalid, parent, id)
-	case len(p.children) >= p.cap:
+	case len(p.children) >= p.use:
 		return nil, fmt.Errorf("%w: %q is full", ErrNoSlot, parent)
 	case t.below(p) > t.allowedClass(n):
 		return nil, fmt.Errorf("%w: %q's subtree would pass too many re-encodes below %q", ErrNoSlot, id, parent)
@@ -62,7 +62,8 @@ func (t *Tree) Adopt(id, parent string) ([]Change, error) {
 	return ch, nil
 }
 
-// Capacity returns id's capacity after clamping (0 for unknown ids).
+// Capacity returns id's declared capacity after clamping by policy, not
+// bounded by trust (0 for unknown ids).
 func (t *Tree) Capacity(id string) int {
 	if n := t.nodes[id]; n != nil {
 		return n.cap
