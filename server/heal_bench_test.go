@@ -12,9 +12,12 @@ import (
 // BenchmarkOrphanStall kills the relay that feeds everyone (the source's
 // only child) once per iteration and measures, for each viewer, the gap
 // between its last frame before the kill and its first frame after it, and
-// the time from the kill to that first frame. Every viewer holds a hot
-// standby link (README "Standby parents"); the benchmark counts the
-// viewers that switched to it, with no negotiation. Run with
+// the time from the kill to that first frame, and counts the viewers that
+// switched over a hot standby link (README "Standby parents"). Here the
+// heir is the other relay, which joined below the killed one and has not
+// proven itself (trust): it has one usable slot, so one orphan holds a
+// standby link to it and the others are placed once it plays; see
+// BenchmarkOrphanStallHot for a tree where every orphan has one. Run with
 // -benchtime=20x for 20 kills; it prints p50/p95/max of both.
 func BenchmarkOrphanStall(b *testing.B) {
 	_, url := startServer(b, tree.Config{SourceCapacity: 1})
