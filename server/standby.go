@@ -311,13 +311,11 @@ func (c *coordinator) promote(p *peerConn, s string) {
 		}
 	}
 	c.log.Info("standby switch refused", "peer", p.id, "parent", parent, "standby", s, "err", err)
-	if !placed {
-		return
+	if !placed || parent == "" {
+		return // queued, the source, or below a vacant root: no parent to go back to
 	}
 	p.send(&protocol.Message{Type: protocol.TypeParent, Peer: parent, Depth: c.tree.Depth(p.id), Standby: c.standby.of[p.id]})
-	if parent != "" {
-		c.stalled(p.id, parent)
-	}
+	c.stalled(p.id, parent)
 }
 
 // Reasons a standby switch is refused.

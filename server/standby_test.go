@@ -300,3 +300,38 @@ func TestStandbySwitchWithoutServer(t *testing.T) {
 // stallTimeoutForTest is mesh's stallTimeout: frames that late after the
 // kill can only have come from the standby.
 const stallTimeoutForTest = 1500 * time.Millisecond
+
+// A peer that says promote for a peer that is not its standby (or sends
+// the server's own standby message) changes nothing: its parent stays,
+// it is told its parent again, and bad forms get bad_message.
+func TestHostilePromote(t *testing.T) {
+	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
+	_, srcID := join(t, url, protocol.RoleSource, protocol.KindGo, "hp", 1)
+	relay, relayID := join(t, url, protocol.RoleRelay, protocol.KindGo, "hp", 2)
+	relay.claimLive(s, "hp", relayID)
+	v, vID := join(t, url, protocol.RoleViewer, protocol.KindGo, "hp", 0)
+	waitFor(t, 10*time.Second, "viewer under the relay", func() bool { return parentOf(s, "hp", vID) == relayID })
+
+	v.send(`{"type":"promote","peer":"` + srcID + `"}`) // the source is not its standby
+	if m := v.next(protocol.TypeParent); m.Peer != relayID {
+		t.Errorf("after a refused promote the viewer was told parent %q, want %q", m.Peer, relayID)
+	}
+	if p := parentOf(s, "hp", vID); p != relayID {
+		t.Errorf("a promote to a non-standby moved the viewer to %q", p)
+	}
+	v.send(`{"type":"promote","peer":"a b"}`)
+	if m := v.next(protocol.TypeError); m.Code != protocol.CodeBadMessage {
+		t.Errorf("bad promote: code %q", m.Code)
+	}
+	v.send(`{"type":"standby","standby":"` + srcID + `"}`)
+	if m := v.next(protocol.TypeError); m.Code != protocol.CodeBadMessage {
+		t.Errorf("a peer sending standby: code %q", m.Code)
+	}
+	relay.send(`{"type":"promote","peer":"` + vID + `"}`) // a parent promoting its own child
+	relay.send(`{"type":"teleport"}`) // answered in order: the promote was handled before
+	relay.next(protocol.TypeError)
+	if p := parentOf(s, "hp", vID); p != relayID {
+		t.Errorf("the viewer moved to %q", p)
+	}
+	checkStandbys(t, s, "hp")
+}
