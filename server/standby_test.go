@@ -328,7 +328,7 @@ func TestHostilePromote(t *testing.T) {
 		t.Errorf("a peer sending standby: code %q", m.Code)
 	}
 	relay.send(`{"type":"promote","peer":"` + vID + `"}`) // a parent promoting its own child
-	relay.send(`{"type":"teleport"}`) // answered in order: the promote was handled before
+	relay.send(`{"type":"teleport"}`)                     // answered in order: the promote was handled before
 	relay.next(protocol.TypeError)
 	if p := parentOf(s, "hp", vID); p != relayID {
 		t.Errorf("the viewer moved to %q", p)
