@@ -37,6 +37,15 @@ type standbyLinks struct {
 	wanting map[string]bool
 }
 
+// standbyAncestorWalk bounds how far up from a new parent replanStandbys
+// looks for standby records that now point into the moved subtree: placement
+// keeps proven trees within a few levels of log_k N (depth 9 at 10⁵ peers
+// with k=4), while a chain of peers on trial, which never played, could
+// make the walk as long as the stream. A record deeper than this that did
+// go stale is harmless: every use checks it again (tree.Adopt refuses a
+// descendant, and the planner never places a node below one).
+const standbyAncestorWalk = 64
+
 // standbyRetries bounds how many peers without a standby each replan
 // retries: the plan is one departure plan each (~µs at 10⁵ nodes), and
 // joins, moves and live reports come often enough to reach them all.
@@ -85,7 +94,9 @@ func standbyCapable(p *peerConn) bool {
 }
 
 // planStandby is the standby parent child should hold a link to now, or "".
-// Called with c.mu held.
+// tree.Standby never names the child's own descendant (it plans the real
+// departure, which places nobody below themselves; the tree's property
+// tests and TestStandbyPlanProperty check it). Called with c.mu held.
 func (c *coordinator) planStandby(child string) string {
 	if !standbyCapable(c.peers[child]) {
 		return ""
@@ -96,10 +107,6 @@ func (c *coordinator) planStandby(child string) string {
 	}
 	if parent, _ := c.tree.Parent(child); s == parent || c.moving[child] == s {
 		return "" // an edge between them is up already; plan again when it ends
-	}
-	if c.tree.Under(s, child) {
-		c.log.Error("standby plan below the child itself; ignored", "child", child, "standby", s)
-		return ""
 	}
 	limit := standbyPerSlot * c.tree.Capacity(s)
 	if held := c.standby.held[s]; (!held[child] && len(held) >= limit) || len(held) > limit {
@@ -149,10 +156,12 @@ func (c *coordinator) replanStandbys(changes []tree.Change, extra ...string) {
 				add(k)
 			}
 		}
-		for a, ok := ch.To, ch.To != ""; ok && a != ""; a, ok = c.tree.Parent(a) {
+		hops := 0
+		for a, ok := ch.To, ch.To != ""; ok && a != "" && hops < standbyAncestorWalk; a, ok = c.tree.Parent(a) {
 			if c.standby.of[a] != "" {
 				add(a)
 			}
+			hops++
 		}
 	}
 	for id := range todo {

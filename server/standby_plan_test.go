@@ -155,3 +155,47 @@ func standbyPlanRun(t *testing.T, seed uint64) {
 	t.Logf("%d peers, %d standby links, %d promotions", len(live), len(c.standby.of), promotions)
 	c.mu.Unlock()
 }
+
+// BenchmarkCoordinatorJoinStandby measures what a join costs the
+// coordinator with standby planning, in a stream of Go peers (relays of
+// capacity 4 and viewers, as many as b.N): placement, messages, and the
+// standby plans of everyone the join affects.
+func BenchmarkCoordinatorJoinStandby(b *testing.B) {
+	c := newCoordinator("bench", tree.Config{SourceCapacity: 4}, testLogger(), nil)
+	mk := func(role protocol.Role, capacity int) *peerConn {
+		hello := &protocol.Message{Type: protocol.TypeHello, Version: protocol.Version, Role: role, Kind: protocol.KindGo, Stream: "bench", Capacity: capacity}
+		if role == protocol.RoleSource {
+			hello.Tracks = []protocol.Track{{ID: "video", Kind: "video", MimeType: "video/VP8", ClockRate: 90000}}
+		}
+		return &peerConn{id: newPeerID(), log: testLogger(), out: make(chan []byte, sendBuffer), closed: make(chan struct{}), hello: hello}
+	}
+	src := mk(protocol.RoleSource, 4)
+	if err := c.join(src, src.hello); err != nil {
+		b.Fatal(err)
+	}
+	peers := make([]*peerConn, b.N)
+	for i := range peers {
+		if i%4 == 0 {
+			peers[i] = mk(protocol.RoleRelay, 4)
+		} else {
+			peers[i] = mk(protocol.RoleViewer, 0)
+		}
+	}
+	b.ResetTimer()
+	for i, p := range peers {
+		if err := c.join(p, p.hello); err != nil {
+			b.Fatal(err)
+		}
+		if i%32 == 31 { // peers read their messages: queues stay short
+			for _, q := range append(peers[:i+1:i+1], src) {
+				for len(q.out) > 0 {
+					<-q.out
+				}
+			}
+		}
+	}
+	b.StopTimer()
+	c.mu.Lock()
+	b.ReportMetric(float64(len(c.standby.of)), "standby-links")
+	c.mu.Unlock()
+}
