@@ -68,16 +68,14 @@ func checkStandbys(t *testing.T, s *Server, stream string) {
 
 // hotTopology starts a source (capacity 2), two Go relays under it and six
 // Go viewers, and returns the relay feeding more viewers, the other one,
-// and the viewers the first feeds (at least two). dial, if set, is the
-// server address the first relay to join uses.
-func hotTopology(t *testing.T, url, dial, stream string) (src *testSource, top, other *testViewer, orphans []*testViewer) {
+// and the viewers the first feeds (at least two). dials are the server
+// addresses the two relays use; which the returned top relay has is
+// topIndex.
+func hotTopology(t *testing.T, url string, dials [2]string, stream string) (src *testSource, top, other *testViewer, orphans []*testViewer, topIndex int) {
 	t.Helper()
 	src = startSource(t, url, stream, 2)
-	if dial == "" {
-		dial = url
-	}
-	a := startPeer(t, dial, stream, protocol.RoleRelay, 8, src)
-	b := startPeer(t, url, stream, protocol.RoleRelay, 8, src)
+	a := startPeer(t, dials[0], stream, protocol.RoleRelay, 8, src)
+	b := startPeer(t, dials[1], stream, protocol.RoleRelay, 8, src)
 	for _, r := range []*testViewer{a, b} {
 		waitFor(t, 10*time.Second, "relays under the source", func() bool { return r.node.Parent() == src.node.ID() })
 	}
@@ -87,8 +85,8 @@ func hotTopology(t *testing.T, url, dial, stream string) (src *testSource, top, 
 		under[v.node.Parent()] = append(under[v.node.Parent()], v)
 	}
 	top, other = a, b
-	if dial == url && len(under[b.node.ID()]) > len(under[a.node.ID()]) {
-		top, other = b, a
+	if len(under[b.node.ID()]) > len(under[a.node.ID()]) {
+		top, other, topIndex = b, a, 1
 	}
 	orphans = under[top.node.ID()]
 	if len(orphans) < 2 {
@@ -97,7 +95,7 @@ func hotTopology(t *testing.T, url, dial, stream string) (src *testSource, top, 
 	for _, o := range orphans {
 		waitFor(t, 10*time.Second, "a standby for every orphan-to-be", func() bool { return o.node.Standby() != "" })
 	}
-	return src, top, other, orphans
+	return src, top, other, orphans, topIndex
 }
 
 // TestStandbyTakesOverOnKill kills a relay (as a crashed process would:
@@ -108,7 +106,7 @@ func hotTopology(t *testing.T, url, dial, stream string) (src *testSource, top, 
 func TestStandbyTakesOverOnKill(t *testing.T) {
 	var offers offerCounter
 	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 2}, onMessage: offers.see})
-	src, top, other, orphans := hotTopology(t, url, "", "hot")
+	src, top, other, orphans, _ := hotTopology(t, url, [2]string{url, url}, "hot")
 	checkStandbys(t, s, "hot")
 	standby := make(map[*testViewer]string)
 	offersBefore := make(map[*testViewer]int)
@@ -247,8 +245,10 @@ func holdingProxy(t *testing.T, server string) (addr string, freeze func()) {
 func TestStandbySwitchWithoutServer(t *testing.T) {
 	var offers offerCounter
 	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 2}, onMessage: offers.see})
-	proxy, freeze := holdingProxy(t, url)
-	_, top, other, orphans := hotTopology(t, url, proxy, "silent")
+	proxyA, freezeA := holdingProxy(t, url)
+	proxyB, freezeB := holdingProxy(t, url)
+	_, top, other, orphans, topIndex := hotTopology(t, url, [2]string{proxyA, proxyB}, "silent")
+	freeze := []func(){freezeA, freezeB}[topIndex]
 	var movers []*testViewer
 	standby := make(map[*testViewer]string)
 	for _, o := range orphans {
