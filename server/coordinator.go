@@ -126,7 +126,7 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 		}
 	}
 	c.peers[p.id] = p
-	p.send(&protocol.Message{Type: protocol.TypeWelcome, ID: p.id, Stream: c.id, Tracks: c.tracks, ICEServers: p.iceServers, Reclaim: p.reclaim})
+	p.send(&protocol.Message{Type: protocol.TypeWelcome, ID: p.id, Stream: c.id, Tracks: c.tracks, ICEServers: p.iceServers, Reclaim: p.reclaim, Private: p.private})
 	if c.source == nil && hello.Role != protocol.RoleSource {
 		p.send(&protocol.Message{Type: protocol.TypeOffline, Reason: "the stream's source is not connected"})
 	}
@@ -135,7 +135,7 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 		// they learn its tracks before their new parent's offer arrives.
 		for _, q := range c.peers {
 			if q != p {
-				q.send(&protocol.Message{Type: protocol.TypeWelcome, ID: q.id, Stream: c.id, Tracks: c.tracks, ICEServers: q.iceServers})
+				q.send(&protocol.Message{Type: protocol.TypeWelcome, ID: q.id, Stream: c.id, Tracks: c.tracks, ICEServers: q.iceServers, Private: q.private})
 			}
 		}
 	}
@@ -302,6 +302,9 @@ func (c *coordinator) signal(p *peerConn, m *protocol.Message) error {
 	}
 	if err := forward(p, to, m.Sig, now); err != nil {
 		return err
+	}
+	if m.Sig = privateSignal(p, m.Sig); m.Sig == nil { // privacy.go: only relay candidates leave a private peer
+		return nil
 	}
 	to.send(&protocol.Message{Type: protocol.TypeSignal, Peer: p.id, Sig: m.Sig})
 	return nil

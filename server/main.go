@@ -46,6 +46,7 @@ func run(args []string) error {
 	udpPort := fs.Int("udp-port", 0, "serve all of the server's in-process peers (the demo source) on this one UDP port (0: any ports)")
 	allowOrigin := fs.String("allow-origin", "", "comma-separated origins (https://site.example) trusted like the server's own pages: their pages may publish, relay and watch private streams; * allows any")
 	embedOrigins := fs.String("embed-origins", "", "comma-separated origins where the player may be embedded (iframe frame-ancestors, the component's WebSocket origin); empty: any site, as a viewer that does not relay")
+	privacy := fs.String("privacy", "", "private mode by default: relay (every viewer) or relay:stream,… (those streams' viewers) connect through TURN only and relay to nobody; needs TURN")
 	sec := registerSecurityFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -74,9 +75,18 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Privacy, err = parsePrivacy(*privacy); err != nil {
+		return err
+	}
+	// A loopback-only server's peers are all on the host: its TURN relay
+	// must reach 127.0.0.1, or private viewers reach nobody (turnloopback.go).
+	sec.turnLimits.AllowLoopback = *loopback
 	turnSrv, err := sec.startTURN(fs, &cfg, log)
 	if err != nil {
 		return err
+	}
+	if cfg.Privacy.enabled() && cfg.TURN == nil {
+		return errors.New("-privacy needs TURN: the embedded relay (-turn, its port free) or -turn-url")
 	}
 	if turnSrv != nil {
 		defer turnSrv.Close()
@@ -303,6 +313,9 @@ func (f *securityFlags) startTURN(fs *flag.FlagSet, cfg *Config, log *slog.Logge
 	}
 	tc := f.turnLimits
 	tc.Listen, tc.RelayIP, tc.Secret, tc.Logger = net.JoinHostPort("", strconv.Itoa(*f.turnPort)), publicIP, secret, log
+	if tc.AllowLoopback && publicIP == nil {
+		tc.RelayIP = net.IPv4(127, 0, 0, 1) // relayed candidates a loopback-only host can reach
+	}
 	ts, err := StartTURN(tc)
 	if err != nil {
 		if explicit["turn-port"] {

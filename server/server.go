@@ -42,6 +42,9 @@ type Config struct {
 	// HTTP bounds TCP connections and plain HTTP requests; zero fields
 	// take defaults. See listener.go.
 	HTTP HTTPLimits
+	// Privacy makes private mode (relay-only ICE, no children) the
+	// default for some or all viewers. See privacy.go.
+	Privacy PrivacyConfig
 	// Collectors are more Prometheus collectors for /metrics (the embedded
 	// TURN relay's).
 	Collectors []prometheus.Collector
@@ -65,6 +68,8 @@ type Server struct {
 	peers    *peerSlots   // signaling connections against -max-peers (caps.go)
 	http     *http.Server // what Serve serves with (listener.go)
 	conns    *connTracker // open TCP connections per address and in all
+
+	privacy *privacyPolicy // private mode (privacy.go)
 }
 
 // errNotFound is the API's answer for an unknown stream.
@@ -91,6 +96,7 @@ func NewServer(cfg Config) *Server {
 	s.http = s.newHTTPServer()
 	s.guard = newGuard(cfg)
 	s.gate = newGate(s.guard.auth, cfg)
+	s.privacy = newPrivacyPolicy(cfg)
 	s.peers = &peerSlots{max: s.guard.lim.MaxPeers}
 	s.hub.maxStreams = s.guard.lim.MaxStreams
 	s.hub.names = newNameHolds(s.guard.lim.ReclaimGrace)

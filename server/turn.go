@@ -97,6 +97,13 @@ type TURNConfig struct {
 	// networks. The host's own addresses are refused whatever it says
 	// (see peerPolicy).
 	AllowPeer func(net.IP) bool
+	// AllowLoopback lets allocations reach loopback addresses, which are
+	// the host's own, at any port but the relay's: for a server whose
+	// peers all run on the host (-loopback-only: tests, a demo on a laptop
+	// without a network), where a private viewer's relayed candidate must
+	// reach a parent on 127.0.0.1. Never on a server with a network: every
+	// local service listening on loopback becomes reachable through it.
+	AllowLoopback bool
 	// UserQuota, AddrQuota: allocations one credential and one client
 	// address (IPv6: its /64) may hold; 0 means the defaults, negative no
 	// limit. MaxAllocations caps the whole relay (0: derived from the
@@ -144,6 +151,9 @@ func StartTURN(cfg TURNConfig) (*TURNServer, error) {
 		listenIP = a.IP
 	}
 	policy := newPeerPolicy(cfg.AllowPeer, cfg.RelayNet, relayIP, listenIP)
+	if cfg.AllowLoopback {
+		policy.allowLoopback(portOf(conn.LocalAddr()))
+	}
 	lim := newTURNLimits(cfg, policy, log)
 	srv, err := turn.NewServer(turn.ServerConfig{
 		Realm:         turnRealm,

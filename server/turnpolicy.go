@@ -89,6 +89,9 @@ type peerPolicy struct {
 	allow  func(net.IP) bool
 	fixed  []netip.Addr
 	ifaces func() ([]net.Addr, error)
+	// loopback admits loopback peers at any port but ownPort (turnloopback.go).
+	loopback bool
+	ownPort  int
 
 	mu   sync.Mutex
 	self map[netip.Addr]bool
@@ -130,6 +133,9 @@ func (p *peerPolicy) permit(ip net.IP) bool {
 	if !ok {
 		return false
 	}
+	if p.loopback && a.Unmap().IsLoopback() {
+		return true
+	}
 	return !p.isSelf(a.Unmap()) && p.allow(ip)
 }
 
@@ -140,9 +146,9 @@ func (p *peerPolicy) permit(ip net.IP) bool {
 func (p *peerPolicy) permitAddr(addr net.Addr) bool {
 	switch a := addr.(type) {
 	case *net.UDPAddr:
-		return p.permit(a.IP)
+		return p.loopbackPortOK(a.IP, a.Port) && p.permit(a.IP)
 	case *net.TCPAddr:
-		return p.permit(a.IP)
+		return p.loopbackPortOK(a.IP, a.Port) && p.permit(a.IP)
 	}
 	return false
 }

@@ -66,6 +66,8 @@ type peerConn struct {
 	origin originClass
 	// reclaim is the secret a source is handed in its welcome (caps.go).
 	reclaim string
+	// private: a viewer in private mode, set at admission (privacy.go).
+	private bool
 	// stats is the peer's last report; guarded by its coordinator's mu.
 	stats protocol.Stats
 	// budgets bound the signals it sends along each edge and receives
@@ -315,7 +317,7 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 				p.send(protocol.Errorf(protocol.CodeUnauthorized, "%v", err))
 				continue
 			}
-			coord.setCapacity(p, capacity)
+			coord.setCapacity(p, privateCapacity(p, capacity))
 		case protocol.TypeLive, protocol.TypeStalled, protocol.TypeStats:
 			if coord == nil {
 				p.send(protocol.Errorf(protocol.CodeState, "%s before hello", m.Type))
@@ -370,6 +372,10 @@ func (s *Server) admit(p *peerConn, hello *protocol.Message) error {
 		p.log.Info("capacity clamped by token", "claimed", hello.Capacity, "allowed", capacity)
 		hello.Capacity = capacity
 	}
+	if err := s.privacy.admit(p, hello); err != nil {
+		s.hub.refused(hello.Stream, hello.Role, outcomeRefused)
+		return err
+	}
 	p.grant, p.hello = gr, hello
 	return nil
 }
@@ -392,6 +398,8 @@ func errorCode(err error) string {
 		return protocol.CodeNotFound
 	case errors.Is(err, ErrOrigin):
 		return protocol.CodeUnauthorized
+	case errors.Is(err, errPrivateNeedsTURN):
+		return protocol.CodeUnavailable
 	case errors.Is(err, tree.ErrSourcePresent):
 		return protocol.CodeStreamTaken
 	case errors.Is(err, tree.ErrInvalid), errors.Is(err, tree.ErrExists):
