@@ -303,7 +303,7 @@ func (c *coordinator) signal(p *peerConn, m *protocol.Message) error {
 	if err := forward(p, to, m.Sig, now); err != nil {
 		return err
 	}
-	if m.Sig = privateSignal(p, m.Sig); m.Sig == nil { // privacy.go: only relay candidates leave a private peer
+	if m.Sig = outgoingSignal(p, to, m.Sig); m.Sig == nil { // privacy.go: only relay candidates leave a private peer
 		return nil
 	}
 	to.send(&protocol.Message{Type: protocol.TypeSignal, Peer: p.id, Sig: m.Sig})

@@ -114,6 +114,16 @@ func privateCapacity(p *peerConn, capacity int) int {
 	return capacity
 }
 
+// outgoingSignal is what the server forwards of a signal from p to `to`
+// (privateSignal), shown to Config.onForward.
+func outgoingSignal(p, to *peerConn, sig *protocol.Signal) *protocol.Signal {
+	sig = privateSignal(p, sig)
+	if sig != nil && p.onForward != nil {
+		p.onForward(p.id, to.id, sig)
+	}
+	return sig
+}
+
 // privateSignal is what the server forwards of a signal from p: the signal
 // itself, or for a private peer its relay candidates only (nil when
 // nothing is left to forward). Called from coordinator.signal.
@@ -255,14 +265,18 @@ func relayOnlySDP(sdp string) string {
 	return strings.Join(out, "\n")
 }
 
-// withPort replaces the port of an m= line.
+// withPort replaces the port of an m= line, keeping its line end.
 func withPort(m, port string) string {
 	f := strings.Fields(m)
 	if len(f) < 2 {
 		return m
 	}
 	f[1] = port
-	return strings.Join(f, " ")
+	out := strings.Join(f, " ")
+	if strings.HasSuffix(m, "\r") {
+		out += "\r"
+	}
+	return out
 }
 
 // canonAddr spells an IP address one way, so an SDP's c= line and its

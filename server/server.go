@@ -52,6 +52,9 @@ type Config struct {
 	// onMessage, if set, sees every decoded message before it is handled;
 	// tests use it to make one peer's handling panic.
 	onMessage func(*protocol.Message)
+	// onForward, if set, sees every signal the server forwards, as it
+	// forwards it (after privacy.go's filter); called under the stream's lock.
+	onForward func(from, to string, sig *protocol.Signal)
 }
 
 // Server is the directory: signaling, the per-stream coordinators, the

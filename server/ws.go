@@ -68,6 +68,8 @@ type peerConn struct {
 	reclaim string
 	// private: a viewer in private mode, set at admission (privacy.go).
 	private bool
+	// onForward is Config.onForward, for tests.
+	onForward func(from, to string, sig *protocol.Signal)
 	// stats is the peer's last report; guarded by its coordinator's mu.
 	stats protocol.Stats
 	// budgets bound the signals it sends along each edge and receives
@@ -182,6 +184,8 @@ func (s *Server) handleWS(c *gin.Context) {
 		lim:    g.lim,
 		grant:  gr,
 		origin: s.gate.classify(c.Request),
+
+		onForward: s.cfg.onForward,
 	}
 	p.iceServers = s.cfg.ICEServers
 	if g.turn != nil {
