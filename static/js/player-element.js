@@ -9,7 +9,9 @@
 // browsers may refuse), autoplay ("0" waits for a click), controls ("0" hides
 // them), relay ("0" opts out of relaying, "1" opts in; otherwise the viewer's
 // remembered choice or the connection decides), stats ("1" shows the
-// figures panel at start), token (a viewing token, for a private stream).
+// figures panel at start), token (a viewing token, for a private stream),
+// private ("1" watches in private mode: through the server's TURN relay
+// only, so no other viewer learns this one's address, and never relaying).
 
 import { CanopyClient } from './client.js';
 import { validID } from './protocol.js';
@@ -69,6 +71,7 @@ const TEMPLATE = `
       <dt>depth</dt><dd id="p-depth">—</dd>
       <dt>video</dt><dd id="p-video">—</dd>
       <dt>relaying to</dt><dd id="p-relay">—</dd>
+      <dt>address</dt><dd id="p-privacy" title="Private mode: you connect through the server's TURN relay, so no other viewer learns your network address">—</dd>
     </dl>
   </div>
   <div class="controls" part="controls">
@@ -104,7 +107,7 @@ function adoptStyle(root) {
 }
 
 export class CanopyPlayer extends HTMLElement {
-  static get observedAttributes() { return ['stream', 'server', 'relay']; }
+  static get observedAttributes() { return ['stream', 'server', 'relay', 'private']; }
 
   constructor() {
     super();
@@ -120,6 +123,7 @@ export class CanopyPlayer extends HTMLElement {
       title: $('title'), detail: $('detail'), badge: $('badge'), hint: $('hint'), panel: $('panel'),
       mute: $('mute'), stats: $('stats'), fullscreen: $('fullscreen'),
       latency: $('p-latency'), bitrate: $('p-bitrate'), depth: $('p-depth'), res: $('p-video'), relay: $('p-relay'),
+      privacy: $('p-privacy'),
       play: /** @type {HTMLElement} */ (root.querySelector('.play')),
     };
     /** The client playing the stream; null until started. @type {CanopyClient|null} */
@@ -142,8 +146,12 @@ export class CanopyPlayer extends HTMLElement {
     if (!v) this.video.play().catch(() => {});
   }
 
+  /** Whether this player watches in private mode: asked for (private="1") or set by the server. */
+  get private() { return this.getAttribute('private') === '1' || !!this.client?.private; }
+
   /** Children this player offers to feed, from the relay attribute and the viewer's settings. */
   get relayCapacity() {
+    if (this.getAttribute('private') === '1') return 0;
     const attr = this.getAttribute('relay');
     if (attr !== null) return relayCapacity({ param: attr });
     return browserRelayCapacity('');
@@ -177,7 +185,8 @@ export class CanopyPlayer extends HTMLElement {
       this.client.setCapacity(this.relayCapacity);
       return;
     }
-    // A new stream or server: start over.
+    // A new stream, server or privacy mode: start over (every connection's
+    // ICE policy changes with private mode).
     this.stop();
     this.play();
   }
@@ -200,7 +209,10 @@ export class CanopyPlayer extends HTMLElement {
         return;
       }
     }
-    const client = new CanopyClient({ server, stream, capacity: this.relayCapacity, token: this.getAttribute('token') || undefined });
+    const client = new CanopyClient({
+      server, stream, capacity: this.relayCapacity, token: this.getAttribute('token') || undefined,
+      private: this.getAttribute('private') === '1',
+    });
     this.client = client;
     client.addEventListener('statechange', (ev) => {
       const { state, reason } = /** @type {CustomEvent} */ (ev).detail;
@@ -337,6 +349,7 @@ export class CanopyPlayer extends HTMLElement {
     const n = this.client ? [...this.client.children.values()].filter((c) => c.connected).length : s.children;
     ui.relay.textContent = relayLabel(n, s.capacity);
     ui.relay.classList.toggle('relay-on', n > 0);
+    ui.privacy.textContent = this.private ? 'private' : 'direct';
   }
 
   /** @param {string} type @param {object} detail */

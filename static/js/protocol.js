@@ -70,6 +70,7 @@ export const Code = Object.freeze({
   INTERNAL: 'internal', // the server failed; try again
   UNAUTHORIZED: 'unauthorized', // a missing, invalid or insufficient token; the server closes
   RATE_LIMITED: 'rate_limited', // a message over its budget was dropped; the connection stays up
+  UNAVAILABLE: 'unavailable', // the server cannot serve this as asked (private mode without TURN); the server closes
 });
 
 /**
@@ -129,6 +130,7 @@ export const Code = Object.freeze({
  * @property {number} [capacity] hello
  * @property {string} [token] hello
  * @property {Track[]} [tracks] hello from a source; welcome
+ * @property {boolean} [private] hello from a viewer: watch in private mode (relay-only ICE, no children); welcome: this viewer is in private mode
  * @property {string} [id] welcome: this peer's id
  * @property {ICEServer[]} [iceServers] welcome
  * @property {string} [reclaim] welcome to a source: the secret that reclaims its stream name after a drop; hello from a source: that secret
@@ -183,13 +185,13 @@ function truncate(s, n) {
 
 // Field shapes of each JSON object, as the Go structs declare them. Go's
 // decoder is run with DisallowUnknownFields, so unknown keys are errors.
-/** @typedef {'string'|'int'|'uint'|'uint32'|'uint16'|'number'|'array'|'object'|'any'} FieldType */
+/** @typedef {'string'|'bool'|'int'|'uint'|'uint32'|'uint16'|'number'|'array'|'object'|'any'} FieldType */
 /** @type {Record<string, FieldType>} */
 const MESSAGE_FIELDS = {
   type: 'string', v: 'int', role: 'string', kind: 'string', stream: 'string',
   capacity: 'int', token: 'string', tracks: 'array', id: 'string', iceServers: 'array',
   peer: 'string', depth: 'int', signal: 'object', standby: 'string', stats: 'object',
-  code: 'string', reason: 'string', reclaim: 'string',
+  code: 'string', reason: 'string', reclaim: 'string', private: 'bool',
 };
 /** @type {Record<string, FieldType>} */
 const TRACK_FIELDS = {
@@ -235,6 +237,7 @@ function checkShape(obj, fields, where) {
     let ok;
     switch (want) {
       case 'string': ok = typeof v === 'string'; break;
+      case 'bool': ok = typeof v === 'boolean'; break;
       case 'int': ok = Number.isSafeInteger(v); break;
       case 'uint': ok = Number.isSafeInteger(v) && /** @type {number} */ (v) >= 0; break;
       case 'number': ok = typeof v === 'number' && Number.isFinite(v); break;
@@ -329,6 +332,7 @@ function validateHello(m) {
   if (capacity < 0 || capacity > MAX_CAPACITY) throw invalid(`capacity must be 0-${MAX_CAPACITY}`);
   if (m.token && byteLength(m.token) > MAX_TOKEN_LENGTH) throw invalid(`token longer than ${MAX_TOKEN_LENGTH}`);
   if (m.reclaim && byteLength(m.reclaim) > MAX_RECLAIM_LENGTH) throw invalid(`reclaim longer than ${MAX_RECLAIM_LENGTH}`);
+  if (m.private && m.role !== Role.VIEWER) throw invalid('only a viewer watches in private mode');
   if (m.role === Role.SOURCE) return validateTracks(m.tracks ?? [], true);
   if ((m.tracks ?? []).length !== 0) throw invalid('only a source declares tracks');
 }
@@ -398,7 +402,7 @@ function omitEmpty(obj) {
   /** @type {Record<string, any>} */
   const out = {};
   for (const [k, v] of Object.entries(obj)) {
-    if (v === undefined || v === null || v === '' || v === 0 || (Array.isArray(v) && v.length === 0)) continue;
+    if (v === undefined || v === null || v === '' || v === 0 || v === false || (Array.isArray(v) && v.length === 0)) continue;
     out[k] = v;
   }
   return out;
