@@ -81,12 +81,18 @@ func run(args []string) error {
 	// A loopback-only server's peers are all on the host: its TURN relay
 	// must reach 127.0.0.1, or private viewers reach nobody (turnloopback.go).
 	sec.turnLimits.AllowLoopback = *loopback
+	// The in-process peers' one ICE port is the only place on the host the
+	// relay may reach: a private viewer under the demo source needs it.
+	sec.turnLimits.SelfPorts = []int{*udpPort}
 	turnSrv, err := sec.startTURN(fs, &cfg, log)
 	if err != nil {
 		return err
 	}
 	if cfg.Privacy.enabled() && cfg.TURN == nil {
 		return errors.New("-privacy needs TURN: the embedded relay (-turn, its port free) or -turn-url")
+	}
+	if cfg.Privacy.enabled() && *demo && *udpPort == 0 && !*loopback && turnSrv != nil {
+		log.Warn("-privacy without -udp-port: the embedded TURN relay cannot reach the demo source, so private viewers need a Go relay (client relay) to be fed")
 	}
 	if turnSrv != nil {
 		defer turnSrv.Close()

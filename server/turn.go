@@ -104,6 +104,12 @@ type TURNConfig struct {
 	// reach a parent on 127.0.0.1. Never on a server with a network: every
 	// local service listening on loopback becomes reachable through it.
 	AllowLoopback bool
+	// SelfPorts are UDP ports at which the relay may reach the host's own
+	// addresses: the ICE port of the server's in-process peers (-udp-port),
+	// so a private viewer, which connects only through the relay, can be
+	// fed by the demo source or a WHIP/WHEP node. Nothing else on the host
+	// becomes reachable.
+	SelfPorts []int
 	// UserQuota, AddrQuota: allocations one credential and one client
 	// address (IPv6: its /64) may hold; 0 means the defaults, negative no
 	// limit. MaxAllocations caps the whole relay (0: derived from the
@@ -154,6 +160,7 @@ func StartTURN(cfg TURNConfig) (*TURNServer, error) {
 	if cfg.AllowLoopback {
 		policy.allowLoopback(portOf(conn.LocalAddr()))
 	}
+	policy.allowSelfPorts(cfg.SelfPorts)
 	lim := newTURNLimits(cfg, policy, log)
 	srv, err := turn.NewServer(turn.ServerConfig{
 		Realm:         turnRealm,
