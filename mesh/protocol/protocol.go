@@ -179,6 +179,11 @@ type Message struct {
 	// for or by the server's policy (-privacy). See server/privacy.go.
 	Private bool `json:"private,omitempty"`
 
+	// Passthrough, on a browser's hello, says it relays the encoded frames it
+	// receives unchanged (no decode, no encode), so its hop does not count
+	// against the tree's re-encode bound (tree.Config.MaxBrowserHops).
+	Passthrough bool `json:"passthrough,omitempty"`
+
 	// welcome
 	ID         string      `json:"id,omitempty"`
 	ICEServers []ICEServer `json:"iceServers,omitempty"`
@@ -357,6 +362,9 @@ func (m *Message) validateHello() error {
 	}
 	if m.Private && m.Role != RoleViewer {
 		return invalid("only a viewer watches in private mode")
+	}
+	if m.Passthrough && (m.Kind != KindBrowser || m.Role == RoleSource) {
+		return invalid("only a relaying browser declares passthrough")
 	}
 	if m.Role == RoleSource {
 		return validateTracks(m.Tracks, true)

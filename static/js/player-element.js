@@ -10,6 +10,8 @@
 // them), relay ("0" opts out of relaying, "1" opts in; otherwise the viewer's
 // remembered choice or the connection decides), stats ("1" shows the
 // figures panel at start), token (a viewing token, for a private stream),
+// passthrough ("0" relays by re-encoding even in a browser that can pass
+// frames through; for comparisons),
 // private ("1" watches in private mode: through the server's TURN relay
 // only, so no other viewer learns this one's address, and never relaying).
 
@@ -71,6 +73,7 @@ const TEMPLATE = `
       <dt>depth</dt><dd id="p-depth">—</dd>
       <dt>video</dt><dd id="p-video">—</dd>
       <dt>relaying to</dt><dd id="p-relay">—</dd>
+      <dt>relay mode</dt><dd id="p-mode">—</dd>
       <dt>address</dt><dd id="p-privacy" title="Private mode: you connect through the server's TURN relay, so no other viewer learns your network address">—</dd>
     </dl>
   </div>
@@ -122,7 +125,7 @@ export class CanopyPlayer extends HTMLElement {
     this._ui = {
       title: $('title'), detail: $('detail'), badge: $('badge'), hint: $('hint'), panel: $('panel'),
       mute: $('mute'), stats: $('stats'), fullscreen: $('fullscreen'),
-      latency: $('p-latency'), bitrate: $('p-bitrate'), depth: $('p-depth'), res: $('p-video'), relay: $('p-relay'),
+      latency: $('p-latency'), bitrate: $('p-bitrate'), depth: $('p-depth'), res: $('p-video'), relay: $('p-relay'), mode: $('p-mode'),
       privacy: $('p-privacy'),
       play: /** @type {HTMLElement} */ (root.querySelector('.play')),
     };
@@ -211,6 +214,7 @@ export class CanopyPlayer extends HTMLElement {
     }
     const client = new CanopyClient({
       server, stream, capacity: this.relayCapacity, token: this.getAttribute('token') || undefined,
+      passthrough: this.getAttribute('passthrough') !== '0',
       private: this.getAttribute('private') === '1',
     });
     this.client = client;
@@ -349,6 +353,7 @@ export class CanopyPlayer extends HTMLElement {
     const n = this.client ? [...this.client.children.values()].filter((c) => c.connected).length : s.children;
     ui.relay.textContent = relayLabel(n, s.capacity);
     ui.relay.classList.toggle('relay-on', n > 0);
+    ui.mode.textContent = this.private ? 'none' : s.relayMode; // 'pass-through' (encoded frames as received) or 're-encode'
     ui.privacy.textContent = this.private ? 'private' : 'direct';
   }
 

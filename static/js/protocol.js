@@ -131,6 +131,7 @@ export const Code = Object.freeze({
  * @property {string} [token] hello
  * @property {Track[]} [tracks] hello from a source; welcome
  * @property {boolean} [private] hello from a viewer: watch in private mode (relay-only ICE, no children); welcome: this viewer is in private mode
+ * @property {boolean} [passthrough] hello from a browser that relays encoded frames unchanged
  * @property {string} [id] welcome: this peer's id
  * @property {ICEServer[]} [iceServers] welcome
  * @property {string} [reclaim] welcome to a source: the secret that reclaims its stream name after a drop; hello from a source: that secret
@@ -185,13 +186,14 @@ function truncate(s, n) {
 
 // Field shapes of each JSON object, as the Go structs declare them. Go's
 // decoder is run with DisallowUnknownFields, so unknown keys are errors.
-/** @typedef {'string'|'bool'|'int'|'uint'|'uint32'|'uint16'|'number'|'array'|'object'|'any'} FieldType */
+/** @typedef {'string'|'int'|'uint'|'uint32'|'uint16'|'number'|'bool'|'array'|'object'|'any'} FieldType */
 /** @type {Record<string, FieldType>} */
 const MESSAGE_FIELDS = {
   type: 'string', v: 'int', role: 'string', kind: 'string', stream: 'string',
   capacity: 'int', token: 'string', tracks: 'array', id: 'string', iceServers: 'array',
   peer: 'string', depth: 'int', signal: 'object', standby: 'string', stats: 'object',
-  code: 'string', reason: 'string', reclaim: 'string', private: 'bool',
+  code: 'string', reason: 'string', reclaim: 'string',
+  passthrough: 'bool', private: 'bool',
 };
 /** @type {Record<string, FieldType>} */
 const TRACK_FIELDS = {
@@ -237,12 +239,12 @@ function checkShape(obj, fields, where) {
     let ok;
     switch (want) {
       case 'string': ok = typeof v === 'string'; break;
-      case 'bool': ok = typeof v === 'boolean'; break;
       case 'int': ok = Number.isSafeInteger(v); break;
       case 'uint': ok = Number.isSafeInteger(v) && /** @type {number} */ (v) >= 0; break;
       case 'number': ok = typeof v === 'number' && Number.isFinite(v); break;
       case 'uint32': ok = Number.isInteger(v) && /** @type {number} */ (v) >= 0 && /** @type {number} */ (v) <= 0xffffffff; break;
       case 'uint16': ok = Number.isInteger(v) && /** @type {number} */ (v) >= 0 && /** @type {number} */ (v) <= 0xffff; break;
+      case 'bool': ok = typeof v === 'boolean'; break;
       case 'array': ok = Array.isArray(v); break;
       case 'object': ok = isObject(v); break;
       default: ok = true;
@@ -333,6 +335,7 @@ function validateHello(m) {
   if (m.token && byteLength(m.token) > MAX_TOKEN_LENGTH) throw invalid(`token longer than ${MAX_TOKEN_LENGTH}`);
   if (m.reclaim && byteLength(m.reclaim) > MAX_RECLAIM_LENGTH) throw invalid(`reclaim longer than ${MAX_RECLAIM_LENGTH}`);
   if (m.private && m.role !== Role.VIEWER) throw invalid('only a viewer watches in private mode');
+  if (m.passthrough && (m.kind !== Kind.BROWSER || m.role === Role.SOURCE)) throw invalid('only a relaying browser declares passthrough');
   if (m.role === Role.SOURCE) return validateTracks(m.tracks ?? [], true);
   if ((m.tracks ?? []).length !== 0) throw invalid('only a source declares tracks');
 }

@@ -109,8 +109,8 @@ function initialPrivate(params) {
  * @param {CanopyPlayer} player @param {() => void} renderRelay
  */
 function setupPrivateSwitch(player, renderRelay) {
-  const box = /** @type {HTMLInputElement} */ ($('private'));
-  const status = $('private-status');
+  const box = /** @type {HTMLInputElement} */ ($('privacy'));
+  const status = $('privacy-status');
   const render = () => {
     const forced = !!player.client?.private && player.getAttribute('private') !== '1';
     box.checked = player.private;
@@ -141,6 +141,7 @@ function main() {
   player.id = 'player';
   const params = new URLSearchParams(location.search);
   if (params.get('stats') === '1') player.setAttribute('stats', '1');
+  if (params.get('passthrough') === '0') player.setAttribute('passthrough', '0');
   if (!stream) {
     $('stream-name').textContent = 'Invalid stream name';
     $('stage').append(player); // shows the error state
@@ -173,7 +174,7 @@ function main() {
   };
   expose();
   player.addEventListener('statechange', expose);
-  $('private').addEventListener('change', expose);
+  $('privacy').addEventListener('change', expose);
 
   window.addEventListener('pagehide', () => player.stop()); // sends leave
   window.addEventListener('pageshow', (ev) => { if (ev.persisted) location.reload(); });
