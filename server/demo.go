@@ -16,7 +16,9 @@ import (
 
 // demoConfig is what the built-in demo source needs.
 type demoConfig struct {
-	server       string
+	// connect opens the source's signaling: an in-process connection to the
+	// server's own coordinator (Server.LocalTransport).
+	connect      func() mesh.Transport
 	stream       string
 	capacity     int
 	loopbackOnly bool
@@ -27,7 +29,8 @@ type demoConfig struct {
 }
 
 // runDemo publishes the embedded clip as a stream, through the server's own
-// signaling like any other source, and starts over if it is cut off.
+// signaling like any other source (in-process, so it counts against no
+// client address's limits), and starts over if it is cut off.
 func runDemo(ctx context.Context, cfg demoConfig) {
 	backoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
@@ -51,7 +54,7 @@ func publishDemo(ctx context.Context, cfg demoConfig) error {
 		return err
 	}
 	node, err := mesh.Dial(ctx, mesh.Config{
-		Server:       cfg.server,
+		Transport:    cfg.connect(),
 		Stream:       cfg.stream,
 		Role:         protocol.RoleSource,
 		Capacity:     cfg.capacity,

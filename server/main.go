@@ -22,6 +22,7 @@ import (
 
 	"github.com/pion/ice/v4"
 
+	"canopy/mesh"
 	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
@@ -115,7 +116,7 @@ func run(args []string) error {
 		go runDemo(ctx, demoConfig{
 			udpMux:       udpMux,
 			publicIPs:    publicIPs,
-			server:       "http://" + localURLHost(ln.Addr()),
+			connect:      func() mesh.Transport { return srv.LocalTransport(nil) },
 			stream:       *demoStream,
 			capacity:     *sourceCap,
 			loopbackOnly: *loopback,
@@ -138,7 +139,7 @@ func run(args []string) error {
 	return nil
 }
 
-// localURLHost is an address the server's own in-process peers can dial:
+// localURLHost is an address to open the server at, for the log:
 // a wildcard listen address becomes loopback.
 func localURLHost(a net.Addr) string {
 	tcp, ok := a.(*net.TCPAddr)
