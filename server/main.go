@@ -81,20 +81,6 @@ func run(args []string) error {
 	if turnSrv != nil {
 		defer turnSrv.Close()
 	}
-	srv := NewServer(cfg)
-
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return err
-	}
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	errc := make(chan error, 1)
-	go func() { errc <- httpSrv.Serve(ln) }()
-	log.Info("canopy listening", "addr", ln.Addr().String(), "url", "http://"+localURLHost(ln.Addr()))
-
 	var udpMux ice.UDPMux
 	if *udpPort != 0 {
 		opts := []ice.UDPMuxFromPortOption{ice.UDPMuxFromPortWithLoopback(), ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4)}
@@ -112,6 +98,21 @@ func run(args []string) error {
 	if *sec.publicIP != "" {
 		publicIPs = []string{*sec.publicIP}
 	}
+	cfg.Hosted = peer.Config{LoopbackOnly: *loopback, UDPMux: udpMux, PublicIPs: publicIPs, ICEServers: webrtcICEServers(cfg.ICEServers)}
+	srv := NewServer(cfg)
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	errc := make(chan error, 1)
+	go func() { errc <- httpSrv.Serve(ln) }()
+	log.Info("canopy listening", "addr", ln.Addr().String(), "url", "http://"+localURLHost(ln.Addr()))
+
 	if *demo {
 		go runDemo(ctx, demoConfig{
 			udpMux:       udpMux,

@@ -10,8 +10,10 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 
+	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
+	"canopy/server/whip"
 	"canopy/static"
 )
 
@@ -34,6 +36,13 @@ type Config struct {
 	// TURN, if set, issues each peer short-lived TURN credentials in its
 	// welcome. See turn.go.
 	TURN *TURNCredentials
+	// Hosted is the network of the nodes the server hosts itself (WHIP
+	// sources, WHEP relays): loopback for tests, a UDP mux, public IPs,
+	// STUN servers. See hosted.go.
+	Hosted peer.Config
+	// WHIPSessionsPerIP bounds WHIP plus WHEP sessions per client address
+	// (0: whip.DefaultMaxSessionsPerAddr).
+	WHIPSessionsPerIP int
 
 	// onMessage, if set, sees every decoded message before it is handled;
 	// tests use it to make one peer's handling panic.
@@ -49,7 +58,8 @@ type Server struct {
 	upgrader websocket.Upgrader
 	engine   *gin.Engine
 	started  time.Time
-	guard    *guard // auth and limits for /ws (ws.go)
+	guard    *guard        // auth and limits for /ws (ws.go)
+	whip     *whip.Handler // WHIP and WHEP (hosted.go); nil if they could not start
 }
 
 // errNotFound is the API's answer for an unknown stream.
@@ -87,6 +97,7 @@ func NewServer(cfg Config) *Server {
 func (s *Server) routes(r *gin.Engine) {
 	s.embedRoutes(r) // first: its CORS middleware covers /static below (embed.go)
 	r.GET("/ws", s.handleWS)
+	s.whipRoutes(r) // /whip, /whep (hosted.go)
 	r.GET("/api/streams", s.listStreams)
 	r.GET("/api/streams/:id/tree", s.streamTree)
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })

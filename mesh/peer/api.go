@@ -58,6 +58,7 @@ type API struct {
 	me      *webrtc.MediaEngine
 	sendReg *interceptor.Registry
 	se      webrtc.SettingEngine
+	recvReg *interceptor.Registry // the receiving side's, for NewIngestPeerConnection
 }
 
 // videoFeedback is what pion's defaults advertise for video; PLI and NACK are
@@ -176,7 +177,7 @@ func NewAPI(cfg Config) (*API, error) {
 	}
 
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
-	return &API{api: api, cfg: cfg, logger: logger, me: me, sendReg: sendReg, se: se}, nil
+	return &API{api: api, cfg: cfg, logger: logger, me: me, sendReg: sendReg, se: se, recvReg: reg}, nil
 }
 
 func (a *API) newPeerConnection() (*webrtc.PeerConnection, error) {

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/pion/webrtc/v4"
+
+	"canopy/mesh"
+	"canopy/mesh/protocol"
+	"canopy/server/whip"
+)
+
+// whipRoutes serves WHIP and WHEP (server/whip): publishers and players
+// whose sessions the server hosts as nodes of the tree, on in-process
+// signaling connections (LocalTransport).
+func (s *Server) whipRoutes(r *gin.Engine) {
+	h, err := whip.New(whip.Config{
+		Admit:              s.admitHosted,
+		HasSource:          s.hasSource,
+		ICEServers:         s.sessionICEServers,
+		ClientKey:          func(r *http.Request) string { return clientKey(r.RemoteAddr).String() },
+		Peer:               s.cfg.Hosted,
+		SourceCapacity:     s.cfg.Policy.SourceCapacity,
+		MaxSessionsPerAddr: s.cfg.WHIPSessionsPerIP,
+		Logger:             s.log,
+	})
+	if err != nil {
+		s.log.Error("WHIP/WHEP disabled", "err", err)
+		return
+	}
+	s.whip = h
+	h.Routes(r)
+}
+
+// admitHosted checks a WHIP or WHEP request's bearer token. It is the one
+// place these entry points authenticate, so it can move to the server's
+// common gate as a whole. A WHIP source node is admitted with the
+// publisher's own grant; the WHEP relay is the server's own node, granted
+// relaying of that stream once the player may watch it.
+func (s *Server) admitHosted(r *http.Request, stream string, role protocol.Role) (whip.Connect, error) {
+	auth := s.guard.auth
+	var gr *grant
+	if tok, ok := requestToken(r); ok {
+		var err error
+		if gr, err = auth.verify(tok); err != nil {
+			return nil, whip.ErrUnauthorized
+		}
+	}
+	if _, err := auth.authorize(&protocol.Message{Role: role, Stream: stream}, gr); err != nil {
+		if gr == nil {
+			return nil, whip.ErrUnauthorized
+		}
+		return nil, errors.Join(whip.ErrForbidden, err)
+	}
+	if role != protocol.RoleSource {
+		gr = &grant{stream: stream, relay: true, maxChildren: -1}
+	}
+	return func() mesh.Transport { return s.LocalTransport(gr) }, nil
+}
+
+// hasSource reports whether stream exists and whether it has a source.
+func (s *Server) hasSource(stream string) (exists, live bool) {
+	co := s.hub.get(stream)
+	if co == nil {
+		return false, false
+	}
+	return true, co.info().Live
+}
+
+// sessionICEServers are what a WHIP/WHEP client is told in Link headers:
+// the configured STUN servers and TURN credentials of its own.
+func (s *Server) sessionICEServers(r *http.Request, session string) []protocol.ICEServer {
+	out := append([]protocol.ICEServer(nil), s.cfg.ICEServers...)
+	if s.guard.turn != nil {
+		out = append(out, s.guard.turn.ICEServer(session, r.Host, time.Now()))
+	}
+	return out
+}
+
+// webrtcICEServers converts the servers handed to peers for the server's
+// own PeerConnections.
+func webrtcICEServers(in []protocol.ICEServer) []webrtc.ICEServer {
+	out := make([]webrtc.ICEServer, 0, len(in))
+	for _, s := range in {
+		out = append(out, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	return out
+}

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"canopy/mesh/media"
+)
+
+// obsH264Fmtp is the H264 format OBS 30's WHIP output offers.
+const obsH264Fmtp = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+
+// whipClient publishes like OBS 30: one sendonly audio (Opus) and one
+// sendonly video (H264, packetization-mode 1) section, no trickle (the
+// offer is sent once gathering is complete), then RTP from a file.
+type whipClient struct {
+	t      testing.TB
+	pc     *webrtc.PeerConnection
+	video  *webrtc.TrackLocalStaticRTP
+	audio  *webrtc.TrackLocalStaticRTP
+	src    *testSource // only its sent hashes: what viewers check frames against
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	location, etag string
+	resp           *http.Response
+	posted         time.Time
+}
+
+// newWHIPClient builds the publisher's PeerConnection; codecs defaults to
+// what OBS offers.
+func newWHIPClient(t testing.TB, codecs ...webrtc.RTPCodecParameters) *whipClient {
+	t.Helper()
+	if len(codecs) == 0 {
+		codecs = []webrtc.RTPCodecParameters{
+			{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111},
+			{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: obsH264Fmtp,
+				RTCPFeedback: []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}}}, PayloadType: 96},
+		}
+	}
+	me := &webrtc.MediaEngine{}
+	for _, c := range codecs {
+		kind := webrtc.RTPCodecTypeVideo
+		if strings.HasPrefix(c.MimeType, "audio/") {
+			kind = webrtc.RTPCodecTypeAudio
+		}
+		if err := me.RegisterCodec(c, kind); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, reg); err != nil {
+		t.Fatal(err)
+	}
+	var se webrtc.SettingEngine
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetInterfaceFilter(func(n string) bool { return n == "lo" })
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &whipClient{t: t, pc: pc, src: &testSource{}, done: make(chan struct{})}
+	t.Cleanup(c.close)
+	for _, codec := range codecs {
+		kind := "video"
+		if strings.HasPrefix(codec.MimeType, "audio/") {
+			kind = "audio"
+		}
+		if (kind == "video" && c.video != nil) || (kind == "audio" && c.audio != nil) {
+			continue
+		}
+		tr, err := webrtc.NewTrackLocalStaticRTP(codec.RTPCodecCapability, kind, "obs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := pc.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go drainRTCP(s.Sender())
+		if kind == "video" {
+			c.video = tr
+		} else {
+			c.audio = tr
+		}
+	}
+	return c
+}
+
+func drainRTCP(s *webrtc.RTPSender) {
+	buf := make([]byte, 1500)
+	for {
+		if _, _, err := s.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
+// offer is the complete offer, every candidate in it.
+func (c *whipClient) offer() string {
+	c.t.Helper()
+	o, err := c.pc.CreateOffer(nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(c.pc)
+	if err := c.pc.SetLocalDescription(o); err != nil {
+		c.t.Fatal(err)
+	}
+	<-gathered
+	return c.pc.LocalDescription().SDP
+}
+
+// post sends body to url and returns the response with its body read.
+func post(t testing.TB, method, url, contentType, token, body string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// publish POSTs the offer to base+/whip/stream and applies the answer; it
+// returns the response status (the body on failure).
+func (c *whipClient) publish(base, stream, token string) (int, string) {
+	c.t.Helper()
+	offer := c.offer()
+	c.posted = time.Now()
+	resp, body := post(c.t, http.MethodPost, base+"/whip/"+stream, "application/sdp", token, offer)
+	c.resp = resp
+	if resp.StatusCode != http.StatusCreated {
+		return resp.StatusCode, body
+	}
+	c.location, c.etag = base+resp.Header.Get("Location"), resp.Header.Get("ETag")
+	if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: body}); err != nil {
+		c.t.Fatalf("apply answer: %v\n%s", err, body)
+	}
+	return resp.StatusCode, body
+}
+
+// play sends the H264 clip (and Opus) in real time until close.
+func (c *whipClient) play(videoFile string) {
+	c.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	readers := map[*webrtc.TrackLocalStaticRTP]media.FrameReader{}
+	data, err := os.ReadFile(videoFile)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	vr, err := media.NewH264Reader(bytes.NewReader(data), 30)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	readers[c.video] = vr
+	if c.audio != nil {
+		adata, err := os.ReadFile("../mesh/media/testdata/short.ogg")
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		ar, err := media.NewOggReader(bytes.NewReader(adata))
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		readers[c.audio] = ar
+	}
+	var wg sync.WaitGroup
+	for tr, r := range readers {
+		pk, err := media.NewPacketizer(r.Codec())
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		isVideo := tr == c.video
+		wg.Go(func() {
+			_ = media.Play(ctx, r, pk, func(pkts []*rtp.Packet, f media.Frame) error {
+				if isVideo {
+					c.src.sent.add(f.Data)
+				}
+				for _, p := range pkts {
+					if err := tr.WriteRTP(p); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		})
+	}
+	go func() { wg.Wait(); close(c.done) }()
+}
+
+// stop ends the session with DELETE, as OBS does when it stops streaming.
+func (c *whipClient) stop() int {
+	c.t.Helper()
+	resp, _ := post(c.t, http.MethodDelete, c.location, "", "", "")
+	c.close()
+	return resp.StatusCode
+}
+
+func (c *whipClient) close() {
+	if c.cancel != nil {
+		c.cancel()
+		<-c.done
+		c.cancel = nil
+	}
+	_ = c.pc.Close()
+}
