@@ -48,4 +48,6 @@ func (a *API) NewIngestPeerConnection(codecs []webrtc.RTPCodecParameters) (*webr
 // VideoFeedback is the RTCP feedback Canopy's video tracks negotiate
 // (NACK, PLI, FIR, REMB), for codecs registered with
 // NewIngestPeerConnection.
-func VideoFeedback() []webrtc.RTCPFeedback { return append([]webrtc.RTCPFeedback(nil), videoFeedback...) }
+func VideoFeedback() []webrtc.RTCPFeedback {
+	return append([]webrtc.RTCPFeedback(nil), videoFeedback...)
+}
