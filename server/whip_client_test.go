@@ -13,6 +13,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
@@ -37,6 +38,10 @@ type whipClient struct {
 	location, etag string
 	resp           *http.Response
 	posted         time.Time
+
+	mu    sync.Mutex
+	plis  []time.Time // keyframe requests received
+	nacks int
 }
 
 // newWHIPClient builds the publisher's PeerConnection; codecs defaults to
@@ -92,7 +97,7 @@ func newWHIPClient(t testing.TB, codecs ...webrtc.RTPCodecParameters) *whipClien
 		if err != nil {
 			t.Fatal(err)
 		}
-		go drainRTCP(s.Sender())
+		go c.readRTCP(s.Sender())
 		if kind == "video" {
 			c.video = tr
 		} else {
@@ -102,13 +107,38 @@ func newWHIPClient(t testing.TB, codecs ...webrtc.RTPCodecParameters) *whipClien
 	return c
 }
 
-func drainRTCP(s *webrtc.RTPSender) {
+// readRTCP records the keyframe requests and NACKs the server sends the
+// publisher.
+func (c *whipClient) readRTCP(s *webrtc.RTPSender) {
 	buf := make([]byte, 1500)
 	for {
-		if _, _, err := s.Read(buf); err != nil {
+		n, _, err := s.Read(buf)
+		if err != nil {
 			return
 		}
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		for _, p := range pkts {
+			c.mu.Lock()
+			switch p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				c.plis = append(c.plis, time.Now())
+			case *rtcp.TransportLayerNack:
+				c.nacks++
+			}
+			c.mu.Unlock()
+		}
 	}
+}
+
+// rtcpSeen returns the times of the keyframe requests and the number of
+// NACKs the publisher received.
+func (c *whipClient) rtcpSeen() ([]time.Time, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]time.Time(nil), c.plis...), c.nacks
 }
 
 // offer is the complete offer, every candidate in it.

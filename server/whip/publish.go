@@ -217,6 +217,15 @@ func (p *publisher) close() {
 func (p *publisher) requestKeyframe(string) {
 	ssrc := p.videoSSRC.Load()
 	if ssrc == 0 {
+		// Before the first packet: the SSRC the offer declared, if any.
+		for _, tr := range p.pc.GetTransceivers() {
+			if r := tr.Receiver(); r != nil && tr.Kind() == webrtc.RTPCodecTypeVideo && r.Track() != nil {
+				ssrc = uint32(r.Track().SSRC())
+				break
+			}
+		}
+	}
+	if ssrc == 0 {
 		return
 	}
 	if err := p.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}}); err != nil {
