@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net/http"
+	"sort"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -10,6 +11,7 @@ import (
 
 	"canopy/mesh"
 	"canopy/mesh/protocol"
+	"canopy/mesh/tree"
 	"canopy/server/whip"
 )
 
@@ -88,4 +90,34 @@ func webrtcICEServers(in []protocol.ICEServer) []webrtc.ICEServer {
 		out = append(out, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
 	}
 	return out
+}
+
+// KindWHEP is the kind the tree API gives WHEP players: children of the
+// server's WHEP relay, served outside the tree.
+const KindWHEP = "whep"
+
+// withPlayers adds the stream's WHEP players to a tree snapshot, as
+// children of the server's relay node.
+func (s *Server) withPlayers(stream string, nodes []tree.NodeInfo) []tree.NodeInfo {
+	if s.whip == nil {
+		return nodes
+	}
+	relayID, players := s.whip.Players(stream)
+	if len(players) == 0 {
+		return nodes
+	}
+	for i := range nodes {
+		if nodes[i].ID != relayID {
+			continue
+		}
+		depth, hops := nodes[i].Depth, nodes[i].Hops
+		nodes[i].Children = append(append([]string(nil), nodes[i].Children...), players...)
+		sort.Strings(nodes[i].Children)
+		for _, id := range players {
+			nodes = append(nodes, tree.NodeInfo{ID: id, Parent: relayID, Role: protocol.RoleViewer, Kind: KindWHEP,
+				Depth: depth + 1, Hops: hops, Children: []string{}})
+		}
+		return nodes
+	}
+	return nodes
 }

@@ -156,5 +156,5 @@ func (s *Server) streamTree(c *gin.Context) {
 		writeError(c, http.StatusNotFound, errNotFound)
 		return
 	}
-	c.JSON(http.StatusOK, treeResponse{Stream: co.id, Live: co.info().Live, Nodes: co.snapshot()})
+	c.JSON(http.StatusOK, treeResponse{Stream: co.id, Live: co.info().Live, Nodes: s.withPlayers(co.id, co.snapshot())})
 }
