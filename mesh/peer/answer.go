@@ -3,6 +3,7 @@ package peer
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"canopy/mesh/protocol"
@@ -48,7 +49,12 @@ func (a *API) NewDownstreamForOffer(ctx context.Context, childID string, fwds []
 	}
 	gathered := webrtc.GatheringCompletePromise(pc)
 	if err := pc.SetLocalDescription(answer); err != nil {
-		return fail(fmt.Errorf("%w: %v", ErrUnsupportedCodec, err))
+		// pion binds the tracks here: a codec the offer lacks fails.
+		var names []string
+		for _, f := range fwds {
+			names = append(names, strings.TrimSpace(f.codec.MimeType+" "+f.codec.SDPFmtpLine))
+		}
+		return fail(fmt.Errorf("%w: the stream sends %s, which the offer does not take (%v)", ErrUnsupportedCodec, strings.Join(names, " and "), err))
 	}
 	for _, dt := range d.tracks {
 		dt.mu.Lock()
