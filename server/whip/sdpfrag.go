@@ -16,7 +16,8 @@ const (
 )
 
 // fragment is an application/trickle-ice-sdpfrag body (RFC 8840): ICE
-// credentials, then candidates grouped by media section.
+// credentials, then candidates grouped by media section. A trickle may
+// name its ICE session by ufrag alone; an ICE restart brings both.
 type fragment struct {
 	ufrag, pwd string
 	candidates []webrtc.ICECandidateInit
@@ -71,8 +72,8 @@ func parseFragment(body string) (fragment, error) {
 			f.end = true
 		}
 	}
-	if (f.ufrag == "") != (f.pwd == "") {
-		return f, fmt.Errorf("%w: ice-ufrag and ice-pwd come together", errBadFragment)
+	if f.pwd != "" && f.ufrag == "" {
+		return f, fmt.Errorf("%w: ice-pwd without ice-ufrag", errBadFragment)
 	}
 	return f, nil
 }

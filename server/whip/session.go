@@ -155,6 +155,10 @@ func (h *Handler) patch(c *gin.Context) {
 		return
 	}
 	if frag.ufrag != "" && frag.ufrag != s.ufrag {
+		if frag.pwd == "" {
+			h.writeError(c, fmt.Errorf("%w: ufrag %q is not this session's, and an ICE restart needs ice-pwd", errBadFragment, frag.ufrag))
+			return
+		}
 		frag, err := h.restartICE(c.Request.Context(), s, frag)
 		if err != nil {
 			h.writeError(c, err)
