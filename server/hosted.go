@@ -111,13 +111,45 @@ func (s *Server) withPlayers(stream string, nodes []tree.NodeInfo) []tree.NodeIn
 			continue
 		}
 		depth, hops := nodes[i].Depth, nodes[i].Hops
-		nodes[i].Children = append(append([]string(nil), nodes[i].Children...), players...)
-		sort.Strings(nodes[i].Children)
-		for _, id := range players {
-			nodes = append(nodes, tree.NodeInfo{ID: id, Parent: relayID, Role: protocol.RoleViewer, Kind: KindWHEP,
+		kids := append([]string(nil), nodes[i].Children...)
+		for _, p := range players {
+			kids = append(kids, p.ID)
+			nodes = append(nodes, tree.NodeInfo{ID: p.ID, Parent: relayID, Role: protocol.RoleViewer, Kind: KindWHEP,
 				Depth: depth + 1, Hops: hops, Children: []string{}})
 		}
+		sort.Strings(kids)
+		nodes[i].Children = kids
 		return nodes
 	}
 	return nodes
+}
+
+// withPlayerViews adds the stream's WHEP players to the dashboard's nodes.
+func (s *Server) withPlayerViews(r statsResponse) statsResponse {
+	if s.whip == nil {
+		return r
+	}
+	_, players := s.whip.Players(r.Stream)
+	since := map[string]whip.Player{}
+	for _, p := range players {
+		since[p.ID] = p
+	}
+	infos := make([]tree.NodeInfo, len(r.Nodes))
+	for i, n := range r.Nodes {
+		infos[i] = n.NodeInfo
+	}
+	infos = s.withPlayers(r.Stream, infos)
+	for i := range r.Nodes {
+		r.Nodes[i].Children = infos[i].Children
+	}
+	for _, n := range infos[len(r.Nodes):] {
+		v := nodeView{NodeInfo: n, State: stateJoining}
+		if p := since[n.ID]; p.Connected {
+			v.State = stateLive
+		}
+		v.UptimeMs = ms(r.At.Sub(since[n.ID].Since))
+		r.Nodes = append(r.Nodes, v)
+		r.Figures.Peers++
+	}
+	return r
 }

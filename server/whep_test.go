@@ -169,6 +169,19 @@ func TestWHEPPlayersOfAWHIPStream(t *testing.T) {
 	if len(relay.Children) != 3 {
 		t.Errorf("relay children %v, want the 3 players", relay.Children)
 	}
+	// The dashboard's view lists them too, live, under the relay.
+	waitFor(t, 10*time.Second, "the dashboard shows three live WHEP players", func() bool {
+		var sr statsResponse
+		getJSON(t, url+"/api/streams/show/stats", &sr)
+		live := 0
+		for _, n := range sr.Nodes {
+			if string(n.Kind) == KindWHEP && n.State == stateLive && n.Parent == relay.ID {
+				live++
+			}
+		}
+		return live == 3
+	})
+
 	// A player leaves with DELETE; the tree API forgets it.
 	if resp, _ := post(t, http.MethodDelete, players[0].location, "", "", ""); resp.StatusCode != http.StatusOK {
 		t.Errorf("DELETE /whep session: %d", resp.StatusCode)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/pion/webrtc/v4"
 
 	"canopy/mesh"
 	"canopy/mesh/peer"
@@ -87,7 +88,7 @@ func (h *Handler) play(c *gin.Context) {
 		h.writeError(c, err)
 		return
 	}
-	s := &session{id: id, stream: stream, kind: "whep", addr: addr, pc: d.PeerConnection(), etag: newETag(), offer: offer, ufrag: iceUfrag(offer)}
+	s := &session{id: id, stream: stream, kind: "whep", addr: addr, pc: d.PeerConnection(), etag: newETag(), offer: offer, ufrag: iceUfrag(offer), created: time.Now()}
 	s.end = func() {
 		_ = d.Close()
 		release()
@@ -199,18 +200,26 @@ func (h *Handler) relayMaybeIdle(r *relay) {
 	})
 }
 
+// Player is a WHEP player as the tree API shows it: a child of the
+// server's relay node, outside the tree.
+type Player struct {
+	ID        string // "whep-" and the start of its session id
+	Connected bool   // its PeerConnection is up
+	Since     time.Time
+}
+
 // Players returns the stream's WHEP relay (its peer id in the tree) and
-// the ids under which its players are shown as the relay's children.
-func (h *Handler) Players(stream string) (relayID string, players []string) {
+// its players, by id.
+func (h *Handler) Players(stream string) (relayID string, players []Player) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.relays[stream]
 	if r == nil || r.node == nil {
 		return "", nil
 	}
-	for id := range r.players {
-		players = append(players, "whep-"+id[:8])
+	for id, s := range r.players {
+		players = append(players, Player{ID: "whep-" + id[:8], Connected: s.pc.ConnectionState() == webrtc.PeerConnectionStateConnected, Since: s.created})
 	}
-	sort.Strings(players)
+	sort.Slice(players, func(i, j int) bool { return players[i].ID < players[j].ID })
 	return r.node.ID(), players
 }

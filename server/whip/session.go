@@ -24,6 +24,7 @@ const gatherTimeout = 6 * time.Second
 type session struct {
 	id, stream, kind, addr string
 	pc                     *webrtc.PeerConnection
+	created                time.Time
 	// end tears the session's media down; Handler.end calls it once.
 	end func()
 
