@@ -39,6 +39,9 @@ type whipClient struct {
 	resp           *http.Response
 	posted         time.Time
 
+	// obsStyle rewrites the offer as OBS 30 writes it (obsOffer).
+	obsStyle bool
+
 	mu    sync.Mutex
 	plis  []time.Time // keyframe requests received
 	nacks int
@@ -48,7 +51,8 @@ type whipClient struct {
 // what OBS offers.
 func newWHIPClient(t testing.TB, codecs ...webrtc.RTPCodecParameters) *whipClient {
 	t.Helper()
-	if len(codecs) == 0 {
+	obs := len(codecs) == 0
+	if obs {
 		codecs = []webrtc.RTPCodecParameters{
 			{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111},
 			{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: obsH264Fmtp,
@@ -79,7 +83,7 @@ func newWHIPClient(t testing.TB, codecs ...webrtc.RTPCodecParameters) *whipClien
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &whipClient{t: t, pc: pc, src: &testSource{}, done: make(chan struct{})}
+	c := &whipClient{t: t, pc: pc, src: &testSource{}, done: make(chan struct{}), obsStyle: obs}
 	t.Cleanup(c.close)
 	for _, codec := range codecs {
 		kind := "video"
@@ -153,7 +157,51 @@ func (c *whipClient) offer() string {
 		c.t.Fatal(err)
 	}
 	<-gathered
+	if c.obsStyle {
+		return obsOffer(c.pc.LocalDescription().SDP)
+	}
 	return c.pc.LocalDescription().SDP
+}
+
+// obsOffer rewrites a pion offer the way OBS 30's WHIP output (libdatachannel)
+// writes its own: ICE credentials and the fingerprint at session level,
+// ice2 and trickle in ice-options though it never trickles, no header
+// extensions, and OBS's own format parameters.
+func obsOffer(sdp string) string {
+	var session, media []string
+	var hoisted []string
+	seen := map[string]bool{}
+	inMedia := false
+	for _, l := range strings.Split(strings.TrimRight(sdp, "\r\n"), "\r\n") {
+		switch {
+		case strings.HasPrefix(l, "m="):
+			inMedia = true
+		case strings.HasPrefix(l, "o="):
+			l = "o=rtc 3767197920 0 IN IP4 127.0.0.1"
+		case strings.HasPrefix(l, "a=extmap"), strings.HasPrefix(l, "a=ice-options"), l == "a=cryptex":
+			continue
+		case strings.HasPrefix(l, "a=ice-ufrag:"), strings.HasPrefix(l, "a=ice-pwd:"), strings.HasPrefix(l, "a=fingerprint:"):
+			key, _, _ := strings.Cut(l, ":")
+			if !seen[key] {
+				seen[key] = true
+				hoisted = append(hoisted, l)
+			}
+			continue
+		case strings.HasPrefix(l, "a=fmtp:") && strings.Contains(l, "packetization-mode=1"):
+			pt, _, _ := strings.Cut(strings.TrimPrefix(l, "a=fmtp:"), " ")
+			l = "a=fmtp:" + pt + " profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1"
+		case strings.HasPrefix(l, "a=fmtp:111 "):
+			l = "a=fmtp:111 minptime=10;maxaveragebitrate=96000;stereo=1;sprop-stereo=1;useinbandfec=1"
+		}
+		if inMedia {
+			media = append(media, l)
+		} else {
+			session = append(session, l)
+		}
+	}
+	session = append(session, hoisted...)
+	session = append(session, "a=ice-options:ice2,trickle")
+	return strings.Join(append(session, media...), "\r\n") + "\r\n"
 }
 
 // post sends body to url and returns the response with its body read.

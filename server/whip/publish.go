@@ -41,10 +41,11 @@ type publisher struct {
 		Debug(string, ...any)
 	}
 
-	videoSSRC atomic.Uint32
-	wg        sync.WaitGroup // track read loops
-	nodeReady chan struct{}  // closed once node is set
-	firstRTP  atomic.Int64   // unix nanoseconds of the first packet
+	videoSSRC       atomic.Uint32
+	pendingKeyframe atomic.Bool    // asked for before the connection was up
+	wg              sync.WaitGroup // track read loops
+	nodeReady       chan struct{}  // closed once node is set
+	firstRTP        atomic.Int64   // unix nanoseconds of the first packet
 }
 
 // publish is POST /whip/<stream>: the publisher's offer becomes the
@@ -191,6 +192,10 @@ func (p *publisher) watch() {
 			timer = nil
 		}
 		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			if p.pendingKeyframe.Swap(false) {
+				go p.requestKeyframe("")
+			}
 		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 			go p.h.end(p.s, "publisher connection "+st.String())
 		case webrtc.PeerConnectionStateDisconnected:
@@ -215,6 +220,14 @@ func (p *publisher) close() {
 // arrive merged and throttled by the source node's forwarder (one per
 // ~300 ms at most).
 func (p *publisher) requestKeyframe(string) {
+	if p.pc.ConnectionState() != webrtc.PeerConnectionStateConnected {
+		// pion drops RTCP written before DTLS is up: ask once it is.
+		p.pendingKeyframe.Store(true)
+		if p.pc.ConnectionState() != webrtc.PeerConnectionStateConnected {
+			return
+		}
+		p.pendingKeyframe.Store(false)
+	}
 	ssrc := p.videoSSRC.Load()
 	if ssrc == 0 {
 		// Before the first packet: the SSRC the offer declared, if any.
