@@ -18,6 +18,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"canopy/mesh/media"
+	"canopy/mesh/peer"
 )
 
 // obsH264Fmtp is the H264 format OBS 30's WHIP output offers.
@@ -41,6 +42,10 @@ type whipClient struct {
 
 	// obsStyle rewrites the offer as OBS 30 writes it (obsOffer).
 	obsStyle bool
+	// captureClock, if set, makes the publisher stamp each video frame's
+	// capture time (abs-capture-time, as browsers do) from this clock.
+	captureClock func() time.Time
+	videoSender  *webrtc.RTPSender
 
 	mu    sync.Mutex
 	plis  []time.Time // keyframe requests received
@@ -68,6 +73,9 @@ func newWHIPClient(t testing.TB, codecs ...webrtc.RTPCodecParameters) *whipClien
 		if err := me.RegisterCodec(c, kind); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: peer.AbsCaptureTimeURI}, webrtc.RTPCodecTypeVideo); err != nil {
+		t.Fatal(err)
 	}
 	reg := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(me, reg); err != nil {
@@ -103,7 +111,7 @@ func newWHIPClient(t testing.TB, codecs ...webrtc.RTPCodecParameters) *whipClien
 		}
 		go c.readRTCP(s.Sender())
 		if kind == "video" {
-			c.video = tr
+			c.video, c.videoSender = tr, s.Sender()
 		} else {
 			c.audio = tr
 		}
@@ -280,10 +288,27 @@ func (c *whipClient) play(videoFile string) {
 			c.t.Fatal(err)
 		}
 		isVideo := tr == c.video
+		var extID uint8
+		if isVideo && c.captureClock != nil {
+			for _, e := range c.videoSender.GetParameters().HeaderExtensions {
+				if e.URI == peer.AbsCaptureTimeURI {
+					extID = uint8(e.ID)
+				}
+			}
+			if extID == 0 {
+				c.t.Error("abs-capture-time was not negotiated")
+			}
+		}
 		wg.Go(func() {
 			_ = media.Play(ctx, r, pk, func(pkts []*rtp.Packet, f media.Frame) error {
 				if isVideo {
 					c.src.sent.add(f.Data)
+				}
+				if extID != 0 {
+					b, _ := rtp.NewAbsCaptureTimeExtension(c.captureClock()).Marshal()
+					for _, p := range pkts {
+						_ = p.SetExtension(extID, b)
+					}
 				}
 				for _, p := range pkts {
 					if err := tr.WriteRTP(p); err != nil {
