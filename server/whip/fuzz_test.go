@@ -119,7 +119,7 @@ func FuzzFragment(f *testing.F) {
 // never a 500 or a panic.
 func FuzzHandlers(f *testing.F) {
 	h, err := New(Config{
-		Admit: func(*http.Request, string, protocol.Role) (Connect, error) { return nil, ErrUnauthorized },
+		Admit:  func(*http.Request, string, protocol.Role) (Connect, error) { return nil, ErrUnauthorized },
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
