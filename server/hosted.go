@@ -1,7 +1,7 @@
 package main
 
 import (
-	"errors"
+	"fmt"
 	"net/http"
 	"sort"
 	"time"
@@ -37,25 +37,31 @@ func (s *Server) whipRoutes(r *gin.Engine) {
 	h.Routes(r)
 }
 
-// admitHosted checks a WHIP or WHEP request's bearer token. It is the one
-// place these entry points authenticate, so it can move to the server's
-// common gate as a whole. A WHIP source node is admitted with the
-// publisher's own grant; the WHEP relay is the server's own node, granted
-// relaying of that stream once the player may watch it.
+// admitHosted asks the gate (gate.go) about a WHIP or WHEP request: its
+// bearer token, its origin and the stream's policy, as for any entry
+// point. A WHIP source node is admitted with the grant the gate returns;
+// the WHEP relay is the server's own node, granted relaying of that stream
+// once the player may watch it.
 func (s *Server) admitHosted(r *http.Request, stream string, role protocol.Role) (whip.Connect, error) {
-	auth := s.guard.auth
-	var gr *grant
-	if tok, ok := requestToken(r); ok {
-		var err error
-		if gr, err = auth.verify(tok); err != nil {
-			return nil, whip.ErrUnauthorized
-		}
+	act := ActionView
+	if role == protocol.RoleSource {
+		act = ActionPublish
 	}
-	if _, err := auth.authorize(&protocol.Message{Role: role, Stream: stream}, gr); err != nil {
-		if gr == nil {
-			return nil, whip.ErrUnauthorized
+	who, err := s.gate.caller(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", whip.ErrUnauthorized, err)
+	}
+	_, gr, err := s.gate.check(who, helloFor(stream, act))
+	if err != nil {
+		switch StatusOf(err) {
+		case http.StatusNotFound:
+			return nil, fmt.Errorf("%w: %q", whip.ErrNoStream, stream)
+		case http.StatusForbidden:
+			return nil, fmt.Errorf("%w: %v", whip.ErrForbidden, err)
+		case http.StatusUnauthorized:
+			return nil, fmt.Errorf("%w: %v", whip.ErrUnauthorized, err)
 		}
-		return nil, errors.Join(whip.ErrForbidden, err)
+		return nil, err
 	}
 	if role != protocol.RoleSource {
 		gr = &grant{stream: stream, relay: true, maxChildren: -1}
@@ -152,4 +158,12 @@ func (s *Server) withPlayerViews(r statsResponse) statsResponse {
 		r.Figures.Peers++
 	}
 	return r
+}
+
+// closeHosted ends every WHIP and WHEP session: publishers' source nodes
+// leave their trees (viewers see the stream offline), relays close.
+func (s *Server) closeHosted() {
+	if s.whip != nil {
+		s.whip.Close()
+	}
 }

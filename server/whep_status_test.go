@@ -71,10 +71,12 @@ func TestWHEPStatusCodes(t *testing.T) {
 		{"no media", "private", "application/sdp", viewer, noMediaSDP, 400, "no audio or video"},
 		{"a publisher's offer", "private", "application/sdp", viewer, newWHIPClient(t).offer(), 400, "receives media"},
 		{"body over the limit", "private", "application/sdp", viewer, offer + strings.Repeat("a=x\r\n", 20000), 413, "too large"},
-		{"private stream, no token", "private", "application/sdp", "", offer, 401, "token"},
-		{"private stream, bad token", "private", "application/sdp", "x.y.z", offer, 401, "token"},
-		{"private stream, another stream's token", "private", "application/sdp", signHS256(t, claims("other", false, time.Hour)), offer, 403, "private"},
-		{"unknown stream", "nobody", "application/sdp", "", offer, 404, "not found"},
+		// A private stream is hidden from callers without a grant for it:
+		// they get what an unknown stream gets (the gate, gate.go).
+		{"private stream, no token", "private", "application/sdp", "", offer, 404, "stream not found"},
+		{"private stream, another stream's token", "private", "application/sdp", signHS256(t, claims("other", false, time.Hour)), offer, 404, "stream not found"},
+		{"bad token", "private", "application/sdp", "x.y.z", offer, 401, "token"},
+		{"unknown stream", "nobody", "application/sdp", "", offer, 404, "stream not found"},
 		{"VP9 only", "private", "application/sdp", viewer, vp9, 422, "VP9"},
 		{"VP8 only for an H264 stream", "private", "application/sdp", viewer, vp8, 422, "H264"},
 	} {
@@ -82,6 +84,15 @@ func TestWHEPStatusCodes(t *testing.T) {
 		if resp.StatusCode != tc.want || !strings.Contains(body, tc.inBody) {
 			t.Errorf("%s: %d %q, want %d mentioning %q", tc.name, resp.StatusCode, body, tc.want, tc.inBody)
 		}
+	}
+
+	// 403: a valid token, from a page of another site, for a private
+	// stream (those are watched from the server's own pages or an
+	// -allow-origin site).
+	var body string
+	resp, body = post(t, http.MethodPost, url+"/whep/private", "application/sdp", viewer, offer, "Origin", "https://elsewhere.example")
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("private stream from another site: %d %q, want 403", resp.StatusCode, body)
 	}
 
 	// The WHIP session is one of this address's two; one player fits.

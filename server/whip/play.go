@@ -59,7 +59,7 @@ func (h *Handler) play(c *gin.Context) {
 	}
 	if h.cfg.HasSource != nil {
 		if exists, _ := h.cfg.HasSource(stream); !exists {
-			h.writeError(c, fmt.Errorf("%w: %q", errNoStream, stream))
+			h.writeError(c, fmt.Errorf("%w: %q", ErrNoStream, stream))
 			return
 		}
 	}

@@ -172,7 +172,7 @@ func nodeError(err error) error {
 		case protocol.CodeUnauthorized:
 			return fmt.Errorf("%w: %s", ErrForbidden, se.Reason)
 		case protocol.CodeNotFound:
-			return fmt.Errorf("%w: %s", errNoStream, se.Reason)
+			return fmt.Errorf("%w: %s", ErrNoStream, se.Reason)
 		}
 	}
 	return fmt.Errorf("joining the tree: %w", err)

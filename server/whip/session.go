@@ -93,16 +93,25 @@ func (h *Handler) end(s *session, why string) {
 	s.end()
 }
 
-// Close ends every session.
+// Close ends every session, and the WHEP relays leave their trees.
 func (h *Handler) Close() {
 	h.mu.Lock()
 	all := make([]*session, 0, len(h.sessions))
 	for _, s := range h.sessions {
 		all = append(all, s)
 	}
+	var relays []*relay
+	for _, r := range h.relays {
+		if r.node != nil {
+			relays = append(relays, r)
+		}
+	}
 	h.mu.Unlock()
 	for _, s := range all {
 		h.end(s, "server closing")
+	}
+	for _, r := range relays {
+		_ = r.node.Close()
 	}
 }
 

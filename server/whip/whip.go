@@ -50,8 +50,10 @@ var (
 	errNoSession = errors.New("no such session")
 	// errPrecondition means If-Match names another version of the session (412).
 	errPrecondition = errors.New("If-Match does not match the session's ETag")
-	// errNoStream means a WHEP player asked for a stream nobody publishes (404).
-	errNoStream = errors.New("stream not found")
+	// ErrNoStream means a WHEP player asked for a stream nobody publishes,
+	// or one hidden from it (a private stream without a grant reads the
+	// same) (404).
+	ErrNoStream = errors.New("stream not found")
 )
 
 // statuses maps each error to its HTTP status; anything else is a 500.
@@ -70,7 +72,7 @@ var statuses = []struct {
 	{errNoCodec, http.StatusUnprocessableEntity},
 	{errTooManySessions, http.StatusTooManyRequests},
 	{errNoSession, http.StatusNotFound},
-	{errNoStream, http.StatusNotFound},
+	{ErrNoStream, http.StatusNotFound},
 	{errPrecondition, http.StatusPreconditionFailed},
 }
 
