@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"canopy/mesh"
+	"canopy/mesh/protocol"
 )
 
 // wireConn is what a peer's session reads and the peer's writeLoop writes:
@@ -203,7 +204,8 @@ func (e nodeEnd) Close() error { e.p.close(); return nil }
 // LocalTransport connects a node the server hosts itself to the stream's
 // coordinator in-process: the same session as a WebSocket peer (hello,
 // auth, the tree, signals between neighbours), without a socket and
-// outside the per-address limits, which are for clients. gr is what the
+// outside the per-address limits, which are for clients (it does take one
+// of the server's -max-peers). gr is what the
 // node's credential was verified as by the caller (a WHIP publisher's
 // bearer token, the server's own grant for its WHEP relay); nil means the
 // node's hello must carry a token, as the demo's does.
@@ -220,6 +222,17 @@ func (s *Server) LocalTransport(gr *grant) mesh.Transport {
 	}
 	p.log = s.log.With("peer", p.id, "remote", "in-process")
 	go p.writeLoop()
-	go s.session(context.Background(), p)
+	// A hosted node takes one of the server's -max-peers slots like any
+	// peer: what the cap bounds (sessions, goroutines, memory) it uses too.
+	release, ok := s.peers.acquire()
+	if !ok {
+		p.send(protocol.Errorf(protocol.CodeFull, "%v (%d); try again later", errTooManyPeers, s.peers.max))
+		p.close()
+		return nodeEnd{pipe}
+	}
+	go func() {
+		defer release()
+		s.session(context.Background(), p)
+	}()
 	return nodeEnd{pipe}
 }

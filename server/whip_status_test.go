@@ -142,3 +142,25 @@ func sdpAttr(sdp, prefix string) string {
 	}
 	return ""
 }
+
+// TestWHIPServerFull: a publisher for a new stream on a server at its
+// -max-streams, or a hosted node past -max-peers, gets 503 with
+// Retry-After, not a 500.
+func TestWHIPServerFull(t *testing.T) {
+	_, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 2}, Hosted: peer.Config{LoopbackOnly: true},
+		Limits: Limits{MaxStreams: 1}})
+	startSource(t, url, "first", 2)
+	code, body := newWHIPClient(t).publish(url, "second", "")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "full") {
+		t.Errorf("a new stream past -max-streams: %d %q, want 503", code, body)
+	}
+
+	_, url = startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 2}, Hosted: peer.Config{LoopbackOnly: true},
+		Limits: Limits{MaxPeers: 1}})
+	startSource(t, url, "first", 2)
+	c := newWHIPClient(t)
+	code, body = c.publish(url, "second", "")
+	if code != http.StatusServiceUnavailable || c.resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a hosted node past -max-peers: %d %q, want 503 with Retry-After", code, body)
+	}
+}

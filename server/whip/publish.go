@@ -173,6 +173,8 @@ func nodeError(err error) error {
 			return fmt.Errorf("%w: %s", ErrForbidden, se.Reason)
 		case protocol.CodeNotFound:
 			return fmt.Errorf("%w: %s", ErrNoStream, se.Reason)
+		case protocol.CodeFull:
+			return fmt.Errorf("%w: %s", errFull, se.Reason)
 		}
 	}
 	return fmt.Errorf("joining the tree: %w", err)

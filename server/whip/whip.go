@@ -50,6 +50,8 @@ var (
 	errNoSession = errors.New("no such session")
 	// errPrecondition means If-Match names another version of the session (412).
 	errPrecondition = errors.New("If-Match does not match the session's ETag")
+	// errFull means the server is at its cap of streams or peers (503).
+	errFull = errors.New("the server is full")
 	// ErrNoStream means a WHEP player asked for a stream nobody publishes,
 	// or one hidden from it (a private stream without a grant reads the
 	// same) (404).
@@ -74,6 +76,7 @@ var statuses = []struct {
 	{errNoSession, http.StatusNotFound},
 	{ErrNoStream, http.StatusNotFound},
 	{errPrecondition, http.StatusPreconditionFailed},
+	{errFull, http.StatusServiceUnavailable},
 }
 
 func statusOf(err error) int {
@@ -233,7 +236,7 @@ func (h *Handler) writeError(c *gin.Context, err error) {
 		}
 	case http.StatusUnauthorized:
 		c.Header("WWW-Authenticate", `Bearer realm="canopy"`)
-	case http.StatusTooManyRequests:
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
 		c.Header("Retry-After", "5")
 	case http.StatusInternalServerError:
 		h.log.Warn("whip/whep request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "err", err)
