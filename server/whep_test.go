@@ -182,6 +182,34 @@ func TestWHEPPlayersOfAWHIPStream(t *testing.T) {
 		return live == 3
 	})
 
+	// The publisher stops and comes back: the players keep their sessions
+	// and play the returning publisher's frames.
+	if code := obs.stop(); code != http.StatusOK {
+		t.Fatalf("DELETE /whip: %d", code)
+	}
+	back := newWHIPClient(t)
+	for _, p := range players {
+		p.mu.Lock()
+		p.src = back.src
+		p.mu.Unlock()
+	}
+	waitFor(t, 20*time.Second, "the stream is offline", func() bool {
+		var streams []streamInfo
+		getJSON(t, url+"/api/streams", &streams)
+		return len(streams) == 1 && !streams[0].Live
+	})
+	if code, body := back.publish(url, "show", ""); code != http.StatusCreated {
+		t.Fatalf("POST /whip again: %d %s", code, body)
+	}
+	back.play(h264Clip)
+	for _, p := range players {
+		f0, m0, _ := p.counts()
+		waitFor(t, 30*time.Second, "WHEP players play the returning publisher", func() bool { f, _, _ := p.counts(); return f >= f0+60 })
+		if _, m, _ := p.counts(); m != m0 {
+			t.Errorf("WHEP player: %d frames after the return differ from the publisher's", m-m0)
+		}
+	}
+
 	// A player leaves with DELETE; the tree API forgets it.
 	if resp, _ := post(t, http.MethodDelete, players[0].location, "", "", ""); resp.StatusCode != http.StatusOK {
 		t.Errorf("DELETE /whep session: %d", resp.StatusCode)
