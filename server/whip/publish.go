@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,17 +36,16 @@ type publisher struct {
 	pc     *webrtc.PeerConnection
 	node   *mesh.Node
 	tracks map[string]protocol.Track // by mid
-	log    interface {
-		Info(string, ...any)
-		Warn(string, ...any)
-		Debug(string, ...any)
-	}
+	log    *slog.Logger
 
 	videoSSRC       atomic.Uint32
-	pendingKeyframe atomic.Bool    // asked for before the connection was up
-	wg              sync.WaitGroup // track read loops
-	nodeReady       chan struct{}  // closed once node is set
-	firstRTP        atomic.Int64   // unix nanoseconds of the first packet
+	pendingKeyframe atomic.Bool   // asked for before the connection was up
+	nodeReady       chan struct{} // closed once node is set, or the set-up failed
+	readyOnce       sync.Once
+
+	mu     sync.Mutex // orders track read loops starting with close
+	closed bool
+	wg     sync.WaitGroup // track read loops
 }
 
 // publish is POST /whip/<stream>: the publisher's offer becomes the
@@ -119,7 +119,8 @@ func (h *Handler) startPublisher(ctx context.Context, stream, offer string, medi
 	p := &publisher{h: h, s: s, pc: pc, tracks: make(map[string]protocol.Track), nodeReady: make(chan struct{}),
 		log: h.log.With("stream", stream, "session", s.id)}
 	fail := func(err error) (*publisher, string, error) {
-		_ = pc.Close()
+		p.readyOnce.Do(func() { close(p.nodeReady) })
+		p.close()
 		return nil, "", err
 	}
 	// Track ids: video, audio, then video2… in the offer's order, as a Go
@@ -152,10 +153,9 @@ func (h *Handler) startPublisher(ctx context.Context, stream, offer string, medi
 		return fail(nodeError(err))
 	}
 	p.node = node
-	close(p.nodeReady)
+	p.readyOnce.Do(func() { close(p.nodeReady) })
 	answer, err := answerWhole(ctx, pc)
 	if err != nil {
-		node.Kill()
 		return fail(err)
 	}
 	s.end = p.close
@@ -213,9 +213,14 @@ func (p *publisher) watch() {
 // close leaves the tree (viewers are told the stream is offline, and stay
 // for a publisher that comes back) and closes the publisher's connection.
 func (p *publisher) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 	_ = p.pc.Close()
 	p.wg.Wait()
-	go func() { _ = p.node.Close() }() // a graceful leave waits for children to move
+	if p.node != nil {
+		go func() { _ = p.node.Close() }() // a graceful leave waits for children to move
+	}
 }
 
 // requestKeyframe asks the publisher for a keyframe: the tree's requests
@@ -252,6 +257,14 @@ func (p *publisher) requestKeyframe(string) {
 // becomes the track's read loop.
 func (p *publisher) onTrack(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
 	<-p.nodeReady
+	p.mu.Lock()
+	if p.closed || p.node == nil {
+		p.mu.Unlock()
+		return
+	}
+	p.wg.Add(1)
+	p.mu.Unlock()
+	defer p.wg.Done()
 	var t protocol.Track
 	for _, x := range p.pc.GetTransceivers() {
 		if x.Receiver() == rcv {
@@ -265,8 +278,6 @@ func (p *publisher) onTrack(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
 	if tr.Kind() == webrtc.RTPCodecTypeVideo {
 		p.videoSSRC.CompareAndSwap(0, uint32(tr.SSRC()))
 	}
-	p.wg.Add(1)
-	defer p.wg.Done()
 	var extID uint8
 	for _, e := range rcv.GetParameters().HeaderExtensions {
 		if e.URI == peer.AbsCaptureTimeURI && e.ID > 0 && e.ID < 15 {
@@ -319,7 +330,6 @@ func (p *publisher) readLoop(t protocol.Track, tr *webrtc.TrackRemote, extID uin
 		pkt.Extensions = pkt.Extensions[:0]
 		pkt.Extension = false
 		_ = pkt.SetExtension(peer.AbsCaptureTimeID, ext)
-		p.firstRTP.CompareAndSwap(0, time.Now().UnixNano())
 		if err := p.node.WriteRTP(t.ID, &pkt); err != nil && !errors.Is(err, peer.ErrPacketTooLarge) {
 			return // the node stopped; watch ends the session
 		}
