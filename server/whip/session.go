@@ -73,7 +73,10 @@ func (h *Handler) lookup(c *gin.Context) (*session, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.sessions[c.Param("session")]
-	kind := strings.TrimPrefix(strings.SplitN(strings.TrimPrefix(c.Request.URL.Path, "/"), "/", 2)[0], "/")
+	kind := "whip"
+	if strings.HasPrefix(c.FullPath(), "/whep/") {
+		kind = "whep"
+	}
 	if s == nil || s.stream != c.Param("stream") || s.kind != kind {
 		return nil, errNoSession
 	}

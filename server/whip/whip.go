@@ -190,8 +190,8 @@ func New(cfg Config) (*Handler, error) {
 func (h *Handler) Routes(r gin.IRoutes) {
 	for _, kind := range []string{"whip", "whep"} {
 		base := "/" + kind + "/:stream"
-		r.OPTIONS(base, h.options(kind))
-		r.OPTIONS(base+"/:session", h.options(kind))
+		r.OPTIONS(base, h.options)
+		r.OPTIONS(base+"/:session", h.options)
 		r.PATCH(base+"/:session", h.patch)
 		r.DELETE(base+"/:session", h.delete)
 	}
@@ -208,19 +208,17 @@ func cors(c *gin.Context) {
 
 // options answers a CORS preflight, and tells WHIP clients what POST and
 // PATCH take.
-func (h *Handler) options(kind string) gin.HandlerFunc {
-	return func(c *gin.Context) {
-		cors(c)
-		c.Header("Access-Control-Allow-Methods", "POST, PATCH, DELETE, OPTIONS")
-		c.Header("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
-		c.Header("Access-Control-Max-Age", "86400")
-		if c.Param("session") == "" {
-			c.Header("Accept-Post", mimeSDP)
-		} else {
-			c.Header("Accept-Patch", mimeSDPFrag)
-		}
-		c.Status(http.StatusNoContent)
+func (h *Handler) options(c *gin.Context) {
+	cors(c)
+	c.Header("Access-Control-Allow-Methods", "POST, PATCH, DELETE, OPTIONS")
+	c.Header("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
+	c.Header("Access-Control-Max-Age", "86400")
+	if c.Param("session") == "" {
+		c.Header("Accept-Post", mimeSDP)
+	} else {
+		c.Header("Accept-Patch", mimeSDPFrag)
 	}
+	c.Status(http.StatusNoContent)
 }
 
 // writeError answers err with its status and its text.
