@@ -9,7 +9,7 @@ import (
 	"canopy/mesh/tree"
 )
 
-// localPeer says hello over an in-process connection and reads what the
+// localHello says hello over an in-process connection and reads what the
 // server sends back.
 func localHello(t *testing.T, s *Server, stream string, role protocol.Role) (nodeEnd, chan *protocol.Message) {
 	t.Helper()
