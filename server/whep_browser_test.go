@@ -4,11 +4,13 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
 )
 
@@ -64,15 +66,29 @@ type whepPageStats struct {
 
 // TestWHEPInChromium plays a WHIP-published H264 stream in headless
 // Chromium through WHEP, from a page on another origin that uses no
-// Canopy JavaScript.
+// Canopy JavaScript: constrained baseline, and High profile as OBS sends
+// it with x264's default profile (its offer says 42e01f whatever the
+// encoder's profile; server/testdata/high_nobf.h264 is ffmpeg's
+// "-c:v libx264 -profile:v high -bf 0 -g 30" of testsrc2).
 func TestWHEPInChromium(t *testing.T) {
+	for _, clip := range []string{h264Clip, "testdata/high_nobf.h264"} {
+		t.Run(clip[strings.LastIndex(clip, "/")+1:], func(t *testing.T) { whepInChromium(t, clip) })
+	}
+}
+
+func whepInChromium(t *testing.T, clip string) {
 	_, url := startServer(t, tree.Config{SourceCapacity: 2})
 	bctx := newBrowser(t)
 	obs := newWHIPClient(t)
 	if code, body := obs.publish(url, "chromium", ""); code != http.StatusCreated {
 		t.Fatalf("POST /whip: %d %s", code, body)
 	}
-	obs.play(h264Clip)
+	obs.play(clip)
+	v := startPeer(t, url, "chromium", protocol.RoleViewer, 0, obs.src)
+	waitFor(t, 30*time.Second, "a Go viewer plays", func() bool { f, _, _ := v.counts(); return f >= 30 })
+	if _, mismatch, _ := v.counts(); mismatch != 0 {
+		t.Errorf("Go viewer: %d frames differ from the publisher's", mismatch)
+	}
 	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write([]byte(whepPage))
