@@ -100,13 +100,21 @@ func run(args []string) error {
 	if *sec.publicIP != "" {
 		publicIPs = []string{*sec.publicIP}
 	}
-	cfg.Hosted = peer.Config{LoopbackOnly: *loopback, UDPMux: udpMux, PublicIPs: publicIPs, ICEServers: webrtcICEServers(cfg.ICEServers)}
-	srv := NewServer(cfg)
-
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
+	// The server's own peers (the demo, WHIP and WHEP nodes) never check
+	// candidates that point into the server's network or at its own ports
+	// (candidates.go).
+	own := []int{portOf(ln.Addr()), *udpPort}
+	if turnSrv != nil {
+		own = append(own, portOf(turnSrv.Addr()))
+	}
+	candidates := newCandidatePolicy(*loopback, own...)
+	cfg.Hosted = peer.Config{LoopbackOnly: *loopback, UDPMux: udpMux, PublicIPs: publicIPs,
+		ICEServers: webrtcICEServers(cfg.ICEServers), RemoteCandidateFilter: candidates.allow}
+	srv := NewServer(cfg)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -116,6 +124,7 @@ func run(args []string) error {
 
 	if *demo {
 		go runDemo(ctx, demoConfig{
+			candidates:   candidates,
 			udpMux:       udpMux,
 			publicIPs:    publicIPs,
 			connect:      func() mesh.Transport { return srv.LocalTransport(nil) },

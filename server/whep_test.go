@@ -98,19 +98,30 @@ func (c *whepClient) counts() (frames, mismatch, audio int) {
 	return c.frames, c.mismatch, c.audio
 }
 
-// watch POSTs the offer to base+/whep/stream and applies the answer.
-func (c *whepClient) watch(base, stream, token string) (int, string) {
-	c.t.Helper()
+// whepOfferOf is the player's complete offer.
+func whepOfferOf(t testing.TB, c *whepClient) string {
+	t.Helper()
 	offer, err := c.pc.CreateOffer(nil)
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	gathered := webrtc.GatheringCompletePromise(c.pc)
 	if err := c.pc.SetLocalDescription(offer); err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	<-gathered
-	resp, body := post(c.t, http.MethodPost, base+"/whep/"+stream, "application/sdp", token, c.pc.LocalDescription().SDP)
+	return c.pc.LocalDescription().SDP
+}
+
+// webrtcAnswerOf is an answer body as a description.
+func webrtcAnswerOf(sdp string) webrtc.SessionDescription {
+	return webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}
+}
+
+// watch POSTs the offer to base+/whep/stream and applies the answer.
+func (c *whepClient) watch(base, stream, token string) (int, string) {
+	c.t.Helper()
+	resp, body := post(c.t, http.MethodPost, base+"/whep/"+stream, "application/sdp", token, whepOfferOf(c.t, c))
 	if resp.StatusCode != http.StatusCreated {
 		return resp.StatusCode, body
 	}

@@ -29,7 +29,7 @@ func (a *API) NewDownstreamForOffer(ctx context.Context, childID string, fwds []
 		return nil, "", fmt.Errorf("peer: new peer connection: %w", err)
 	}
 	d := &Downstream{
-		conn:    newConn(pc, func(protocol.Signal) {}, a.logger.With("child", childID)),
+		conn:    a.newConn(pc, func(protocol.Signal) {}, a.logger.With("child", childID)),
 		childID: childID,
 		batch:   batch,
 	}

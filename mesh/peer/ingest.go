@@ -51,3 +51,12 @@ func (a *API) NewIngestPeerConnection(codecs []webrtc.RTPCodecParameters) (*webr
 func VideoFeedback() []webrtc.RTCPFeedback {
 	return append([]webrtc.RTCPFeedback(nil), videoFeedback...)
 }
+
+// AllowRemoteCandidate applies the API's RemoteCandidateFilter to one
+// remote candidate (an a=candidate value, with or without its "candidate:"
+// prefix), for connections whose signaling passes through neither a
+// Downstream nor an Upstream: a WHIP publisher's offer and trickles.
+func (a *API) AllowRemoteCandidate(candidate string) bool {
+	c := conn{filter: a.cfg.RemoteCandidateFilter, logger: a.logger}
+	return c.allowed(candidate)
+}

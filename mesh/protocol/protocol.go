@@ -30,6 +30,15 @@ const (
 	MaxTracks          = 8
 	MaxCapacity        = 1000
 	MaxReasonLength    = 512
+	// MaxEdgeCandidates bounds the ICE candidates one peer may send along
+	// one tree edge (to one neighbour, for one connection), and what a peer
+	// queues or adds from one neighbour. A real ICE agent needs a few dozen
+	// at most: host candidates per interface and IP family, UDP and TCP
+	// (a multi-homed host with VPN and container bridges has ~10
+	// interfaces: ~40), one server-reflexive per STUN server and one
+	// relayed per TURN server and transport. Past 64, candidates only add
+	// connectivity checks, never a path.
+	MaxEdgeCandidates = 64
 	// MaxReclaimLength bounds a reclaim secret (the server's are 22 bytes).
 	MaxReclaimLength = 64
 )
@@ -97,6 +106,10 @@ const (
 	CodeFull         = "full"          // no free slot in the tree
 	CodeInternal     = "internal"      // the server failed; try again
 	CodeUnauthorized = "unauthorized"  // a missing, invalid or insufficient token; the server closes
+	// CodeRateLimited: a message over its budget (the connection's, the
+	// edge's, or the receiving peer's) was dropped, not forwarded; the
+	// connection stays up. Slow down.
+	CodeRateLimited = "rate_limited"
 )
 
 // Track describes one media track of a stream, as the source declares it.

@@ -139,7 +139,9 @@ func (h *Handler) startPublisher(ctx context.Context, stream, offer string, medi
 		tracks = append(tracks, t)
 	}
 	pc.OnTrack(p.onTrack)
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+	admitted, n := h.admitOfferCandidates(offer)
+	s.candidates = n
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: admitted}); err != nil {
 		return fail(fmt.Errorf("%w: %v", errBadSDP, err))
 	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
@@ -148,6 +150,7 @@ func (h *Handler) startPublisher(ctx context.Context, stream, offer string, medi
 		Transport: connect(), Stream: stream, Role: protocol.RoleSource, Capacity: h.cfg.SourceCapacity,
 		Tracks: tracks, LoopbackOnly: h.cfg.Peer.LoopbackOnly, UDPMux: h.cfg.Peer.UDPMux, PublicIPs: h.cfg.Peer.PublicIPs,
 		Logger: h.log.With("whip", s.id), OnKeyframeRequest: p.requestKeyframe,
+		RemoteCandidateFilter: h.cfg.Peer.RemoteCandidateFilter,
 	})
 	if err != nil {
 		return fail(nodeError(err))

@@ -12,6 +12,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/pion/webrtc/v4"
+
+	"canopy/mesh/protocol"
 )
 
 // gatherTimeout bounds the wait for the server's own ICE candidates, which
@@ -32,6 +34,9 @@ type session struct {
 	etag  string
 	offer string // the client's last offer, for ICE restarts
 	ufrag string // its ICE ufrag
+	// candidates counts the remote candidates the client sent, against
+	// maxSessionCandidates.
+	candidates int
 }
 
 func newID() string {
@@ -182,11 +187,9 @@ func (h *Handler) patch(c *gin.Context) {
 		c.Data(http.StatusOK, mimeSDPFrag, []byte(frag))
 		return
 	}
-	for _, cand := range frag.candidates {
-		if err := s.pc.AddICECandidate(cand); err != nil {
-			h.writeError(c, fmt.Errorf("%w: candidate %q: %v", errBadFragment, truncate(cand.Candidate), err))
-			return
-		}
+	if err := h.addCandidates(s, frag); err != nil {
+		h.writeError(c, err)
+		return
 	}
 	cors(c)
 	c.Status(http.StatusNoContent)
@@ -200,10 +203,8 @@ func (h *Handler) restartICE(ctx context.Context, s *session, frag fragment) (st
 	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return "", fmt.Errorf("%w: ICE restart: %v", errBadFragment, err)
 	}
-	for _, cand := range frag.candidates {
-		if err := s.pc.AddICECandidate(cand); err != nil {
-			return "", fmt.Errorf("%w: candidate %q: %v", errBadFragment, truncate(cand.Candidate), err)
-		}
+	if err := h.addCandidates(s, frag); err != nil {
+		return "", err
 	}
 	answer, err := answerWhole(ctx, s.pc)
 	if err != nil {
@@ -211,6 +212,57 @@ func (h *Handler) restartICE(ctx context.Context, s *session, frag fragment) (st
 	}
 	s.offer, s.ufrag, s.etag = offer, frag.ufrag, newETag()
 	return answerFragment(answer), nil
+}
+
+// maxSessionCandidates bounds the remote candidates one session may add,
+// in its offer and its PATCHes together: what a neighbour may send in the
+// tree (protocol.MaxEdgeCandidates).
+const maxSessionCandidates = protocol.MaxEdgeCandidates
+
+// addCandidates adds a fragment's candidates that the server's candidate
+// policy allows (peer.Config.RemoteCandidateFilter: never the server's own
+// network or ports); refused ones are dropped, as in the tree: a client that
+// can reach the server connects through the peer-reflexive candidate its
+// checks create. Runs under s.mu.
+func (h *Handler) addCandidates(s *session, frag fragment) error {
+	for _, cand := range frag.candidates {
+		if s.candidates >= maxSessionCandidates {
+			return fmt.Errorf("%w: more than %d candidates in this session", errBadFragment, maxSessionCandidates)
+		}
+		s.candidates++
+		if !h.api.AllowRemoteCandidate(cand.Candidate) {
+			continue
+		}
+		if err := s.pc.AddICECandidate(cand); err != nil {
+			return fmt.Errorf("%w: candidate %q: %v", errBadFragment, truncate(cand.Candidate), err)
+		}
+	}
+	return nil
+}
+
+// admitOfferCandidates drops the a=candidate lines of an offer that the
+// candidate policy refuses, or past the session's bound; it returns the
+// offer and how many candidates it held.
+func (h *Handler) admitOfferCandidates(offer string) (string, int) {
+	if !strings.Contains(offer, "a=candidate:") {
+		return offer, 0
+	}
+	n := 0
+	lines := strings.SplitAfter(offer, "\n")
+	kept := lines[:0]
+	for _, line := range lines {
+		if v, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), "a=candidate:"); ok {
+			if n >= maxSessionCandidates {
+				continue
+			}
+			n++
+			if !h.api.AllowRemoteCandidate(v) {
+				continue
+			}
+		}
+		kept = append(kept, line)
+	}
+	return strings.Join(kept, ""), n
 }
 
 func newETag() string { return `"` + newID() + `"` }

@@ -6,7 +6,7 @@
 // place with replaceTrack when its own parent changes, so its children stay
 // connected. The media never passes through the server.
 
-import { Code, Kind, Role, SERVER_TYPES, SignalKind, Type, VERSION, decode, encode } from './protocol.js';
+import { Code, Kind, MAX_EDGE_CANDIDATES, Role, SERVER_TYPES, SignalKind, Type, VERSION, decode, encode } from './protocol.js';
 import { backoffDelay } from './backoff.js';
 import { PlaybackMonitor } from './monitor.js';
 import { kbps } from './format.js';
@@ -116,6 +116,8 @@ export class CanopyClient extends EventTarget {
     /** @type {ReturnType<typeof setTimeout>|null} */ this._retryTimer = null;
     /** @type {ReturnType<typeof setInterval>|null} */ this._sampleTimer = null;
     this._attempt = 0;
+    /** Set when the server refused the credential: retrying cannot help, so the client stops. */
+    this._refused = false;
     /** Connection whose media plays (and is relayed): the current parent's, or the previous one's until the new one's media flows. @type {RTCPeerConnection|null} */
     this._mediaPC = null;
     /** @type {string|null} */ this._mediaParent = null;
@@ -228,6 +230,7 @@ export class CanopyClient extends EventTarget {
       this._ws = null;
       // The server has dropped us and re-attached our children elsewhere.
       this._closeChildren();
+      if (this._refused) return; // 'offline' with the server's reason; no retry
       // An offline stream stays 'offline' while we keep asking in the background.
       if (this.state !== 'offline' && this.state !== 'ended') this._setState('reconnecting', 'lost the server');
       const delay = backoffDelay(this._attempt++);
@@ -299,6 +302,12 @@ export class CanopyClient extends EventTarget {
         const code = msg.code ?? Code.INTERNAL;
         const reason = msg.reason ?? '';
         this.dispatchEvent(new CustomEvent('error', { detail: { code, reason } }));
+        if (code === Code.UNAUTHORIZED) {
+          // The server closes after this; the same token would be refused again.
+          this._refused = true;
+          this._setState(this._wasLive ? 'ended' : 'offline', `not authorized: ${reason}`);
+          return;
+        }
         if (code === Code.NOT_FOUND) {
           // Stay 'offline' and ask again with backoff: the stream may start later.
           this._setState(this._wasLive ? 'ended' : 'offline', 'stream not found');
@@ -356,7 +365,7 @@ export class CanopyClient extends EventTarget {
         this._send({ type: Type.SIGNAL, peer: /** @type {string} */ (peer), signal: { kind: SignalKind.ANSWER, sdp: pc.localDescription.sdp } });
       } else if (sig.kind === SignalKind.CANDIDATE && sig.candidate) {
         if (pc.remoteDescription) await this._addCandidate(pc, sig.candidate);
-        else this._pending.push(sig.candidate);
+        else if (this._pending.length < MAX_EDGE_CANDIDATES) this._pending.push(sig.candidate); // the server bounds an edge's too
       }
     };
     this._chain = this._chain.then(step).catch((err) => {

@@ -17,6 +17,12 @@ export const MAX_TOKEN_LENGTH = 4096;
 export const MAX_TRACKS = 8;
 export const MAX_CAPACITY = 1000;
 export const MAX_REASON_LENGTH = 512;
+/**
+ * ICE candidates one peer may send along one tree edge, and what a peer
+ * queues or adds from one neighbour (MaxEdgeCandidates in Go: a real agent
+ * needs a few dozen at most).
+ */
+export const MAX_EDGE_CANDIDATES = 64;
 export const MAX_RECLAIM_LENGTH = 64;
 /** Upper bound of a depth, as Validate checks it. */
 export const MAX_DEPTH = 1 << 16;
@@ -62,6 +68,8 @@ export const Code = Object.freeze({
   STATE: 'bad_state', // e.g. a second hello, or a signal before hello
   FULL: 'full', // no free slot in the tree
   INTERNAL: 'internal', // the server failed; try again
+  UNAUTHORIZED: 'unauthorized', // a missing, invalid or insufficient token; the server closes
+  RATE_LIMITED: 'rate_limited', // a message over its budget was dropped; the connection stays up
 });
 
 /**

@@ -4,7 +4,7 @@
 // messages. When this tab's own parent changes, setTrack swaps the new track
 // into the same sender, so the child's connection and decoder carry on.
 
-import { SignalKind } from './protocol.js';
+import { MAX_EDGE_CANDIDATES, SignalKind } from './protocol.js';
 
 /** @typedef {import('./protocol.js').Signal} Signal */
 /** @typedef {import('./protocol.js').ICEServer} ICEServer */
@@ -113,7 +113,7 @@ export class ChildLink {
         for (const c of this._pending.splice(0)) await addCandidate(pc, c);
       } else if (sig.kind === SignalKind.CANDIDATE && sig.candidate) {
         if (pc.remoteDescription) await addCandidate(pc, sig.candidate);
-        else this._pending.push(sig.candidate);
+        else if (this._pending.length < MAX_EDGE_CANDIDATES) this._pending.push(sig.candidate); // a child that never answers
       }
     });
   }

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  Code, MAX_CANDIDATE_LENGTH, MAX_MESSAGE_SIZE, MAX_RECLAIM_LENGTH, MAX_SDP_LENGTH, ProtocolError, SERVER_TYPES,
+  Code, MAX_CANDIDATE_LENGTH, MAX_EDGE_CANDIDATES, MAX_MESSAGE_SIZE, MAX_RECLAIM_LENGTH, MAX_SDP_LENGTH, ProtocolError, SERVER_TYPES,
   SignalKind, Type, VERSION, decode, encode, validID,
 } from '../js/protocol.js';
 import { BACKOFF_MAX_MS, backoffDelay } from '../js/backoff.js';
@@ -145,6 +145,9 @@ test('constants mirror protocol.go', () => {
   assert.equal(Type.SIGNAL, 'signal');
   assert.equal(SignalKind.CANDIDATE, 'candidate');
   assert.equal(Code.STATE, 'bad_state');
+  assert.equal(Code.UNAUTHORIZED, 'unauthorized');
+  assert.equal(Code.RATE_LIMITED, 'rate_limited');
+  assert.equal(MAX_EDGE_CANDIDATES, 64);
   assert.ok(!SERVER_TYPES.has(Type.HELLO) && !SERVER_TYPES.has(Type.LEAVE));
 });
 
