@@ -226,8 +226,14 @@ func (s *Server) LocalTransport(gr *grant) mesh.Transport {
 	// peer: what the cap bounds (sessions, goroutines, memory) it uses too.
 	release, ok := s.peers.acquire()
 	if !ok {
-		p.send(protocol.Errorf(protocol.CodeFull, "%v (%d); try again later", errTooManyPeers, s.peers.max))
-		p.close()
+		// Refused as a WebSocket is, but after the node's hello, so the
+		// node reads the reason instead of a closed connection.
+		go func() {
+			_ = p.conn.SetReadDeadline(time.Now().Add(p.lim.HelloTimeout))
+			_, _, _ = p.conn.ReadMessage()
+			p.send(protocol.Errorf(protocol.CodeFull, "%v (%d); try again later", errTooManyPeers, s.peers.max))
+			p.close()
+		}()
 		return nodeEnd{pipe}
 	}
 	go func() {

@@ -53,12 +53,14 @@ func TestWHIPKeyframeRequestsMergedAndThrottled(t *testing.T) {
 	waitFor(t, 5*time.Second, "the last request's answer", func() bool { p, _ := obs.rtcpSeen(); return len(p) > len(before) })
 	all, _ := obs.rtcpSeen()
 	plis := all[len(before):]
+	// Sent at most one per 300 ms; arrival may bunch them on a busy
+	// machine, but never to the child's own 50 ms.
 	for i := 1; i < len(all); i++ {
-		if gap := all[i].Sub(all[i-1]); gap < 250*time.Millisecond {
+		if gap := all[i].Sub(all[i-1]); gap < 100*time.Millisecond {
 			t.Errorf("keyframe requests %d and %d only %s apart; the tree throttles them to one per 300 ms", i-1, i, gap)
 		}
 	}
-	if max := 1 + int(window/(300*time.Millisecond)); len(plis) < 2 || len(plis) > max {
+	if max := 2 + int(window/(300*time.Millisecond)); len(plis) < 2 || len(plis) > max {
 		t.Errorf("30 PLIs in %s reached the publisher as %d; want them merged into 2..%d", window.Round(time.Millisecond), len(plis), max)
 	}
 	t.Logf("joins: %d keyframe requests; 30 PLIs in %s: %d", len(before), window.Round(time.Millisecond), len(plis))

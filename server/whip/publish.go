@@ -25,6 +25,10 @@ import (
 // "failed". ICE may recover within it; an encoder that quit does not.
 const disconnectGrace = 5 * time.Second
 
+// minPLIGap is the least time between two keyframe requests to the
+// publisher: the tree's forwarders pass at most one per 300 ms.
+const minPLIGap = 300 * time.Millisecond
+
 // dialTimeout bounds the hosted node's hello and welcome, in-process.
 const dialTimeout = 10 * time.Second
 
@@ -40,6 +44,7 @@ type publisher struct {
 
 	videoSSRC       atomic.Uint32
 	pendingKeyframe atomic.Bool   // asked for before the connection was up
+	lastPLI         atomic.Int64  // unix nanoseconds of the last PLI sent
 	nodeReady       chan struct{} // closed once node is set, or the set-up failed
 	readyOnce       sync.Once
 
@@ -249,6 +254,13 @@ func (p *publisher) requestKeyframe(string) {
 		}
 	}
 	if ssrc == 0 {
+		return
+	}
+	// The forwarder throttles requests; one held until the connection came
+	// up may go out just before the next, so merge those here too.
+	now := time.Now().UnixNano()
+	last := p.lastPLI.Load()
+	if now-last < int64(minPLIGap) || !p.lastPLI.CompareAndSwap(last, now) {
 		return
 	}
 	if err := p.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}}); err != nil {
