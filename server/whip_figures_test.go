@@ -60,7 +60,7 @@ func (v *delayViewer) delays() []time.Duration {
 	return d
 }
 
-func quantile(d []time.Duration, q float64) time.Duration {
+func durQuantile(d []time.Duration, q float64) time.Duration {
 	if len(d) == 0 {
 		return 0
 	}
@@ -94,10 +94,10 @@ func TestWHIPCaptureTime(t *testing.T) {
 		ds, do = append(ds, vs.delays()...), append(do, vo.delays()...)
 		return len(ds) >= 30 && len(do) >= 30
 	})
-	if p50 := quantile(ds, 0.5); p50 < skew || p50 > skew+2*time.Second {
+	if p50 := durQuantile(ds, 0.5); p50 < skew || p50 > skew+2*time.Second {
 		t.Errorf("publisher's own capture times: median delay %s; want the publisher's stamps (%s behind) passed on", p50, skew)
 	}
-	if p50 := quantile(do, 0.5); p50 <= 0 || p50 > 2*time.Second {
+	if p50 := durQuantile(do, 0.5); p50 <= 0 || p50 > 2*time.Second {
 		t.Errorf("frames without capture times: median delay %s; want them stamped at the server", p50)
 	}
 }
@@ -141,10 +141,10 @@ func BenchmarkWHIPFirstFrame(b *testing.B) {
 		took = append(took, v.firstFrameAfter(start).Sub(start))
 		prev = c
 	}
-	b.ReportMetric(float64(quantile(took, 0.5).Microseconds())/1000, "ms-first-frame-p50")
-	b.ReportMetric(float64(quantile(took, 0.95).Microseconds())/1000, "ms-first-frame-p95")
-	b.ReportMetric(float64(quantile(answered, 0.5).Microseconds())/1000, "ms-201-p50")
-	b.ReportMetric(float64(quantile(connected, 0.5).Microseconds())/1000, "ms-publisher-connected-p50")
+	b.ReportMetric(float64(durQuantile(took, 0.5).Microseconds())/1000, "ms-first-frame-p50")
+	b.ReportMetric(float64(durQuantile(took, 0.95).Microseconds())/1000, "ms-first-frame-p95")
+	b.ReportMetric(float64(durQuantile(answered, 0.5).Microseconds())/1000, "ms-201-p50")
+	b.ReportMetric(float64(durQuantile(connected, 0.5).Microseconds())/1000, "ms-publisher-connected-p50")
 }
 
 // BenchmarkWHIPGlassToGlass: a publisher stamps each frame's capture time
@@ -170,6 +170,6 @@ func BenchmarkWHIPGlassToGlass(b *testing.B) {
 	var d []time.Duration
 	waitFor(b, 60*time.Second, "600 frames at depth 3", func() bool { d = append(d, v.delays()...); return len(d) >= 600 })
 	b.ReportMetric(float64(len(d)), "frames")
-	b.ReportMetric(float64(quantile(d, 0.5).Microseconds())/1000, "ms-p50")
-	b.ReportMetric(float64(quantile(d, 0.99).Microseconds())/1000, "ms-p99")
+	b.ReportMetric(float64(durQuantile(d, 0.5).Microseconds())/1000, "ms-p50")
+	b.ReportMetric(float64(durQuantile(d, 0.99).Microseconds())/1000, "ms-p99")
 }
