@@ -93,6 +93,7 @@ func (s *Server) routes(r *gin.Engine) {
 	s.observe(r) // /metrics, /readyz, /stats/:stream, /api/streams/:id/stats (metrics.go)
 	r.GET("/", s.page("index.html"))
 	r.GET("/watch/:stream", s.page("watch.html"))
+	r.GET("/publish/:stream", s.page("publish.html"))
 	r.StaticFS("/static", http.FS(static.FS))
 	r.NoRoute(func(c *gin.Context) { writeError(c, http.StatusNotFound, errNotFound) })
 }
