@@ -190,9 +190,11 @@ func (w *watcher) onPacket(t protocol.Track, p *rtp.Packet) {
 	// A frame is complete when its last (marker) packet arrives. Frames in
 	// the first second may come from a relay's GOP cache, burst long after
 	// capture, so they say nothing about this viewer's delay.
+	// A stamp from the future (a skewed clock or a lying parent) says
+	// nothing either: the sample is dropped, the frame still counts.
 	if ct, ok := peer.CaptureTime(p); ok && p.Marker && !w.first.IsZero() && time.Since(w.first) > time.Second {
-		if len(w.delays) < 1<<16 {
-			w.delays = append(w.delays, float64(time.Since(ct).Microseconds())/1000)
+		if d := time.Since(ct); d >= 0 && len(w.delays) < 1<<16 {
+			w.delays = append(w.delays, float64(d.Microseconds())/1000)
 		}
 	}
 	w.video.Push(p)

@@ -73,6 +73,11 @@ type Config struct {
 	Token string
 	// Tracks are what a source publishes (see TracksFor).
 	Tracks []protocol.Track
+	// Reclaim, on a source, carries its claim to the stream name from one
+	// Dial to the next, so a source that reconnects after a drop gets its
+	// stream back and nobody can take it in the gap. Share one across a
+	// source's reconnects; nil makes each Dial a new claim.
+	Reclaim *Reclaim
 	// LoopbackOnly restricts ICE to loopback; for tests.
 	LoopbackOnly bool
 	// UDPMux, if set, carries all of the node's WebRTC traffic on one UDP
@@ -171,6 +176,7 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.Role == protocol.RoleSource {
 		hello.Tracks = cfg.Tracks
+		hello.Reclaim = cfg.Reclaim.Secret()
 	}
 	if err := sig.send(hello); err != nil {
 		sig.close()
@@ -218,6 +224,7 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 		done:        make(chan struct{}),
 	}
 	n.setTracks(welcome.Tracks)
+	cfg.Reclaim.set(welcome.Reclaim)
 	n.wg.Add(1)
 	go n.run()
 	return n, nil

@@ -50,7 +50,10 @@ type coordinator struct {
 	stalls  map[string]map[string]time.Time
 	// onEmpty is called (under mu) when the last peer leaves.
 	onEmpty func()
-	obs     *streamObs // measurements for /metrics and the dashboard (stats.go)
+	// sourceLost, if set, is called (under mu) with the reclaim secret of a
+	// source whose connection dropped without a leave (caps.go).
+	sourceLost func(secret string)
+	obs        *streamObs // measurements for /metrics and the dashboard (stats.go)
 }
 
 func newCoordinator(id string, policy tree.Config, log *slog.Logger, onEmpty func()) *coordinator {
@@ -120,7 +123,7 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 		}
 	}
 	c.peers[p.id] = p
-	p.send(&protocol.Message{Type: protocol.TypeWelcome, ID: p.id, Stream: c.id, Tracks: c.tracks, ICEServers: p.iceServers})
+	p.send(&protocol.Message{Type: protocol.TypeWelcome, ID: p.id, Stream: c.id, Tracks: c.tracks, ICEServers: p.iceServers, Reclaim: p.reclaim})
 	if c.source == nil && hello.Role != protocol.RoleSource {
 		p.send(&protocol.Message{Type: protocol.TypeOffline, Reason: "the stream's source is not connected"})
 	}
@@ -168,6 +171,9 @@ func (c *coordinator) depart(p *peerConn, reason string) {
 	var changes []tree.Change
 	if c.source == p {
 		c.source = nil
+		if reason != "left" && c.sourceLost != nil {
+			c.sourceLost(p.reclaim) // dropped, not left: keep its name for it
+		}
 		changes = c.tree.RemoveSource()
 		for _, q := range c.peers {
 			q.send(&protocol.Message{Type: protocol.TypeOffline, Reason: "the source left"})

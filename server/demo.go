@@ -24,11 +24,15 @@ type demoConfig struct {
 	udpMux       ice.UDPMux
 	publicIPs    []string
 	log          *slog.Logger
+	reclaim      *mesh.Reclaim // the demo's claim to its name across restarts
 }
 
 // runDemo publishes the embedded clip as a stream, through the server's own
 // signaling like any other source, and starts over if it is cut off.
 func runDemo(ctx context.Context, cfg demoConfig) {
+	if cfg.reclaim == nil {
+		cfg.reclaim = new(mesh.Reclaim)
+	}
 	backoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
 		err := publishDemo(ctx, cfg)
@@ -60,6 +64,7 @@ func publishDemo(ctx context.Context, cfg demoConfig) error {
 		UDPMux:       cfg.udpMux,
 		PublicIPs:    cfg.publicIPs,
 		Token:        cfg.token,
+		Reclaim:      cfg.reclaim,
 		Logger:       cfg.log,
 	})
 	if err != nil {

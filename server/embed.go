@@ -21,7 +21,7 @@ import (
 // route's middleware when the route is added.
 func (s *Server) embedRoutes(r *gin.Engine) {
 	r.Use(shareAssets)
-	r.GET("/embed/:stream", s.page("embed.html"))
+	r.GET("/embed/:stream", s.streamPage("stream", "embed.html"))
 	r.GET("/embed.js", s.embedScript)
 }
 

@@ -5,7 +5,7 @@ import (
 	"crypto/sha256"
 	"io"
 	"log/slog"
-	"net/http/httptest"
+	"net"
 	"os"
 	"sync"
 	"testing"
@@ -33,9 +33,27 @@ func testLogger() *slog.Logger {
 func startServer(t testing.TB, policy tree.Config) (*Server, string) {
 	t.Helper()
 	s := NewServer(Config{Policy: policy, Logger: testLogger()})
-	ts := httptest.NewServer(s)
-	t.Cleanup(ts.Close)
-	return s, ts.URL
+	return s, serve(t, s)
+}
+
+// serve runs s on a loopback port the way main does (Server.Serve: its
+// timeouts and connection limits) and returns its URL.
+func serve(t testing.TB, s *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		_ = s.Close()
+		<-done
+	})
+	return "http://" + ln.Addr().String()
 }
 
 // waitFor polls cond until it holds or the (generous) deadline passes.

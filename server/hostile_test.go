@@ -2,7 +2,6 @@ package main
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -24,9 +23,7 @@ func startServerWith(t *testing.T, cfg Config) (*Server, string) {
 		cfg.Logger = testLogger()
 	}
 	s := NewServer(cfg)
-	ts := httptest.NewServer(s)
-	t.Cleanup(ts.Close)
-	return s, ts.URL
+	return s, serve(t, s)
 }
 
 func wsURLOf(url string) string { return "ws" + strings.TrimPrefix(url, "http") + "/ws" }
@@ -177,8 +174,10 @@ func TestHostileBadMessagesRepliedThenDisconnected(t *testing.T) {
 	p.waitClosed("repeated abuse")
 }
 
+// With -embed-origins set, pages of other sites are refused at the upgrade
+// (without it they may watch public streams: see TestEmbedOrigin*).
 func TestHostileOriginForbidden(t *testing.T) {
-	_, url := startServerWith(t, Config{AllowedOrigins: []string{"https://embed.example"}})
+	_, url := startServerWith(t, Config{EmbedOrigins: []string{"https://embed.example"}})
 	for _, c := range []struct {
 		origin string
 		want   int

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
@@ -19,6 +20,11 @@ type hub struct {
 	log    *slog.Logger
 	policy tree.Config
 
+	// names keeps the names of streams whose source dropped (caps.go);
+	// maxStreams caps len(streams), negative for no cap.
+	names      *nameHolds
+	maxStreams int
+
 	mu      sync.Mutex
 	streams map[string]*coordinator
 	// ended holds the final figures of streams that are gone, and the joins
@@ -27,11 +33,30 @@ type hub struct {
 }
 
 func newHub(policy tree.Config, log *slog.Logger) *hub {
-	return &hub{log: log, policy: policy, streams: make(map[string]*coordinator), ended: newStreamTotals()}
+	return &hub{log: log, policy: policy, streams: make(map[string]*coordinator), ended: newStreamTotals(),
+		names: newNameHolds(DefaultReclaimGrace), maxStreams: -1}
 }
 
 // join finds or creates the coordinator for hello's stream and places p.
+// A source must get past the name kept for a source that dropped; it is
+// handed a fresh reclaim secret in its welcome.
 func (h *hub) join(p *peerConn, hello *protocol.Message) (*coordinator, error) {
+	if hello.Role == protocol.RoleSource {
+		if err := h.names.check(hello.Stream, hello.Reclaim, p.grant); err != nil {
+			h.refused(hello.Stream, hello.Role, outcomeStreamTaken)
+			return nil, err
+		}
+		p.reclaim = newReclaimSecret()
+	}
+	c, err := h.place(p, hello)
+	if err == nil && hello.Role == protocol.RoleSource {
+		h.names.release(hello.Stream) // its name is its own again
+	}
+	return c, err
+}
+
+// place finds or creates the coordinator and places p in its tree.
+func (h *hub) place(p *peerConn, hello *protocol.Message) (*coordinator, error) {
 	for {
 		c, err := h.find(hello)
 		if err != nil {
@@ -57,8 +82,13 @@ func (h *hub) find(hello *protocol.Message) (*coordinator, error) {
 			h.ended.Joins[joinKey{hello.Role, outcomeNotFound}]++
 			return nil, errNoStream
 		}
+		if h.maxStreams >= 0 && len(h.streams) >= h.maxStreams {
+			h.ended.Joins[joinKey{hello.Role, outcomeRefused}]++
+			return nil, fmt.Errorf("%w (%d)", errTooManyStreams, h.maxStreams)
+		}
 		var self *coordinator
 		self = newCoordinator(hello.Stream, h.policy, h.log, func() { h.remove(self) })
+		self.sourceLost = func(secret string) { h.names.hold(self.id, secret) }
 		c = self
 		h.streams[hello.Stream] = c
 	}

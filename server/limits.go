@@ -43,6 +43,13 @@ type Limits struct {
 	WriteTimeout time.Duration
 	// HelloTimeout is how long a new connection may wait before its hello.
 	HelloTimeout time.Duration
+	// MaxStreams and MaxPeers cap the streams the server hosts and its
+	// signaling connections in all (see caps.go).
+	MaxStreams int
+	MaxPeers   int
+	// ReclaimGrace is how long a stream's name is kept for a source whose
+	// connection dropped (see caps.go).
+	ReclaimGrace time.Duration
 }
 
 // Default limits.
@@ -56,6 +63,19 @@ const (
 	DefaultPongTimeout   = 30 * time.Second
 	DefaultWriteTimeout  = 5 * time.Second
 	DefaultHelloTimeout  = 10 * time.Second
+	// DefaultMaxStreams: each stream is a coordinator and a row of every
+	// /api/streams answer (~60 bytes; the stream list polls it); a thousand
+	// is more than one directory serves, and bounds what dev mode, where
+	// anyone may publish, lets an address-hopping client create.
+	DefaultMaxStreams = 1000
+	// DefaultMaxPeers: a connected viewer costs ~42.5 KB of signaling state
+	// (measured), so 20 000 is ~0.85 GB, and re-joining them all after a
+	// restart takes ~7 s at the measured ~3 k joins/s.
+	DefaultMaxPeers = 20_000
+	// DefaultReclaimGrace covers a source's reconnect back-off (0.5, 1, 2,
+	// 4 s) and the demo's restart, while the name of a source that is gone
+	// for good frees up within seconds.
+	DefaultReclaimGrace = 10 * time.Second
 )
 
 // withDefaults fills zero fields.
@@ -84,6 +104,11 @@ func (l Limits) withDefaults() Limits {
 	defd(&l.PongTimeout, DefaultPongTimeout)
 	defd(&l.WriteTimeout, DefaultWriteTimeout)
 	defd(&l.HelloTimeout, DefaultHelloTimeout)
+	def(&l.MaxStreams, DefaultMaxStreams)
+	def(&l.MaxPeers, DefaultMaxPeers)
+	if l.ReclaimGrace == 0 {
+		l.ReclaimGrace = DefaultReclaimGrace // negative: keep no names
+	}
 	return l
 }
 

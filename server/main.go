@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -45,7 +44,8 @@ func run(args []string) error {
 	logFormat := fs.String("log-format", "text", "text or json (one object per line, for log collectors)")
 	loopback := fs.Bool("loopback-only", false, "restrict the in-process peers' ICE to loopback (tests, demos without a network)")
 	udpPort := fs.Int("udp-port", 0, "serve all of the server's in-process peers (the demo source) on this one UDP port (0: any ports)")
-	allowOrigin := fs.String("allow-origin", "", "comma-separated origins (https://site.example) whose pages may embed the player and open the signaling WebSocket; * allows any")
+	allowOrigin := fs.String("allow-origin", "", "comma-separated origins (https://site.example) trusted like the server's own pages: their pages may publish, relay and watch private streams; * allows any")
+	embedOrigins := fs.String("embed-origins", "", "comma-separated origins where the player may be embedded (iframe frame-ancestors, the component's WebSocket origin); empty: any site, as a viewer that does not relay")
 	sec := registerSecurityFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -64,10 +64,11 @@ func run(args []string) error {
 	if *stun != "" {
 		cfg.ICEServers = append(cfg.ICEServers, iceServerList(*stun)...)
 	}
-	for _, o := range strings.Split(*allowOrigin, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
-		}
+	if cfg.AllowedOrigins, err = parseOrigins("allow-origin", *allowOrigin, true); err != nil {
+		return err
+	}
+	if cfg.EmbedOrigins, err = parseOrigins("embed-origins", *embedOrigins, false); err != nil {
+		return err
 	}
 	demoToken, err := sec.apply(&cfg, *demo, *demoStream)
 	if err != nil {
@@ -79,6 +80,7 @@ func run(args []string) error {
 	}
 	if turnSrv != nil {
 		defer turnSrv.Close()
+		cfg.Collectors = append(cfg.Collectors, turnSrv.Collector())
 	}
 	srv := NewServer(cfg)
 
@@ -86,12 +88,11 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	errc := make(chan error, 1)
-	go func() { errc <- httpSrv.Serve(ln) }()
+	go func() { errc <- srv.Serve(ln) }()
 	log.Info("canopy listening", "addr", ln.Addr().String(), "url", "http://"+localURLHost(ln.Addr()))
 
 	var udpMux ice.UDPMux
@@ -132,7 +133,7 @@ func run(args []string) error {
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := httpSrv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	return nil
@@ -175,11 +176,17 @@ type securityFlags struct {
 	turnURL    *string
 	turnSecret *string
 	turnTTL    *time.Duration
+	turnLimits TURNConfig // quotas, cap and idle timeout
 	publicIP   *string
+
+	httpConnsPerIP *int
+	httpConns      *int
+	maxStreams     *int
+	maxPeers       *int
 }
 
 func registerSecurityFlags(fs *flag.FlagSet) *securityFlags {
-	return &securityFlags{
+	f := &securityFlags{
 		jwtSecret:  fs.String("jwt-secret", os.Getenv("CANOPY_JWT_SECRET"), "HS256 secret for publish/view/relay tokens (env CANOPY_JWT_SECRET); with -stream-key unset too, publishing is open (dev mode)"),
 		streamKeys: fs.String("stream-key", os.Getenv("CANOPY_STREAM_KEYS"), "comma-separated stream=key publishing keys (env CANOPY_STREAM_KEYS)"),
 		private:    fs.String("private", "", "comma-separated streams that need a viewer token"),
@@ -192,7 +199,18 @@ func registerSecurityFlags(fs *flag.FlagSet) *securityFlags {
 		turnSecret: fs.String("turn-secret", os.Getenv("CANOPY_TURN_SECRET"), "TURN REST shared secret (env CANOPY_TURN_SECRET); random per process for the embedded relay if unset"),
 		turnTTL:    fs.Duration("turn-ttl", DefaultTURNTTL, "lifetime of the TURN credentials in a welcome (at most 24h)"),
 		publicIP:   fs.String("public-ip", "", "the server's public address: advertised by the TURN relay and in its URL"),
+
+		httpConnsPerIP: fs.Int("max-http-conns-per-ip", DefaultHTTPConnsPerIP, "open TCP connections per client address, WebSockets included (-1: no limit)"),
+		httpConns:      fs.Int("max-http-conns", 0, "open TCP connections in all (0: half the process's file limit; -1: no limit)"),
+		maxStreams:     fs.Int("max-streams", DefaultMaxStreams, "streams this server hosts at once; a new stream past it is refused (-1: no limit)"),
+		maxPeers:       fs.Int("max-peers", DefaultMaxPeers, "signaling connections (peers) in all, about 42.5 KB each; past it a peer is told the server is full (-1: no limit)"),
 	}
+	l := &f.turnLimits
+	fs.IntVar(&l.MaxAllocations, "turn-max-allocations", 0, "allocations the embedded TURN relay holds in all (0: a quarter of the file limit, within 64-16384)")
+	fs.IntVar(&l.UserQuota, "turn-user-quota", DefaultTURNUserQuota, "TURN allocations one peer's credential may hold (-1: no limit)")
+	fs.IntVar(&l.AddrQuota, "turn-addr-quota", DefaultTURNAddrQuota, "TURN allocations one client address (IPv6: /64) may hold (-1: no limit)")
+	fs.DurationVar(&l.IdleTimeout, "turn-idle-timeout", DefaultTURNIdleTimeout, "release a TURN allocation that relayed nothing for this long")
+	return f
 }
 
 // apply fills cfg's auth and limits. It returns the token the in-process
@@ -225,6 +243,10 @@ func (f *securityFlags) apply(cfg *Config, demo bool, demoStream string) (string
 	cfg.Limits.MaxConnsPerIP = *f.maxConns
 	cfg.Limits.JoinRate = *f.joinRate
 	cfg.Limits.JoinBurst = *f.joinBurst
+	cfg.Limits.MaxStreams = *f.maxStreams
+	cfg.Limits.MaxPeers = *f.maxPeers
+	cfg.HTTP.MaxConnsPerIP = *f.httpConnsPerIP
+	cfg.HTTP.MaxConns = *f.httpConns
 	if !demo || !auth.enabled() {
 		if !auth.enabled() {
 			cfg.Logger.Warn("no -jwt-secret or -stream-key: anyone may publish and relay (dev mode)")
@@ -272,12 +294,9 @@ func (f *securityFlags) startTURN(fs *flag.FlagSet, cfg *Config, log *slog.Logge
 		secret = make([]byte, 32)
 		_, _ = rand.Read(secret)
 	}
-	ts, err := StartTURN(TURNConfig{
-		Listen:  net.JoinHostPort("", strconv.Itoa(*f.turnPort)),
-		RelayIP: publicIP,
-		Secret:  secret,
-		Logger:  log,
-	})
+	tc := f.turnLimits
+	tc.Listen, tc.RelayIP, tc.Secret, tc.Logger = net.JoinHostPort("", strconv.Itoa(*f.turnPort)), publicIP, secret, log
+	ts, err := StartTURN(tc)
 	if err != nil {
 		if explicit["turn-port"] {
 			return nil, err

@@ -23,10 +23,12 @@ func (s *Server) observe(r *gin.Engine) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newTreeCollector(s.hub),
+		newConnCollector(s.conns),
 	)
+	reg.MustRegister(s.cfg.Collectors...)
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	r.GET("/readyz", s.ready)
-	r.GET("/stats/:stream", s.page("stats.html"))
+	r.GET("/stats/:stream", s.streamPage("stream", "stats.html"))
 	r.GET("/api/streams/:id/stats", s.streamStats)
 }
 
@@ -35,6 +37,9 @@ func (s *Server) observe(r *gin.Engine) {
 func (s *Server) ready(c *gin.Context) {
 	if id := c.Query("stream"); id != "" {
 		co := s.hub.get(id)
+		if s.Allow(c.Request, id, ActionView) != nil {
+			co = nil // a private stream reads as absent without its token
+		}
 		if co == nil || !co.info().Live {
 			c.JSON(http.StatusServiceUnavailable, gin.H{"ready": false, "waiting": "stream " + id})
 			return
@@ -44,6 +49,9 @@ func (s *Server) ready(c *gin.Context) {
 }
 
 func (s *Server) streamStats(c *gin.Context) {
+	if !s.allowed(c, c.Param("id"), ActionView) {
+		return
+	}
 	co := s.hub.get(c.Param("id"))
 	if co == nil {
 		writeError(c, http.StatusNotFound, errNotFound)
@@ -94,6 +102,7 @@ type treeCollector struct {
 	joins, sourceBytes, relayedBytes, deliveredBytes       *prometheus.Desc
 	stallSeconds, stalls, reparents, reports               *prometheus.Desc
 	firstFrame, recovery                                   *prometheus.Desc
+	rejected                                               *prometheus.Desc
 }
 
 func newTreeCollector(h *hub) *treeCollector {
@@ -116,6 +125,7 @@ func newTreeCollector(h *hub) *treeCollector {
 		stalls:         d("stalls_total", "Stalled-parent reports."),
 		reparents:      d("reparents_total", "Peers moved from one parent to another."),
 		reports:        d("stats_reports_total", "Stats reports received."),
+		rejected:       d("stats_rejected_total", "Figures of stats reports dropped as beyond what the peer could have measured, by figure.", "figure"),
 		firstFrame:     d("time_to_first_frame_seconds", "Join to first frame: the peer's own firstFrameMs, or hello to its first live report, whichever the server gets first."),
 		recovery:       d("recovery_seconds", "From a peer losing its parent (re-parent or stalled report) to its live report from the new parent."),
 	}
@@ -126,7 +136,7 @@ func (tc *treeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		tc.streams, tc.liveStreams, tc.peers, tc.queued, tc.depth, tc.efficiency,
 		tc.joins, tc.sourceBytes, tc.relayedBytes, tc.deliveredBytes,
-		tc.stallSeconds, tc.stalls, tc.reparents, tc.reports, tc.firstFrame, tc.recovery,
+		tc.stallSeconds, tc.stalls, tc.reparents, tc.reports, tc.firstFrame, tc.recovery, tc.rejected,
 	} {
 		ch <- d
 	}
@@ -183,6 +193,9 @@ func (tc *treeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(tc.stalls, float64(totals.Stalls))
 	counter(tc.reparents, float64(totals.Reparents))
 	counter(tc.reports, float64(totals.Reports))
+	for f, n := range totals.Rejected {
+		counter(tc.rejected, float64(n), figureNames[f])
+	}
 	for _, h := range []struct {
 		d *prometheus.Desc
 		h histogram

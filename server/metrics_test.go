@@ -303,8 +303,8 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		if strings.HasPrefix(name, "canopy_") {
 			for _, m := range fams[name].GetMetric() {
 				for _, l := range m.GetLabel() {
-					if l.GetName() != "role" && l.GetName() != "kind" && l.GetName() != "outcome" {
-						t.Errorf("%s has label %q: only role, kind and outcome are bounded", name, l.GetName())
+					if n := l.GetName(); n != "role" && n != "kind" && n != "outcome" && n != "figure" && n != "reason" {
+						t.Errorf("%s has label %q: only role, kind, outcome, figure and reason are bounded", name, l.GetName())
 					}
 				}
 			}

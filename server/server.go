@@ -9,6 +9,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
@@ -24,7 +25,11 @@ type Config struct {
 	// AllowedOrigins are other sites whose pages may open the signaling
 	// WebSocket (an embedded player); "*" allows any.
 	AllowedOrigins []string
-	Logger         *slog.Logger
+	// EmbedOrigins, if set, are the only other sites where the player may
+	// be embedded (the iframe's frame-ancestors, the component's WebSocket
+	// Origin); empty means any site. See gate.go.
+	EmbedOrigins []string
+	Logger       *slog.Logger
 	// Auth says who may publish, relay and watch; the zero value is dev
 	// mode (open). See auth.go.
 	Auth AuthConfig
@@ -34,6 +39,12 @@ type Config struct {
 	// TURN, if set, issues each peer short-lived TURN credentials in its
 	// welcome. See turn.go.
 	TURN *TURNCredentials
+	// HTTP bounds TCP connections and plain HTTP requests; zero fields
+	// take defaults. See listener.go.
+	HTTP HTTPLimits
+	// Collectors are more Prometheus collectors for /metrics (the embedded
+	// TURN relay's).
+	Collectors []prometheus.Collector
 
 	// onMessage, if set, sees every decoded message before it is handled;
 	// tests use it to make one peer's handling panic.
@@ -49,7 +60,11 @@ type Server struct {
 	upgrader websocket.Upgrader
 	engine   *gin.Engine
 	started  time.Time
-	guard    *guard // auth and limits for /ws (ws.go)
+	guard    *guard       // auth and limits for /ws (ws.go)
+	gate     *gate        // the one admission decision of every entry point (gate.go)
+	peers    *peerSlots   // signaling connections against -max-peers (caps.go)
+	http     *http.Server // what Serve serves with (listener.go)
+	conns    *connTracker // open TCP connections per address and in all
 }
 
 // errNotFound is the API's answer for an unknown stream.
@@ -71,13 +86,20 @@ func NewServer(cfg Config) *Server {
 		},
 	}
 	s.upgrader.CheckOrigin = s.originOK
+	s.cfg.HTTP = cfg.HTTP.withDefaults()
+	s.conns = newConnTracker(s.cfg.HTTP, cfg.Logger)
+	s.http = s.newHTTPServer()
 	s.guard = newGuard(cfg)
+	s.gate = newGate(s.guard.auth, cfg)
+	s.peers = &peerSlots{max: s.guard.lim.MaxPeers}
+	s.hub.maxStreams = s.guard.lim.MaxStreams
+	s.hub.names = newNameHolds(s.guard.lim.ReclaimGrace)
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	// Trust no forwarding headers: limits and logs use the connection's own
 	// address, which a client cannot forge.
 	_ = r.SetTrustedProxies(nil)
-	r.Use(s.recoverer())
+	r.Use(s.recoverer(), securityHeaders)
 	s.routes(r)
 	s.engine = r
 	return s
@@ -92,7 +114,9 @@ func (s *Server) routes(r *gin.Engine) {
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
 	s.observe(r) // /metrics, /readyz, /stats/:stream, /api/streams/:id/stats (metrics.go)
 	r.GET("/", s.page("index.html"))
-	r.GET("/watch/:stream", s.page("watch.html"))
+	r.GET("/watch/:stream", s.streamPage("stream", "watch.html"))
+	// The publish page shows nothing of a stream until its WHIP request
+	// succeeds, which carries the publisher's token: no gate on the page.
 	r.GET("/publish/:stream", s.page("publish.html"))
 	r.StaticFS("/static", http.FS(static.FS))
 	r.NoRoute(func(c *gin.Context) { writeError(c, http.StatusNotFound, errNotFound) })
@@ -125,12 +149,27 @@ func (s *Server) page(name string) gin.HandlerFunc {
 			return
 		}
 		c.Header("Cache-Control", "no-cache")
+		s.pageHeaders(c, name)
 		c.Data(http.StatusOK, "text/html; charset=utf-8", data)
 	}
 }
 
+// listStreams lists the streams the caller may view: private ones only
+// with a token for them. A bad token is refused (401).
 func (s *Server) listStreams(c *gin.Context) {
-	c.JSON(http.StatusOK, s.hub.list())
+	who, err := s.gate.caller(c.Request)
+	if err != nil {
+		s.answerRefusal(c, err)
+		return
+	}
+	all := s.hub.list()
+	out := all[:0]
+	for _, st := range all {
+		if s.gate.visible(who, st.ID) {
+			out = append(out, st)
+		}
+	}
+	c.JSON(http.StatusOK, out)
 }
 
 // treeResponse is GET /api/streams/:id/tree.
@@ -141,6 +180,9 @@ type treeResponse struct {
 }
 
 func (s *Server) streamTree(c *gin.Context) {
+	if !s.allowed(c, c.Param("id"), ActionView) {
+		return
+	}
 	co := s.hub.get(c.Param("id"))
 	if co == nil {
 		writeError(c, http.StatusNotFound, errNotFound)

@@ -101,7 +101,8 @@ type streamTotals struct {
 	PeerSeconds    float64 // time non-source peers spent in the stream
 	Stalls         uint64  // stalled reports
 	Reparents      uint64
-	Reports        uint64 // stats reports
+	Reports        uint64     // stats reports
+	Rejected       rejections // figures dropped as beyond physical bounds (statsbound.go)
 	FirstFrame     histogram
 	Recovery       histogram
 }
@@ -130,6 +131,9 @@ func (t *streamTotals) add(o streamTotals) {
 	t.Stalls += o.Stalls
 	t.Reparents += o.Reparents
 	t.Reports += o.Reports
+	for i, n := range o.Rejected {
+		t.Rejected[i] += n
+	}
 	t.FirstFrame.add(o.FirstFrame)
 	t.Recovery.add(o.Recovery)
 }
@@ -157,8 +161,10 @@ type peerObs struct {
 	// firstFrame is set once its time to first frame is counted.
 	firstFrame bool
 
+	// last and prev are the last two reports as credited (see budget).
 	last, prev     protocol.Stats
 	lastAt, prevAt time.Time
+	budget         peerBudget
 }
 
 // streamObs is the system of measurement of one stream: the coordinator
@@ -203,7 +209,10 @@ func (o *streamObs) joined(id string, hello *protocol.Message, queued bool) {
 		o.source, state = id, stateSource
 	}
 	o.totals.Joins[joinKey{hello.Role, outcome}]++
-	o.peers[id] = &peerObs{role: hello.Role, kind: hello.Kind, joined: o.now(), state: state}
+	now := o.now()
+	p := &peerObs{role: hello.Role, kind: hello.Kind, joined: now, state: state}
+	p.budget.refill(now)
+	o.peers[id] = p
 }
 
 // refused records a hello the coordinator turned down.
@@ -226,6 +235,8 @@ func (o *streamObs) changed(ch tree.Change) {
 	if ch.From != "" && ch.To != "" {
 		o.totals.Reparents++
 	}
+	o.childMoved(ch.From, -1)
+	o.childMoved(ch.To, +1)
 	if ch.From != "" && p.lostAt.IsZero() && !(ch.To == "" && ch.From == o.source) {
 		p.lostAt, p.lostFrom = o.now(), ch.From
 	}
@@ -278,11 +289,7 @@ func (o *streamObs) report(id string, m *protocol.Message) {
 			p.lostAt, p.lostFrom = now, p.parent
 		}
 	case protocol.TypeStats:
-		s := *m.Stats
-		// Counters only grow; a smaller value is a peer bug, not a refund.
-		s.BytesReceived = max(s.BytesReceived, p.last.BytesReceived)
-		s.BytesRelayed = max(s.BytesRelayed, p.last.BytesRelayed)
-		s.StallMs = max(s.StallMs, p.last.StallMs)
+		s := p.budget.bound(*m.Stats, now, p.joined, &o.totals.Rejected)
 		p.prev, p.prevAt = p.last, p.lastAt
 		p.last, p.lastAt = s, now
 		o.totals.Reports++
@@ -293,6 +300,14 @@ func (o *streamObs) report(id string, m *protocol.Message) {
 		if (p.state == stateJoining || p.state == stateRecovering) && p.lostAt.IsZero() && p.advancing() {
 			p.state = stateLive
 		}
+	}
+}
+
+// childMoved adds delta to parent's children, which bound what it may
+// claim to relay.
+func (o *streamObs) childMoved(parent string, delta int) {
+	if q := o.peers[parent]; parent != "" && q != nil {
+		q.budget.setChildren(o.now(), q.budget.children+delta)
 	}
 }
 
@@ -313,6 +328,7 @@ func (o *streamObs) left(id string) {
 		return
 	}
 	delete(o.peers, id)
+	o.childMoved(p.parent, -1)
 	o.fold(&o.totals, p, o.now())
 	if id == o.source {
 		o.source = ""
@@ -375,6 +391,10 @@ func (p *peerObs) rates() (recvKbps, relayKbps, loss float64) {
 	if lost+got > 0 {
 		loss = lost / (lost + got)
 	}
+	// Credited counters may catch up on an allowance saved over several
+	// intervals; no interval shows more than a peer can carry.
+	recvKbps = min(recvKbps, maxReportedKbps)
+	relayKbps = min(relayKbps, maxReportedKbps*float64(max(p.budget.children, 1)))
 	return recvKbps, relayKbps, loss
 }
 

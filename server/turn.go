@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/transport/v5"
 	"github.com/pion/turn/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"canopy/mesh/protocol"
 )
@@ -94,15 +94,25 @@ type TURNConfig struct {
 	Secret []byte
 	// AllowPeer decides which peer addresses an allocation may send to;
 	// nil means PublicPeer, which keeps the relay off the server's own
-	// networks.
+	// networks. The host's own addresses are refused whatever it says
+	// (see peerPolicy).
 	AllowPeer func(net.IP) bool
-	Logger    *slog.Logger
+	// UserQuota, AddrQuota: allocations one credential and one client
+	// address (IPv6: its /64) may hold; 0 means the defaults, negative no
+	// limit. MaxAllocations caps the whole relay (0: derived from the
+	// file limit, DefaultTURNAllocations). IdleTimeout releases an
+	// allocation that relayed nothing for that long (0: the default).
+	UserQuota, AddrQuota int
+	MaxAllocations       int
+	IdleTimeout          time.Duration
+	Logger               *slog.Logger
 }
 
 // TURNServer is the embedded TURN relay.
 type TURNServer struct {
 	srv  *turn.Server
 	conn net.PacketConn
+	lim  *turnLimits
 }
 
 // StartTURN starts the embedded TURN server.
@@ -129,41 +139,58 @@ func StartTURN(cfg TURNConfig) (*TURNServer, error) {
 	if cfg.RelayNet != nil || relayIP.IsLoopback() {
 		bind = relayIP.String()
 	}
-	allow := cfg.AllowPeer
-	if allow == nil {
-		allow = PublicPeer
+	var listenIP net.IP
+	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		listenIP = a.IP
 	}
+	policy := newPeerPolicy(cfg.AllowPeer, cfg.RelayNet, relayIP, listenIP)
+	lim := newTURNLimits(cfg, policy, log)
 	srv, err := turn.NewServer(turn.ServerConfig{
 		Realm:         turnRealm,
 		LoggerFactory: pionLogs{log: log.With("component", "turn")},
 		AuthHandler:   restAuthHandler(cfg.Secret, log),
+		QuotaHandler:  lim.quota,
+		EventHandler:  lim.events(),
 		PacketConnConfigs: []turn.PacketConnConfig{{
 			PacketConn: conn,
-			RelayAddressGenerator: &turn.RelayAddressGeneratorStatic{
+			RelayAddressGenerator: &guardedRelay{lim: lim, RelayAddressGenerator: &turn.RelayAddressGeneratorStatic{
 				RelayAddress: relayIP, Address: bind, Net: cfg.RelayNet,
-			},
+			}},
+			// Create-permission, channel-bind and connect requests.
 			PermissionHandler: func(_ net.Addr, peer net.IP) bool {
-				ok := allow(peer)
+				ok := policy.permit(peer)
 				if !ok {
-					log.Debug("turn: permission denied", "peer", peer.String())
+					lim.refuse(refusedPeer, "peer", peer.String())
 				}
 				return ok
 			},
 		}},
 	})
 	if err != nil {
+		lim.close()
 		_ = conn.Close()
 		return nil, fmt.Errorf("turn: %w", err)
 	}
-	log.Info("turn relay listening", "addr", conn.LocalAddr().String(), "relay-ip", relayIP.String())
-	return &TURNServer{srv: srv, conn: conn}, nil
+	log.Info("turn relay listening", "addr", conn.LocalAddr().String(), "relay-ip", relayIP.String(),
+		"max-allocations", lim.total, "per-credential", lim.userQuota, "per-address", lim.addrQuota, "idle-timeout", lim.idle)
+	return &TURNServer{srv: srv, conn: conn, lim: lim}, nil
 }
 
 // Addr is the address the server listens on.
 func (t *TURNServer) Addr() net.Addr { return t.conn.LocalAddr() }
 
 // Close stops the server and its allocations.
-func (t *TURNServer) Close() error { return t.srv.Close() }
+func (t *TURNServer) Close() error {
+	t.lim.close()
+	return t.srv.Close()
+}
+
+// Allocations is how many allocations the relay holds.
+func (t *TURNServer) Allocations() int { return t.lim.count() }
+
+// Collector exposes the relay's allocations, refusals and idle releases
+// (canopy_turn_*) for the server's Prometheus registry.
+func (t *TURNServer) Collector() prometheus.Collector { return t.lim }
 
 // restAuthHandler accepts TURN REST usernames "expiry:peerid" whose expiry
 // is in the future but no further than MaxTURNTTL (plus a minute of clock
@@ -183,42 +210,6 @@ func restAuthHandler(secret []byte, log *slog.Logger) turn.AuthHandler {
 		password := turnPassword(secret, ra.Username)
 		return user, turn.GenerateAuthKey(ra.Username, ra.Realm, password), true
 	}
-}
-
-// Address ranges PublicPeer refuses beyond the standard library's
-// predicates: "this network", carrier-grade NAT, and IPv6 prefixes that
-// embed an IPv4 address (NAT64, 6to4) and could reach a private one.
-var deniedPrefixes = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),
-	netip.MustParsePrefix("100.64.0.0/10"),
-	netip.MustParsePrefix("255.255.255.255/32"),
-	netip.MustParsePrefix("64:ff9b::/96"),
-	netip.MustParsePrefix("64:ff9b:1::/48"),
-	netip.MustParsePrefix("2002::/16"),
-}
-
-// PublicPeer reports whether a TURN allocation may relay to ip: not
-// loopback, private, link-local, multicast, unspecified, 0.0.0.0/8, nor an
-// IPv4-mapped IPv6 address. Without it the relay is an open door into the
-// server's own network.
-func PublicPeer(ip net.IP) bool {
-	if len(ip) == net.IPv6len && ip.To4() != nil {
-		return false // ::ffff:a.b.c.d; pion hands IPv4 peers over as 4 bytes
-	}
-	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return false
-	}
-	if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
-		a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified() {
-		return false
-	}
-	for _, p := range deniedPrefixes {
-		if p.Contains(a) {
-			return false
-		}
-	}
-	return true
 }
 
 // defaultRouteIP is the local address of the default route (no packet is

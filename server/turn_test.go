@@ -124,37 +124,6 @@ func TestTURNPermissionDenied(t *testing.T) {
 	}
 }
 
-func TestPublicPeerPolicy(t *testing.T) {
-	for _, c := range []struct {
-		ip   net.IP
-		want bool
-	}{
-		{net.IPv4(8, 8, 8, 8).To4(), true},
-		{net.ParseIP("2001:4860:4860::8888"), true},
-		{net.IPv4(127, 0, 0, 1).To4(), false},
-		{net.IPv4(10, 0, 0, 1).To4(), false},
-		{net.IPv4(172, 31, 255, 255).To4(), false},
-		{net.IPv4(192, 168, 0, 1).To4(), false},
-		{net.IPv4(169, 254, 169, 254).To4(), false}, // cloud metadata
-		{net.IPv4(0, 0, 0, 0).To4(), false},
-		{net.IPv4(0, 1, 2, 3).To4(), false},
-		{net.IPv4(100, 64, 0, 1).To4(), false},
-		{net.IPv4(224, 0, 0, 1).To4(), false},
-		{net.IPv4(8, 8, 8, 8), false}, // 16-byte form: IPv4-mapped
-		{net.ParseIP("::ffff:8.8.8.8"), false},
-		{net.ParseIP("::1"), false},
-		{net.ParseIP("fe80::1"), false},
-		{net.ParseIP("fd00::1"), false},
-		{net.ParseIP("64:ff9b::a00:1"), false},
-		{net.ParseIP("2002:a00:1::1"), false},
-		{nil, false},
-	} {
-		if got := PublicPeer(c.ip); got != c.want {
-			t.Errorf("PublicPeer(%v) = %v, want %v", c.ip, got, c.want)
-		}
-	}
-}
-
 // Each peer's welcome carries its own TURN credential, valid for the
 // embedded server.
 func TestWelcomeCarriesTURNCredential(t *testing.T) {

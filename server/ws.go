@@ -5,9 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -61,6 +61,10 @@ type peerConn struct {
 	grant *grant
 	// hello is the admitted hello; later capacity claims are clamped as it was.
 	hello *protocol.Message
+	// origin is what the gate made of the upgrade's Origin header.
+	origin originClass
+	// reclaim is the secret a source is handed in its welcome (caps.go).
+	reclaim string
 	// stats is the peer's last report; guarded by its coordinator's mu.
 	stats protocol.Stats
 
@@ -157,6 +161,13 @@ func (s *Server) handleWS(c *gin.Context) {
 	if err != nil {
 		return // the upgrader has written the HTTP error
 	}
+	releasePeer, ok := s.peers.acquire()
+	if !ok {
+		// Told over the socket, so every client can show why.
+		refuseSocket(conn, g.lim.WriteTimeout, fmt.Errorf("%w (%d); try again later", errTooManyPeers, s.peers.max))
+		return
+	}
+	defer releasePeer()
 	p := &peerConn{
 		id:     newPeerID(),
 		conn:   conn,
@@ -164,6 +175,7 @@ func (s *Server) handleWS(c *gin.Context) {
 		closed: make(chan struct{}),
 		lim:    g.lim,
 		grant:  gr,
+		origin: s.gate.classify(c.Request),
 	}
 	p.iceServers = s.cfg.ICEServers
 	if g.turn != nil {
@@ -173,6 +185,20 @@ func (s *Server) handleWS(c *gin.Context) {
 	p.log = s.log.With("peer", p.id, "remote", c.Request.RemoteAddr)
 	go p.writeLoop()
 	s.session(c.Request.Context(), p)
+}
+
+// refuseSocket sends one error message on a fresh connection and closes it
+// with 1013 (try again later).
+func refuseSocket(conn *websocket.Conn, timeout time.Duration, err error) {
+	defer conn.Close()
+	data, encErr := protocol.Encode(protocol.Errorf(errorCode(err), "%v", err))
+	if encErr != nil {
+		return
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(timeout))
+	if conn.WriteMessage(websocket.TextMessage, data) == nil {
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "server full"), time.Now().Add(timeout))
+	}
 }
 
 // session reads the peer's messages until it leaves or fails. A panic while
@@ -245,7 +271,7 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 				continue
 			}
 			if err := s.admit(p, m); err != nil {
-				p.send(protocol.Errorf(protocol.CodeUnauthorized, "%v", err))
+				p.send(protocol.Errorf(errorCode(err), "%v", err))
 				reason = "unauthorized"
 				return
 			}
@@ -311,19 +337,22 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 	}
 }
 
-// admit checks the hello's credential (its token, else the one verified on
-// the upgrade) and clamps the claimed capacity to the token's maxChildren.
-// The tree then clamps it again by policy.
+// admit asks the gate about the hello, with its credential (its token,
+// else the one verified on the upgrade) and the upgrade's origin, and
+// clamps the claimed capacity to what the grant allows. The tree then
+// clamps it again by policy. A refusal is counted as a join refused.
 func (s *Server) admit(p *peerConn, hello *protocol.Message) error {
-	gr := p.grant
+	who := caller{grant: p.grant, origin: p.origin}
 	if hello.Token != "" {
 		var err error
-		if gr, err = s.guard.auth.verify(hello.Token); err != nil {
+		if who.grant, err = s.guard.auth.verify(hello.Token); err != nil {
+			s.hub.refused(hello.Stream, hello.Role, outcomeRefused)
 			return err
 		}
 	}
-	capacity, err := s.guard.auth.authorize(hello, gr)
+	capacity, gr, err := s.gate.check(who, hello)
 	if err != nil {
+		s.hub.refused(hello.Stream, hello.Role, outcomeRefused)
 		return err
 	}
 	if capacity != hello.Capacity {
@@ -338,14 +367,18 @@ func errorCode(err error) string {
 	switch {
 	case errors.Is(err, protocol.ErrTooLarge):
 		return protocol.CodeTooLarge
-	case errors.Is(err, errStreamTaken):
+	case errors.Is(err, errStreamTaken), errors.Is(err, errReserved):
 		return protocol.CodeStreamTaken
+	case errors.Is(err, errTooManyStreams), errors.Is(err, errTooManyPeers):
+		return protocol.CodeFull
 	case errors.Is(err, errNotNeighbour):
 		return protocol.CodeNotNeighbour
 	case errors.Is(err, errUnauthorized), errors.Is(err, errBadToken):
 		return protocol.CodeUnauthorized
-	case errors.Is(err, errNoStream):
+	case errors.Is(err, errNoStream), errors.Is(err, ErrHidden):
 		return protocol.CodeNotFound
+	case errors.Is(err, ErrOrigin):
+		return protocol.CodeUnauthorized
 	case errors.Is(err, tree.ErrSourcePresent):
 		return protocol.CodeStreamTaken
 	case errors.Is(err, tree.ErrInvalid), errors.Is(err, tree.ErrExists):
@@ -357,17 +390,10 @@ func errorCode(err error) string {
 	}
 }
 
-// originOK allows same-origin pages, the configured origins (sites that
-// embed the player) and non-browser clients, which send no Origin.
+// originOK is the upgrader's origin check: every page may open the
+// signaling WebSocket (what it may do there the gate decides at hello, by
+// origin: another site's page watches public streams as a leaf) except
+// pages of sites that -embed-origins leaves out, which get 403.
 func (s *Server) originOK(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" || origin == "http://"+r.Host || origin == "https://"+r.Host {
-		return true
-	}
-	for _, o := range s.cfg.AllowedOrigins {
-		if o == "*" || strings.EqualFold(o, origin) {
-			return true
-		}
-	}
-	return false
+	return s.gate.classify(r) != originRefused
 }

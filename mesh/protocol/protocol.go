@@ -30,6 +30,8 @@ const (
 	MaxTracks          = 8
 	MaxCapacity        = 1000
 	MaxReasonLength    = 512
+	// MaxReclaimLength bounds a reclaim secret (the server's are 22 bytes).
+	MaxReclaimLength = 64
 )
 
 // Type names a message.
@@ -118,7 +120,7 @@ type Stats struct {
 	FramesDecoded    uint64  `json:"framesDecoded,omitempty"`
 	JitterMs         float64 `json:"jitterMs,omitempty"`
 	StallMs          float64 `json:"stallMs,omitempty"`          // total time without frames while it should have played
-	DelayMs          float64 `json:"delayMs,omitempty"`          // source capture to this peer, where known
+	DelayMs          float64 `json:"delayMs,omitempty"`          // source capture to this peer, where known (may be negative: see validate)
 	FirstFrameMs     float64 `json:"firstFrameMs,omitempty"`     // join to first decoded frame
 	BitrateKbps      float64 `json:"bitrateKbps,omitempty"`      // received, last interval
 	RelayBitrateKbps float64 `json:"relayBitrateKbps,omitempty"` // sent to children, last interval
@@ -157,6 +159,12 @@ type Message struct {
 	// welcome
 	ID         string      `json:"id,omitempty"`
 	ICEServers []ICEServer `json:"iceServers,omitempty"`
+	// Reclaim, in a welcome to a source, is a secret that proves, in the
+	// hello of its next connection, that it is the same source: the server
+	// keeps the stream's name for a source whose connection dropped, for a
+	// grace period, and only that secret (or a publish token) takes it back.
+	// A source sends the secret of its last welcome in its hello.
+	Reclaim string `json:"reclaim,omitempty"`
 
 	// parent, attach, detach, signal: the other peer. A peer sends a signal
 	// with Peer set to its neighbour; the server rewrites it to the sender.
@@ -249,6 +257,9 @@ func (m *Message) Validate() error {
 		if !ValidID(m.ID) || !ValidID(m.Stream) {
 			return invalid("welcome needs id and stream")
 		}
+		if len(m.Reclaim) > MaxReclaimLength {
+			return invalid("reclaim longer than %d", MaxReclaimLength)
+		}
 		return validateTracks(m.Tracks, false)
 	case TypeParent, TypeAttach, TypeDetach:
 		if !ValidID(m.Peer) {
@@ -318,6 +329,9 @@ func (m *Message) validateHello() error {
 	if len(m.Token) > MaxTokenLength {
 		return invalid("token longer than %d", MaxTokenLength)
 	}
+	if len(m.Reclaim) > MaxReclaimLength {
+		return invalid("reclaim longer than %d", MaxReclaimLength)
+	}
 	if m.Role == RoleSource {
 		return validateTracks(m.Tracks, true)
 	}
@@ -379,10 +393,17 @@ func (s *Signal) validate() error {
 }
 
 func (s *Stats) validate() error {
-	for _, v := range []float64{s.JitterMs, s.StallMs, s.DelayMs, s.FirstFrameMs, s.BitrateKbps, s.RelayBitrateKbps} {
+	for _, v := range []float64{s.JitterMs, s.StallMs, s.FirstFrameMs, s.BitrateKbps, s.RelayBitrateKbps} {
 		if v < 0 || v > 1e12 || v != v {
 			return invalid("stats: a measure is out of range")
 		}
+	}
+	// A delay may come out negative without any fault of the peer: the
+	// capture stamp is its parent's (abs-capture-time), from a skewed
+	// clock or a hostile parent. The server drops that figure, not the
+	// report.
+	if d := s.DelayMs; d < -1e12 || d > 1e12 || d != d {
+		return invalid("stats: delay out of range")
 	}
 	if s.Children < 0 || s.Children > MaxCapacity {
 		return invalid("stats: children out of range")

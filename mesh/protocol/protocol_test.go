@@ -13,32 +13,33 @@ const videoTrack = `{"id":"v","kind":"video","mimeType":"video/VP8","clockRate":
 
 // validMessages has one or more valid messages of every type.
 var validMessages = map[string]string{
-	"hello source":     `{"type":"hello","v":1,"role":"source","kind":"go","stream":"demo","capacity":4,"token":"t","tracks":[` + videoTrack + `,{"id":"a","kind":"audio","mimeType":"audio/opus","clockRate":48000,"channels":2}]}`,
-	"hello relay":      `{"type":"hello","v":1,"role":"relay","kind":"go","stream":"demo","capacity":1000}`,
-	"hello viewer":     `{"type":"hello","v":1,"role":"viewer","kind":"browser","stream":"A-z_0-9","capacity":0}`,
-	"welcome":          `{"type":"welcome","id":"p1","stream":"demo","tracks":[` + videoTrack + `],"iceServers":[{"urls":["stun:stun.example.org"]},{"urls":["turn:t"],"username":"u","credential":"c"}]}`,
-	"welcome no track": `{"type":"welcome","id":"p1","stream":"demo"}`,
-	"parent":           `{"type":"parent","peer":"p2","depth":3}`,
-	"attach":           `{"type":"attach","peer":"p3"}`,
-	"detach":           `{"type":"detach","peer":"p3","reason":"left"}`,
-	"depth max":        `{"type":"parent","peer":"p2","depth":65536}`,
-	"offer":            `{"type":"signal","peer":"p2","signal":{"kind":"offer","sdp":"v=0\r\n"}}`,
-	"answer":           `{"type":"signal","peer":"p2","signal":{"kind":"answer","sdp":"v=0\r\n"}}`,
-	"candidate":        `{"type":"signal","peer":"p2","signal":{"kind":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 10.0.0.1 5000 typ host","sdpMid":"0"}}}`,
-	"parent standby":   `{"type":"parent","peer":"p2","depth":1,"standby":"p3"}`,
-	"live":             `{"type":"live","peer":"p1"}`,
-	"live no peer":     `{"type":"live"}`,
-	"stalled":          `{"type":"stalled","peer":"p1"}`,
-	"stats":            `{"type":"stats","stats":{"bytesReceived":1,"packetsLost":2,"jitterMs":1.5,"stallMs":0,"delayMs":1e12,"children":1000}}`,
-	"stats empty":      `{"type":"stats","stats":{}}`,
-	"leave":            `{"type":"leave","reason":"bye"}`,
-	"offline":          `{"type":"offline"}`,
-	"error":            `{"type":"error","code":"full","reason":"no slot"}`,
-	"whitespace":       " \n\t{\"type\" : \"leave\"}\n ",
-	"max id":           `{"type":"attach","peer":"` + strings.Repeat("x", MaxIDLength) + `"}`,
-	"max sdp":          `{"type":"signal","peer":"p","signal":{"kind":"offer","sdp":"` + strings.Repeat("s", MaxSDPLength) + `"}}`,
-	"max reason":       `{"type":"leave","reason":"` + strings.Repeat("r", MaxReasonLength) + `"}`,
-	"max tracks":       `{"type":"welcome","id":"p","stream":"s","tracks":[` + tracks(MaxTracks) + `]}`,
+	"hello source":         `{"type":"hello","v":1,"role":"source","kind":"go","stream":"demo","capacity":4,"token":"t","tracks":[` + videoTrack + `,{"id":"a","kind":"audio","mimeType":"audio/opus","clockRate":48000,"channels":2}]}`,
+	"hello relay":          `{"type":"hello","v":1,"role":"relay","kind":"go","stream":"demo","capacity":1000}`,
+	"hello viewer":         `{"type":"hello","v":1,"role":"viewer","kind":"browser","stream":"A-z_0-9","capacity":0}`,
+	"welcome":              `{"type":"welcome","id":"p1","stream":"demo","tracks":[` + videoTrack + `],"iceServers":[{"urls":["stun:stun.example.org"]},{"urls":["turn:t"],"username":"u","credential":"c"}]}`,
+	"welcome no track":     `{"type":"welcome","id":"p1","stream":"demo"}`,
+	"parent":               `{"type":"parent","peer":"p2","depth":3}`,
+	"attach":               `{"type":"attach","peer":"p3"}`,
+	"detach":               `{"type":"detach","peer":"p3","reason":"left"}`,
+	"depth max":            `{"type":"parent","peer":"p2","depth":65536}`,
+	"offer":                `{"type":"signal","peer":"p2","signal":{"kind":"offer","sdp":"v=0\r\n"}}`,
+	"answer":               `{"type":"signal","peer":"p2","signal":{"kind":"answer","sdp":"v=0\r\n"}}`,
+	"candidate":            `{"type":"signal","peer":"p2","signal":{"kind":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 10.0.0.1 5000 typ host","sdpMid":"0"}}}`,
+	"parent standby":       `{"type":"parent","peer":"p2","depth":1,"standby":"p3"}`,
+	"live":                 `{"type":"live","peer":"p1"}`,
+	"live no peer":         `{"type":"live"}`,
+	"stalled":              `{"type":"stalled","peer":"p1"}`,
+	"stats":                `{"type":"stats","stats":{"bytesReceived":1,"packetsLost":2,"jitterMs":1.5,"stallMs":0,"delayMs":1e12,"children":1000}}`,
+	"stats negative delay": `{"type":"stats","stats":{"bytesReceived":1,"delayMs":-40}}`,
+	"stats empty":          `{"type":"stats","stats":{}}`,
+	"leave":                `{"type":"leave","reason":"bye"}`,
+	"offline":              `{"type":"offline"}`,
+	"error":                `{"type":"error","code":"full","reason":"no slot"}`,
+	"whitespace":           " \n\t{\"type\" : \"leave\"}\n ",
+	"max id":               `{"type":"attach","peer":"` + strings.Repeat("x", MaxIDLength) + `"}`,
+	"max sdp":              `{"type":"signal","peer":"p","signal":{"kind":"offer","sdp":"` + strings.Repeat("s", MaxSDPLength) + `"}}`,
+	"max reason":           `{"type":"leave","reason":"` + strings.Repeat("r", MaxReasonLength) + `"}`,
+	"max tracks":           `{"type":"welcome","id":"p","stream":"s","tracks":[` + tracks(MaxTracks) + `]}`,
 }
 
 func tracks(n int) string {
@@ -139,6 +140,7 @@ var invalidMessages = []struct {
 	{"stats no body", `{"type":"stats"}`, ErrInvalid},
 	{"stats negative", `{"type":"stats","stats":{"jitterMs":-1}}`, ErrInvalid},
 	{"stats huge", `{"type":"stats","stats":{"delayMs":1.1e12}}`, ErrInvalid},
+	{"stats hugely negative delay", `{"type":"stats","stats":{"delayMs":-1.1e12}}`, ErrInvalid},
 	{"stats overflow", `{"type":"stats","stats":{"jitterMs":1e400}}`, ErrMalformed},
 	{"stats negative counter", `{"type":"stats","stats":{"bytesReceived":-1}}`, ErrMalformed},
 	{"stats children", `{"type":"stats","stats":{"children":1001}}`, ErrInvalid},
@@ -327,4 +329,30 @@ func TestEncodingEdgeCases(t *testing.T) {
 			t.Fatalf("Errorf truncates inside a UTF-8 sequence; the peer rejects the error: %v", err)
 		}
 	})
+}
+
+func TestReclaimBounded(t *testing.T) {
+	ok := strings.Repeat("r", MaxReclaimLength)
+	long := ok + "r"
+	source := func(reclaim string) *Message {
+		return &Message{Type: TypeHello, Version: Version, Role: RoleSource, Kind: KindGo, Stream: "s", Reclaim: reclaim,
+			Tracks: []Track{{ID: "v", Kind: "video", MimeType: "video/VP8", ClockRate: 90000}}}
+	}
+	welcome := func(reclaim string) *Message {
+		return &Message{Type: TypeWelcome, ID: "p1", Stream: "s", Reclaim: reclaim}
+	}
+	for _, m := range []*Message{source(ok), welcome(ok)} {
+		data, err := Encode(m)
+		if err != nil {
+			t.Fatalf("%s with a %d-byte reclaim: %v", m.Type, len(ok), err)
+		}
+		if got, err := Decode(data); err != nil || got.Reclaim != ok {
+			t.Fatalf("%s round trip: %v %q", m.Type, err, got.Reclaim)
+		}
+	}
+	for _, m := range []*Message{source(long), welcome(long)} {
+		if err := m.Validate(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s with a %d-byte reclaim: %v, want ErrInvalid", m.Type, len(long), err)
+		}
+	}
 }

@@ -83,6 +83,10 @@ const LABEL_LIMIT = 80; // past this many nodes, edges lose their labels
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const stream = decodeURIComponent(location.pathname.split('/').filter(Boolean).pop() || '');
+/** A private stream's token (?token=), sent to the stats API. @type {Record<string, string>} */
+const authHeaders = {};
+const pageToken = new URLSearchParams(location.search).get('token');
+if (pageToken) authHeaders.Authorization = `Bearer ${pageToken}`;
 const svg = /** @type {SVGSVGElement} */ (/** @type {unknown} */ ($('tree')));
 const edgeLayer = /** @type {SVGGElement} */ (/** @type {unknown} */ ($('edges')));
 const nodeLayer = /** @type {SVGGElement} */ (/** @type {unknown} */ ($('nodes')));
@@ -358,7 +362,7 @@ function status(state, text) {
 
 async function refresh() {
   try {
-    const res = await fetch(`/api/streams/${encodeURIComponent(stream)}/stats`, { cache: 'no-store' });
+    const res = await fetch(`/api/streams/${encodeURIComponent(stream)}/stats`, { cache: 'no-store', headers: authHeaders });
     if (res.status === 404) {
       status('ended', 'no such stream');
       drawTree([]);

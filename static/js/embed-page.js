@@ -19,6 +19,8 @@ function main() {
     if (v !== null) player.setAttribute(name, v === '' ? '1' : v);
   }
   if (stream) player.setAttribute('stream', stream);
+  const token = params.get('token'); // a private stream's viewing token
+  if (token) player.setAttribute('token', token);
   player.setAttribute('server', location.origin);
   const brand = /** @type {HTMLAnchorElement} */ (document.getElementById('brand'));
   if (stream) brand.href = `/watch/${encodeURIComponent(stream)}`;

@@ -9,7 +9,7 @@
 // browsers may refuse), autoplay ("0" waits for a click), controls ("0" hides
 // them), relay ("0" opts out of relaying, "1" opts in; otherwise the viewer's
 // remembered choice or the connection decides), stats ("1" shows the
-// figures panel at start).
+// figures panel at start), token (a viewing token, for a private stream).
 
 import { CanopyClient } from './client.js';
 import { validID } from './protocol.js';
@@ -79,16 +79,38 @@ const TEMPLATE = `
   </div>
 </div>`;
 
+/** The player's stylesheet, built once and shared by every player on the page. @type {CSSStyleSheet|null} */
+let sheet = null;
+
+/**
+ * Styles a player's shadow root. A constructed stylesheet is not an inline
+ * style, so neither Canopy's pages nor an embedding site's need
+ * style-src 'unsafe-inline' in their CSP; browsers without constructable
+ * stylesheets get a <style> element.
+ * @param {ShadowRoot} root
+ */
+function adoptStyle(root) {
+  if ('adoptedStyleSheets' in root && typeof CSSStyleSheet !== 'undefined' && 'replaceSync' in CSSStyleSheet.prototype) {
+    if (!sheet) {
+      sheet = new CSSStyleSheet();
+      sheet.replaceSync(PLAYER_CSS);
+    }
+    root.adoptedStyleSheets = [sheet];
+    return;
+  }
+  const style = document.createElement('style');
+  style.textContent = PLAYER_CSS;
+  root.prepend(style);
+}
+
 export class CanopyPlayer extends HTMLElement {
   static get observedAttributes() { return ['stream', 'server', 'relay']; }
 
   constructor() {
     super();
     const root = this.attachShadow({ mode: 'open' });
-    const style = document.createElement('style');
-    style.textContent = PLAYER_CSS;
     root.innerHTML = TEMPLATE;
-    root.prepend(style);
+    adoptStyle(root);
     /** @param {string} id */
     const $ = (id) => /** @type {HTMLElement} */ (root.getElementById(id));
     /** The element that plays the stream. */
@@ -178,7 +200,7 @@ export class CanopyPlayer extends HTMLElement {
         return;
       }
     }
-    const client = new CanopyClient({ server, stream, capacity: this.relayCapacity });
+    const client = new CanopyClient({ server, stream, capacity: this.relayCapacity, token: this.getAttribute('token') || undefined });
     this.client = client;
     client.addEventListener('statechange', (ev) => {
       const { state, reason } = /** @type {CustomEvent} */ (ev).detail;

@@ -17,6 +17,7 @@ export const MAX_TOKEN_LENGTH = 4096;
 export const MAX_TRACKS = 8;
 export const MAX_CAPACITY = 1000;
 export const MAX_REASON_LENGTH = 512;
+export const MAX_RECLAIM_LENGTH = 64;
 /** Upper bound of a depth, as Validate checks it. */
 export const MAX_DEPTH = 1 << 16;
 
@@ -122,6 +123,7 @@ export const Code = Object.freeze({
  * @property {Track[]} [tracks] hello from a source; welcome
  * @property {string} [id] welcome: this peer's id
  * @property {ICEServer[]} [iceServers] welcome
+ * @property {string} [reclaim] welcome to a source: the secret that reclaims its stream name after a drop; hello from a source: that secret
  * @property {string} [peer] parent, attach, detach, signal: the other peer
  * @property {number} [depth] parent, attach, detach
  * @property {Signal} [signal] signal
@@ -179,7 +181,7 @@ const MESSAGE_FIELDS = {
   type: 'string', v: 'int', role: 'string', kind: 'string', stream: 'string',
   capacity: 'int', token: 'string', tracks: 'array', id: 'string', iceServers: 'array',
   peer: 'string', depth: 'int', signal: 'object', standby: 'string', stats: 'object',
-  code: 'string', reason: 'string',
+  code: 'string', reason: 'string', reclaim: 'string',
 };
 /** @type {Record<string, FieldType>} */
 const TRACK_FIELDS = {
@@ -197,7 +199,7 @@ const STATS_FIELDS = {
   children: 'int',
 };
 /** Stats fields that are measures (float64 in Go) and must lie in [0, 1e12]. */
-const STATS_MEASURES = ['jitterMs', 'stallMs', 'delayMs', 'firstFrameMs', 'bitrateKbps', 'relayBitrateKbps'];
+const STATS_MEASURES = ['jitterMs', 'stallMs', 'firstFrameMs', 'bitrateKbps', 'relayBitrateKbps'];
 
 /** @param {unknown} v @returns {v is Record<string, unknown>} */
 function isObject(v) {
@@ -275,6 +277,7 @@ export function validate(m) {
       return validateHello(m);
     case Type.WELCOME:
       if (!validID(m.id) || !validID(m.stream)) throw invalid('welcome needs id and stream');
+      if (m.reclaim && byteLength(m.reclaim) > MAX_RECLAIM_LENGTH) throw invalid(`reclaim longer than ${MAX_RECLAIM_LENGTH}`);
       return validateTracks(m.tracks ?? [], false);
     case Type.PARENT: case Type.ATTACH: case Type.DETACH: {
       if (!validID(m.peer)) throw invalid(`${m.type} needs a peer id`);
@@ -317,6 +320,7 @@ function validateHello(m) {
   const capacity = m.capacity ?? 0;
   if (capacity < 0 || capacity > MAX_CAPACITY) throw invalid(`capacity must be 0-${MAX_CAPACITY}`);
   if (m.token && byteLength(m.token) > MAX_TOKEN_LENGTH) throw invalid(`token longer than ${MAX_TOKEN_LENGTH}`);
+  if (m.reclaim && byteLength(m.reclaim) > MAX_RECLAIM_LENGTH) throw invalid(`reclaim longer than ${MAX_RECLAIM_LENGTH}`);
   if (m.role === Role.SOURCE) return validateTracks(m.tracks ?? [], true);
   if ((m.tracks ?? []).length !== 0) throw invalid('only a source declares tracks');
 }
@@ -368,6 +372,10 @@ function validateStats(s) {
     const v = r[k] ?? 0;
     if (!(v >= 0 && v <= 1e12)) throw invalid('stats: a measure is out of range');
   }
+  // A delay may be negative (a parent's capture stamp from a skewed clock):
+  // the server drops that figure, not the report. protocol.go says why.
+  const delay = s.delayMs ?? 0;
+  if (!(delay >= -1e12 && delay <= 1e12)) throw invalid('stats: delay out of range');
   const children = s.children ?? 0;
   if (children < 0 || children > MAX_CAPACITY) throw invalid('stats: children out of range');
 }

@@ -101,6 +101,8 @@ function main() {
   $('title').textContent = stream;
   player.setAttribute('stream', stream);
   player.setAttribute('server', location.origin);
+  const token = params.get('token'); // a private stream's viewing token
+  if (token) player.setAttribute('token', token);
   const renderRelay = setupRelaySwitch(player);
   $('stage').append(player);
   player.focus({ preventScroll: true });

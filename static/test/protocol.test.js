@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  Code, MAX_CANDIDATE_LENGTH, MAX_MESSAGE_SIZE, MAX_SDP_LENGTH, ProtocolError, SERVER_TYPES,
+  Code, MAX_CANDIDATE_LENGTH, MAX_MESSAGE_SIZE, MAX_RECLAIM_LENGTH, MAX_SDP_LENGTH, ProtocolError, SERVER_TYPES,
   SignalKind, Type, VERSION, decode, encode, validID,
 } from '../js/protocol.js';
 import { BACKOFF_MAX_MS, backoffDelay } from '../js/backoff.js';
@@ -199,4 +199,14 @@ test('capacity messages carry 0-1000 children', () => {
   assert.equal(encode({ type: Type.CAPACITY, capacity: 2 }), '{"type":"capacity","capacity":2}');
   assert.throws(() => encode({ type: Type.CAPACITY, capacity: 1001 }));
   assert.throws(() => encode({ type: Type.CAPACITY, capacity: -1 }));
+});
+
+test('a reclaim secret rides in a welcome and a hello, bounded as in Go', () => {
+  const welcome = decode(JSON.stringify({ type: 'welcome', id: 'p1', stream: 's', reclaim: 'r'.repeat(MAX_RECLAIM_LENGTH) }));
+  assert.equal(welcome.reclaim.length, MAX_RECLAIM_LENGTH);
+  rejects(() => decode(JSON.stringify({ type: 'welcome', id: 'p1', stream: 's', reclaim: 'r'.repeat(MAX_RECLAIM_LENGTH + 1) })));
+  const source = { type: 'hello', v: VERSION, role: 'source', kind: 'browser', stream: 's', reclaim: 'abc',
+    tracks: [{ id: 'v', kind: 'video', mimeType: 'video/VP8', clockRate: 90000 }] };
+  assert.equal(decode(encode(source)).reclaim, 'abc');
+  rejects(() => encode({ ...source, reclaim: 'r'.repeat(MAX_RECLAIM_LENGTH + 1) }));
 });
