@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"canopy/mesh"
 	"canopy/mesh/media"
@@ -17,8 +18,10 @@ func broadcast(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("broadcast", flag.ContinueOnError)
 	var c common
 	c.register(fs, 4)
-	videoPath := fs.String("video", "", "video file to loop: .ivf (VP8) or .h264 (Annex-B, 30 fps); default: the demo clip")
+	videoPath := fs.String("video", "", "video file to loop: .ivf (VP8) or .h264 (Annex-B, 30 fps), or - for live IVF/H264 on standard input; default: the demo clip")
 	audioPath := fs.String("audio", "", "audio file to loop: .ogg (Opus); default: the demo clip's when -video is not set")
+	var ing ingestFlags
+	ing.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -26,22 +29,46 @@ func broadcast(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	readers, closeAll, err := openMedia(*videoPath, *audioPath)
+	in, err := openInput(&ing, *videoPath, *audioPath, os.Stdin)
 	if err != nil {
 		return err
 	}
-	defer closeAll()
+	defer in.close()
 
-	node, err := mesh.Dial(ctx, mesh.Config{
-		Server: c.server, Stream: c.stream, Role: protocol.RoleSource, Capacity: c.capacity,
-		Token: c.token, Tracks: mesh.TracksFor(readers...), LoopbackOnly: c.loopback, Logger: log,
-	})
-	if err != nil {
+	if err := checkServer(c.server); err != nil {
 		return err
 	}
-	defer node.Close()
-	fmt.Fprintf(stderr, "broadcasting %q as %s (%d tracks); Ctrl-C to stop\n", c.stream, node.ID(), len(readers))
-	err = node.Play(ctx, readers...)
+	// The input carries on across sessions: a source that rejoins goes on
+	// where it was, and viewers continue across its new numbering. The
+	// reclaim secret gets it its stream name back.
+	reclaim := new(mesh.Reclaim)
+	err = redial(ctx, stderr, c.stream, false, func(ctx context.Context, s *session) error {
+		node, err := mesh.Dial(ctx, mesh.Config{
+			Server: c.server, Stream: c.stream, Role: protocol.RoleSource, Capacity: c.capacity,
+			Token: c.token, Tracks: in.tracks, LoopbackOnly: c.loopback, Logger: log,
+			Reclaim: reclaim,
+		})
+		if err != nil {
+			return err
+		}
+		s.joined()
+		defer node.Close()
+		fmt.Fprintf(stderr, "broadcasting %q as %s (%s); Ctrl-C to stop\n", c.stream, node.ID(), in.describe())
+		err = in.play(ctx, node)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, io.EOF) && in.live {
+			fmt.Fprintln(stderr, "input ended; leaving")
+			return nil // the live input ended: viewers see the stream go offline
+		}
+		select {
+		case <-node.Done():
+			return nodeEnd(node) // signaling dropped: join again
+		default:
+			return fmt.Errorf("%w (%v)", errFinalMedia, err) // a reader failed
+		}
+	})
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil // interrupted: a normal end
 	}

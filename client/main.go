@@ -2,7 +2,8 @@
 // source), relays one (receives once, forwards to its children without
 // re-encoding) or watches one headless.
 //
-//	client broadcast -server URL -stream NAME [-video FILE] [-audio FILE] [-capacity N]
+//	client broadcast -server URL -stream NAME [-video FILE|-] [-audio FILE] [-capacity N]
+//	client broadcast -server URL -stream NAME (-rtp ADDR [-codec h264|vp8] [-rtp-audio ADDR] | -sdp FILE)
 //	client relay     -server URL -stream NAME [-capacity N]
 //	client watch     -server URL -stream NAME [-frames N] [-timeout D] [-json] [-capacity N]
 package main
@@ -23,7 +24,9 @@ import (
 const usage = `usage: client <broadcast|relay|watch> [flags]
 
   broadcast  publish a stream: the demo clip, or -video FILE (.ivf VP8, .h264 Annex-B)
-             and/or -audio FILE (.ogg Opus), looped
+             and/or -audio FILE (.ogg Opus), looped; or live: -video - (IVF/H264
+             on standard input), -rtp ADDR / -rtp-audio ADDR / -sdp FILE (RTP
+             from ffmpeg or GStreamer)
   relay      join a stream as a Go relay that forwards to -capacity children
   watch      watch headless; exits 0 after -frames complete video frames
 

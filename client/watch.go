@@ -33,6 +33,7 @@ type watchReport struct {
 	Frames           int     `json:"frames"`
 	Keyframes        int     `json:"keyframes"`
 	AudioPackets     int     `json:"audioPackets"`
+	Undecodable      uint64  `json:"undecodableFrames"` // complete frames that would not decode (not counted in frames)
 	PacketsReceived  uint64  `json:"packetsReceived"`
 	BytesReceived    uint64  `json:"bytesReceived"`
 	BitrateKbps      float64 `json:"bitrateKbps"` // received, averaged over the watch
@@ -66,37 +67,59 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	w := newWatcher(*frames, *record)
 	defer w.close()
-	node, err := mesh.Dial(ctx, mesh.Config{
-		Server: c.server, Stream: c.stream, Role: protocol.RoleViewer, Capacity: c.capacity,
-		Token: c.token, LoopbackOnly: c.loopback, Logger: log, OnPacket: w.onPacket,
-		OnStats: w.addStats,
-		OnEvent: func(e mesh.Event) {
-			if e.Kind == mesh.EventParent {
-				w.parentChanged()
-			}
-		},
+	if err := checkServer(c.server); err != nil {
+		return err
+	}
+	// One watcher across sessions: frames count on when the node rejoins.
+	var node *mesh.Node
+	err = redial(ctx, stderr, c.stream, false, func(ctx context.Context, s *session) error {
+		w.newSession()
+		n, err := mesh.Dial(ctx, mesh.Config{
+			Server: c.server, Stream: c.stream, Role: protocol.RoleViewer, Capacity: c.capacity,
+			Token: c.token, LoopbackOnly: c.loopback, Logger: log, OnPacket: w.onPacket,
+			OnStats: w.addStats,
+			OnEvent: func(e mesh.Event) {
+				s.onEvent(e)
+				if e.Kind == mesh.EventParent {
+					w.parentChanged()
+				}
+			},
+		})
+		if err != nil {
+			return err
+		}
+		s.joined()
+		node = n
+		select {
+		case <-w.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.Done():
+			_ = n.Close()
+			return nodeEnd(n)
+		}
 	})
-	if err != nil {
+	if node != nil {
+		defer node.Close()
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		r := w.report()
+		if r.Frames == 0 {
+			return fmt.Errorf("stream %q did not play within %s", c.stream, *timeout)
+		}
+		return fmt.Errorf("only %d of %d frames within %s", r.Frames, *frames, *timeout)
+	case errors.Is(err, context.Canceled):
+		if node == nil {
+			return nil // interrupted before joining
+		}
+	case err != nil:
 		var se *mesh.ServerError
 		if errors.As(err, &se) && se.Code == protocol.CodeNotFound {
 			return fmt.Errorf("stream %q does not exist on %s", c.stream, c.server)
 		}
 		return err
-	}
-	defer node.Close()
-
-	select {
-	case <-w.done:
-	case <-node.Done():
-		return fmt.Errorf("lost the server: %w", node.Err())
-	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			r := w.report()
-			if r.Frames == 0 {
-				return fmt.Errorf("stream %q did not play within %s", c.stream, *timeout)
-			}
-			return fmt.Errorf("only %d of %d frames within %s", r.Frames, *frames, *timeout)
-		}
 	}
 	if err := w.failure(); err != nil {
 		return err
@@ -172,7 +195,7 @@ func (w *watcher) onPacket(t protocol.Track, p *rtp.Packet) {
 			return
 		}
 		w.video = asm
-		if w.recordTo != "" {
+		if w.recordTo != "" && w.recorder == nil {
 			rec, err := media.NewRecorder(w.recordTo, codec)
 			if err != nil {
 				w.fail(err)
@@ -221,6 +244,14 @@ func (w *watcher) onFrame(f media.Frame) {
 	}
 }
 
+// newSession forgets the video numbering: a new node receives the
+// source's own, unrelated to what the last node passed on.
+func (w *watcher) newSession() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.video = nil
+}
+
 func (w *watcher) parentChanged() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -251,7 +282,8 @@ func (w *watcher) report() watchReport {
 		r.FirstFrameMillis = float64(w.first.Sub(w.start).Microseconds()) / 1000
 	}
 	if w.video != nil {
-		r.PacketsLost = int(w.video.Stats().Lost)
+		st := w.video.Stats()
+		r.PacketsLost, r.Undecodable = int(st.Lost), st.Undecodable
 	}
 	if len(w.delays) > 0 {
 		d := slices.Clone(w.delays)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/pion/rtp"
 
+	"canopy/mesh/media"
 	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 )
@@ -19,7 +20,14 @@ type upstreamConn struct {
 	up      *peer.Upstream
 	created time.Time
 	live    atomic.Bool
-	last    atomic.Int64 // unix nanoseconds of the last packet
+	last    atomic.Int64 // unix nanoseconds of the last packet, any track
+	// Liveness is judged per kind: in a stream with video, only decodable
+	// video (a whole frame that parses, after a key frame) keeps the parent
+	// alive, so a parent that sends audio alone, or noise, is stalled.
+	hasVideo  bool                         // the stream has a video track
+	lastVideo atomic.Int64                 // unix nanoseconds of the last decodable video frame
+	checks    map[string]*media.FrameCheck // per video track; used under its ingress's mu
+	refused   atomic.Bool                  // its offer was refused: report it at once
 	// Owned by the run goroutine.
 	stalled  time.Time // when the server was last told this parent stalled
 	reported bool      // the server was told this connection is live
@@ -33,7 +41,13 @@ func (n *Node) setParent(id string, depth int, standby string) {
 	if n.cur != nil && n.cur.parent == id {
 		return
 	}
-	uc := &upstreamConn{parent: id, created: time.Now()}
+	uc := &upstreamConn{parent: id, created: time.Now(), checks: make(map[string]*media.FrameCheck)}
+	for _, t := range n.Tracks() {
+		if t.Kind == "video" {
+			uc.hasVideo = true
+			uc.checks[t.ID] = media.NewFrameCheck(t.MimeType)
+		}
+	}
 	up, err := n.api.NewUpstream(id, n.Tracks(), n.sendSignal(id), func(t protocol.Track, p *rtp.Packet) { n.ingest(uc, t, p) })
 	if err != nil {
 		n.log.Error("upstream", "parent", id, "err", err)
@@ -57,14 +71,8 @@ func (n *Node) setParent(id string, depth int, standby string) {
 // ingest is the sink of every upstream connection: one goroutine per track
 // per connection calls it.
 func (n *Node) ingest(uc *upstreamConn, t protocol.Track, p *rtp.Packet) {
-	uc.last.Store(time.Now().UnixNano())
-	if !uc.live.Load() && (t.Kind == "video" || len(n.Tracks()) == 1) {
-		uc.live.Store(true)
-		select {
-		case n.liveCh <- uc:
-		default: // the run loop is busy; the watchdog also notices uc.live
-		}
-	}
+	now := time.Now().UnixNano()
+	uc.last.Store(now)
 	ts := n.media.Load()
 	g := ts.in[t.ID]
 	if g == nil {
@@ -72,6 +80,22 @@ func (n *Node) ingest(uc *upstreamConn, t protocol.Track, p *rtp.Packet) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	// Judged before admit, which renumbers: this parent's own stream.
+	alive := !uc.hasVideo
+	if t.Kind == "video" {
+		c := uc.checks[t.ID]
+		alive = c == nil || c.Push(p) // a track added since: as before, any packet
+		if alive {
+			uc.lastVideo.Store(now)
+		}
+	}
+	if alive && !uc.live.Load() {
+		uc.live.Store(true)
+		select {
+		case n.liveCh <- uc:
+		default: // the run loop is busy; the watchdog also notices uc.live
+		}
+	}
 	if !g.admit(p) {
 		return
 	}
@@ -116,10 +140,14 @@ func (n *Node) watchdog() {
 		n.onLive(uc) // its notice was dropped from the full channel
 	}
 	last := uc.created
-	if l := uc.last.Load(); l != 0 {
+	l := uc.last.Load()
+	if uc.hasVideo {
+		l = uc.lastVideo.Load()
+	}
+	if l != 0 {
 		last = time.Unix(0, l)
 	}
-	failed := false
+	failed := uc.refused.Load()
 	select {
 	case <-uc.up.Done():
 		failed = true
@@ -213,5 +241,27 @@ func (n *Node) relayKeyframeRequests(trackID string, f *peer.Forwarder) {
 		case <-n.done:
 			return
 		}
+	}
+}
+
+// warnOverBudget logs the children whose NACKs asked for more than their
+// retransmission budget since the last report: a child on a very lossy
+// link, or one pulling retransmissions on purpose. It runs on the run
+// goroutine, once per stats report.
+func (n *Node) warnOverBudget() {
+	if n.refusedSeen == nil {
+		n.refusedSeen = make(map[string]uint64)
+	}
+	for id := range n.refusedSeen {
+		if n.downstreams[id] == nil {
+			delete(n.refusedSeen, id)
+		}
+	}
+	for id, d := range n.downstreams {
+		r := d.SendStats().Refused
+		if r > n.refusedSeen[id] {
+			n.log.Warn("child asks for more retransmissions than its budget", "child", id, "refused", r-n.refusedSeen[id])
+		}
+		n.refusedSeen[id] = r
 	}
 }

@@ -8,8 +8,11 @@ import (
 )
 
 // seenWindow is how far behind the newest packet a late packet (a
-// retransmission) is still accepted.
-const seenWindow = 1024
+// retransmission) is still accepted: as far as the peer package's SRTP
+// replay window and NACK log reach (4096). A GOP burst to a new child runs
+// at ~5200 packets/s, so a repair arrives 500-1000 packets after newer
+// ones; 1024 dropped the second round of repair of a burst (issue 12).
+const seenWindow = 4096
 
 // restartAfter is how many consecutive too-old packets mean the numbering
 // restarted (a returning source picked new random sequence numbers) rather

@@ -89,3 +89,25 @@ func BenchmarkIngress(b *testing.B) {
 		g.mu.Unlock()
 	}
 }
+
+// TestIngressAdmitsLateRepair: a retransmission that arrives thousands of
+// packets after newer ones, as the repair of a GOP burst does, passes once.
+func TestIngressAdmitsLateRepair(t *testing.T) {
+	g := newIngress(90000)
+	admit := func(seq uint16) bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.admit(&rtp.Packet{Header: rtp.Header{SequenceNumber: seq}})
+	}
+	for s := range uint16(3500) {
+		if s != 100 && !admit(s) {
+			t.Fatalf("new packet %d refused", s)
+		}
+	}
+	if !admit(100) {
+		t.Fatal("the repair of packet 100, 3400 packets late, was refused")
+	}
+	if admit(100) || admit(3000) {
+		t.Fatal("a duplicate passed")
+	}
+}

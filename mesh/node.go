@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +86,10 @@ type Config struct {
 	UDPMux ice.UDPMux
 	// PublicIPs are advertised instead of local addresses (1:1 NAT).
 	PublicIPs []string
+	// RemoteCandidateFilter, if set, drops the neighbours' ICE candidates
+	// it refuses (see peer.Config.RemoteCandidateFilter); the server's own
+	// peers use it.
+	RemoteCandidateFilter func(addr netip.Addr, port int) bool
 	// Forwarder tunes the GOP cache and burst for this node's children;
 	// the zero value is the default (4 MiB cache, 50 Mbps burst).
 	Forwarder peer.ForwarderOptions
@@ -146,6 +151,7 @@ type Node struct {
 	// Owned by the run goroutine.
 	cur, prev   *upstreamConn
 	downstreams map[string]*peer.Downstream
+	refusedSeen map[string]uint64 // per child, retransmissions refused at the last report
 	leaving     bool
 
 	leaveOnce sync.Once
@@ -207,6 +213,8 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 		Logger:       cfg.Logger,
 		UDPMux:       cfg.UDPMux,
 		PublicIPs:    cfg.PublicIPs,
+
+		RemoteCandidateFilter: cfg.RemoteCandidateFilter,
 	})
 	if err != nil {
 		sig.close()
@@ -477,11 +485,16 @@ func (n *Node) route(m *protocol.Message) {
 	}
 	if err != nil {
 		n.log.Warn("signal", "peer", m.Peer, "kind", m.Sig.Kind, "err", err)
+		if errors.Is(err, peer.ErrBadOffer) && n.cur != nil && m.Peer == n.cur.parent {
+			n.cur.refused.Store(true) // the watchdog reports this parent now
+			n.watchdog()
+		}
 	}
 }
 
 // sendStats reports the node's counters to the server.
 func (n *Node) sendStats() {
+	n.warnOverBudget()
 	var s protocol.Stats
 	n.CollectStats(&s)
 	_ = n.sig.send(&protocol.Message{Type: protocol.TypeStats, Stats: &s})

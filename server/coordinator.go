@@ -48,6 +48,9 @@ type coordinator struct {
 	// children reported which parent stalled, and when.
 	movedAt map[string]time.Time
 	stalls  map[string]map[string]time.Time
+	// ended remembers edges that ended moments ago: signals still on
+	// their way along them are dropped quietly (budget.go).
+	ended recentEdges
 	// onEmpty is called (under mu) when the last peer leaves.
 	onEmpty func()
 	// sourceLost, if set, is called (under mu) with the reclaim secret of a
@@ -121,6 +124,15 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 		if err != nil {
 			return err
 		}
+		if hello.Passthrough {
+			// Validated: only a browser declares it. Lowers the re-encode
+			// count below p; may place nodes that waited.
+			more, perr := c.tree.SetPassthrough(p.id)
+			if perr != nil {
+				c.log.Warn("pass-through not recorded", "peer", p.id, "err", perr)
+			}
+			changes = append(changes, more...)
+		}
 	}
 	c.peers[p.id] = p
 	p.send(&protocol.Message{Type: protocol.TypeWelcome, ID: p.id, Stream: c.id, Tracks: c.tracks, ICEServers: p.iceServers, Reclaim: p.reclaim})
@@ -163,6 +175,9 @@ func (c *coordinator) depart(p *peerConn, reason string) {
 	parent, _ := c.tree.Parent(p.id)
 	c.departed[p.id] = parent
 	c.draining[p.id] = p
+	if from, ok := c.moving[p.id]; ok {
+		c.cut(from, p.id) // the old edge of a move it did not finish
+	}
 	delete(c.moving, p.id)
 	delete(c.peers, p.id)
 	delete(c.movedAt, p.id)
@@ -201,6 +216,7 @@ func (c *coordinator) gone(p *peerConn, reason string) {
 	for child, old := range c.moving {
 		if old == p.id {
 			delete(c.moving, child)
+			c.ended.add(old, child, time.Now())
 		}
 	}
 	if len(c.peers) == 0 && len(c.departed) == 0 && c.onEmpty != nil {
@@ -219,6 +235,8 @@ func (c *coordinator) apply(changes []tree.Change) {
 		c.movedAt[ch.Node] = time.Now()
 		if ch.To != "" {
 			if parent := c.peers[ch.To]; parent != nil && child != nil {
+				parent.budgets.resetEdge(child.id) // a new connection, negotiated afresh
+				child.budgets.resetEdge(parent.id)
 				parent.send(&protocol.Message{Type: protocol.TypeAttach, Peer: ch.Node})
 				child.send(&protocol.Message{Type: protocol.TypeParent, Peer: ch.To,
 					Depth: c.tree.Depth(ch.Node), Standby: c.tree.Standby(ch.Node)})
@@ -253,8 +271,14 @@ func (c *coordinator) connected(id string) bool {
 }
 
 // cut tells parent to stop feeding child, if parent is still connected.
+// Signals still on their way along the edge are dropped quietly.
 func (c *coordinator) cut(parent, child string) {
+	c.ended.add(parent, child, time.Now())
+	if q := c.peerOrDeparted(child); q != nil {
+		q.budgets.resetEdge(parent)
+	}
 	if q := c.peerOrDeparted(parent); q != nil {
+		q.budgets.resetEdge(child)
 		q.send(&protocol.Message{Type: protocol.TypeDetach, Peer: child})
 	}
 }
@@ -271,13 +295,22 @@ func (c *coordinator) moveDone(child, from string) {
 	c.cut(from, child)
 }
 
-// signal forwards a signal from p to its tree neighbour m.Peer.
+// signal forwards a signal from p to its tree neighbour m.Peer, within the
+// edge's and the receiver's budgets (budget.go). A signal along an edge
+// that just ended is errSignalLate, for the caller to drop quietly.
 func (c *coordinator) signal(p *peerConn, m *protocol.Message) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := time.Now()
 	to := c.peerOrDeparted(m.Peer)
 	if to == nil || !c.neighbours(p.id, m.Peer) {
+		if c.ended.has(p.id, m.Peer, now) {
+			return errSignalLate
+		}
 		return errNotNeighbour
+	}
+	if err := forward(p, to, m.Sig, now); err != nil {
+		return err
 	}
 	to.send(&protocol.Message{Type: protocol.TypeSignal, Peer: p.id, Sig: m.Sig})
 	return nil

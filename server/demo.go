@@ -25,7 +25,15 @@ type demoConfig struct {
 	publicIPs    []string
 	log          *slog.Logger
 	reclaim      *mesh.Reclaim // the demo's claim to its name across restarts
+	// candidates filters the viewers' ICE candidates (candidates.go); nil
+	// accepts all.
+	candidates *candidatePolicy
 }
+
+// demoStable is how long the demo must have been up for its restart
+// back-off to start over: a source cut off after an hour returns at once,
+// one cut off at every start backs off to 10 s.
+const demoStable = 10 * time.Second
 
 // runDemo publishes the embedded clip as a stream, through the server's own
 // signaling like any other source, and starts over if it is cut off.
@@ -33,28 +41,34 @@ func runDemo(ctx context.Context, cfg demoConfig) {
 	if cfg.reclaim == nil {
 		cfg.reclaim = new(mesh.Reclaim)
 	}
-	backoff := 200 * time.Millisecond
+	var backoff mesh.Backoff
 	for ctx.Err() == nil {
-		err := publishDemo(ctx, cfg)
+		started := time.Now()
+		up, err := publishDemo(ctx, cfg)
 		if ctx.Err() != nil {
 			return
 		}
-		cfg.log.Warn("demo source stopped; restarting", "err", err, "in", backoff)
+		if up && time.Since(started) >= demoStable {
+			backoff.Reset()
+		}
+		wait := backoff.Next()
+		cfg.log.Warn("demo source stopped; restarting", "err", err, "in", wait.Round(time.Millisecond))
 		select {
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }
 
-func publishDemo(ctx context.Context, cfg demoConfig) error {
+// publishDemo runs the demo source until it stops; up says whether it had
+// joined its stream.
+func publishDemo(ctx context.Context, cfg demoConfig) (up bool, err error) {
 	video, audio, err := demo.Open()
 	if err != nil {
-		return err
+		return false, err
 	}
-	node, err := mesh.Dial(ctx, mesh.Config{
+	mc := mesh.Config{
 		Server:       cfg.server,
 		Stream:       cfg.stream,
 		Role:         protocol.RoleSource,
@@ -66,15 +80,19 @@ func publishDemo(ctx context.Context, cfg demoConfig) error {
 		Token:        cfg.token,
 		Reclaim:      cfg.reclaim,
 		Logger:       cfg.log,
-	})
+	}
+	if cfg.candidates != nil {
+		mc.RemoteCandidateFilter = cfg.candidates.allow
+	}
+	node, err := mesh.Dial(ctx, mc)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer node.Close()
 	cfg.log.Info("demo stream live", "stream", cfg.stream)
 	err = node.Play(ctx, []media.FrameReader{video, audio}...)
 	if errors.Is(err, context.Canceled) {
-		return nil
+		return true, nil
 	}
-	return err
+	return true, err
 }

@@ -32,9 +32,15 @@ type Limits struct {
 	JoinRate  float64
 	JoinBurst int
 	// MessageRate and MessageBurst bound the messages one connection may
-	// send; past them a message is refused with an error and counts as bad.
+	// send, except signals to its tree neighbours (budget.go); past them a
+	// message is refused with a rate_limited error and counts as bad.
 	MessageRate  float64
 	MessageBurst int
+	// CeilingRate and CeilingBurst bound every message one connection
+	// sends, signals to its neighbours included: a hard ceiling against a
+	// flood, far above what serving children needs.
+	CeilingRate  float64
+	CeilingBurst int
 	// PingInterval, PongTimeout: the server pings every PingInterval and
 	// drops a peer it has not heard a pong (or message) from in PongTimeout.
 	PingInterval time.Duration
@@ -100,6 +106,8 @@ func (l Limits) withDefaults() Limits {
 	def(&l.JoinBurst, DefaultJoinBurst)
 	deff(&l.MessageRate, DefaultMessageRate)
 	def(&l.MessageBurst, DefaultMessageBurst)
+	deff(&l.CeilingRate, DefaultCeilingRate)
+	def(&l.CeilingBurst, DefaultCeilingBurst)
 	defd(&l.PingInterval, DefaultPingInterval)
 	defd(&l.PongTimeout, DefaultPongTimeout)
 	defd(&l.WriteTimeout, DefaultWriteTimeout)

@@ -113,7 +113,14 @@ func run(args []string) error {
 		publicIPs = []string{*sec.publicIP}
 	}
 	if *demo {
+		// The demo's ICE never checks candidates that point into the
+		// server's network or at its own ports (candidates.go).
+		own := []int{portOf(ln.Addr()), *udpPort}
+		if turnSrv != nil {
+			own = append(own, portOf(turnSrv.Addr()))
+		}
 		go runDemo(ctx, demoConfig{
+			candidates:   newCandidatePolicy(*loopback, own...),
 			udpMux:       udpMux,
 			publicIPs:    publicIPs,
 			server:       "http://" + localURLHost(ln.Addr()),

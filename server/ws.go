@@ -29,8 +29,9 @@ const (
 	// server gives up on it; a peer that cannot keep up with signaling is
 	// treated as gone rather than allowed to stall its stream.
 	sendBuffer = 256
-	// maxBadMessages is how many invalid messages a peer may send before it
-	// is disconnected.
+	// maxBadMessages is how many invalid messages a peer may send in a row
+	// before it is disconnected; each is forgiven after badForgiven
+	// (budget.go), so a long-lived peer's rare mistakes never add up.
 	maxBadMessages = 8
 )
 
@@ -67,6 +68,9 @@ type peerConn struct {
 	reclaim string
 	// stats is the peer's last report; guarded by its coordinator's mu.
 	stats protocol.Stats
+	// budgets bound the signals it sends along each edge and receives
+	// (budget.go); guarded by its coordinator's mu.
+	budgets signalBudgets
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -229,8 +233,7 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 		}
 		return alive()
 	})
-	msgs := p.lim.messageLimiter()
-	bad := 0
+	budget := newSessionBudget(p.lim)
 	for {
 		_, data, err := conn.ReadMessage()
 		if err != nil {
@@ -242,10 +245,11 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 		if coord != nil {
 			_ = alive()
 		}
-		if msgs != nil && !msgs.Allow() {
-			bad++
-			p.send(protocol.Errorf(protocol.CodeBadMessage, "too many messages; slow down"))
-			if bad >= maxBadMessages {
+		if !budget.frame() {
+			if budget.reply() {
+				p.send(protocol.Errorf(protocol.CodeRateLimited, "%v", errMessageBudget))
+			}
+			if budget.badMessage() {
 				reason = "message rate"
 				return
 			}
@@ -253,14 +257,23 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 		}
 		m, err := protocol.Decode(data)
 		if err != nil {
-			bad++
 			p.send(protocol.Errorf(errorCode(err), "%v", err))
-			if bad >= maxBadMessages {
+			if budget.badMessage() {
 				reason = "too many bad messages"
 				return
 			}
 			continue
 		}
+		// Signals are budgeted once their edge is known (signal, below).
+		if m.Type != protocol.TypeSignal && !budget.message() {
+			p.send(protocol.Errorf(protocol.CodeRateLimited, "%v", errMessageBudget))
+			if budget.badMessage() {
+				reason = "message rate"
+				return
+			}
+			continue
+		}
+		bad := false
 		if s.cfg.onMessage != nil {
 			s.cfg.onMessage(m)
 		}
@@ -285,13 +298,11 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 			_ = alive()
 		case protocol.TypeSignal:
 			if coord == nil {
+				budget.message()
 				p.send(protocol.Errorf(protocol.CodeState, "signal before hello"))
 				continue
 			}
-			if err := coord.signal(p, m); err != nil {
-				bad++
-				p.send(protocol.Errorf(errorCode(err), "signal to %s: %v", m.Peer, err))
-			}
+			bad = relaySignal(coord, p, m, budget)
 		case protocol.TypeCapacity:
 			if coord == nil {
 				p.send(protocol.Errorf(protocol.CodeState, "capacity before hello"))
@@ -320,10 +331,10 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 			}
 			coord.depart(p, reason)
 		default:
-			bad++
+			bad = budget.badMessage()
 			p.send(protocol.Errorf(protocol.CodeBadMessage, "peers may not send %q", m.Type))
 		}
-		if bad >= maxBadMessages {
+		if bad {
 			reason = "too many bad messages"
 			return
 		}
@@ -373,6 +384,8 @@ func errorCode(err error) string {
 		return protocol.CodeFull
 	case errors.Is(err, errNotNeighbour):
 		return protocol.CodeNotNeighbour
+	case errors.Is(err, errEdgeBudget), errors.Is(err, errPeerBusy), errors.Is(err, errMessageBudget):
+		return protocol.CodeRateLimited
 	case errors.Is(err, errUnauthorized), errors.Is(err, errBadToken):
 		return protocol.CodeUnauthorized
 	case errors.Is(err, errNoStream), errors.Is(err, ErrHidden):

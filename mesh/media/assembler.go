@@ -13,9 +13,11 @@ import (
 
 const (
 	// How many packets the assembler waits for a missing one before it gives
-	// the frame up: a 2 Mbps keyframe is ~100 packets, so video needs room to
-	// reorder within one; audio packets are whole frames.
-	videoMaxLate = 256
+	// the frame up. Video must outwait a NACK repair inside a relay's GOP
+	// burst, which runs at ~5200 packets/s: the repair comes 500-1000
+	// packets later, and 256 gave up on the frame first (issue 12); at a
+	// live rate maxDelay ends the wait sooner. Audio packets are whole frames.
+	videoMaxLate = 4096
 	audioMaxLate = 32
 	// maxDelay bounds the wait in time too, so a low-rate stream with a hole
 	// does not stall for hundreds of packets' worth of seconds.
@@ -25,17 +27,22 @@ const (
 // AssemblerStats counts what an Assembler has seen.
 type AssemblerStats struct {
 	Packets uint64 // packets pushed, including duplicates
-	Frames  uint64 // complete frames delivered
-	Lost    uint64 // packets never received: expected (from sequence numbers) minus received
-	Dropped uint64 // packets discarded because their frame could not be completed in time
+	Frames  uint64 // complete, decodable frames delivered
+	// Undecodable counts complete frames not delivered: they do not parse,
+	// or came before the first key frame (see Decoder).
+	Undecodable uint64
+	Lost        uint64 // packets never received: expected (from sequence numbers) minus received
+	Dropped     uint64 // packets discarded because their frame could not be completed in time
 }
 
 // Assembler rebuilds the frames of one RTP track (one SSRC) with pion's
-// samplebuilder, reordering within a window and dropping frames with holes.
+// samplebuilder, reordering within a window and dropping frames with holes
+// and frames that would not decode (see Decoder).
 // Push and Flush must be called from one goroutine; Stats may be read from any.
 type Assembler struct {
 	codec   Codec
 	sb      *samplebuilder.SampleBuilder
+	dec     *Decoder
 	onFrame func(Frame)
 
 	started  bool
@@ -45,6 +52,7 @@ type Assembler struct {
 	lastTS   uint32 // RTP timestamp of the last frame delivered
 	received atomic.Uint64
 	frames   atomic.Uint64
+	undec    atomic.Uint64
 	lost     atomic.Uint64
 	dropped  atomic.Uint64
 }
@@ -70,6 +78,7 @@ func NewAssembler(c Codec, onFrame func(Frame)) (*Assembler, error) {
 	}
 	return &Assembler{
 		codec:   c,
+		dec:     NewDecoder(c.MimeType),
 		onFrame: onFrame,
 		sb:      samplebuilder.New(maxLate, depack, c.ClockRate, samplebuilder.WithMaxTimeDelay(maxDelay)),
 	}, nil
@@ -95,10 +104,11 @@ func (a *Assembler) Flush() {
 // Stats returns the counters so far.
 func (a *Assembler) Stats() AssemblerStats {
 	return AssemblerStats{
-		Packets: a.received.Load(),
-		Frames:  a.frames.Load(),
-		Lost:    a.lost.Load(),
-		Dropped: a.dropped.Load(),
+		Packets:     a.received.Load(),
+		Frames:      a.frames.Load(),
+		Undecodable: a.undec.Load(),
+		Lost:        a.lost.Load(),
+		Dropped:     a.dropped.Load(),
 	}
 }
 
@@ -114,6 +124,12 @@ func (a *Assembler) drain() {
 			continue
 		}
 		a.haveTS, a.lastTS = true, s.PacketTimestamp
+		if !a.dec.Decodable(s.Data) {
+			// Noise from a hostile parent, or what a decoder could not
+			// start with: not a frame anyone saw.
+			a.undec.Add(1)
+			continue
+		}
 		a.frames.Add(1)
 		if a.onFrame != nil {
 			a.onFrame(Frame{Data: s.Data, Duration: s.Duration, Keyframe: frameIsKeyframe(a.codec.MimeType, s.Data)})

@@ -43,7 +43,18 @@ type ivfFrame struct {
 
 // NewIVFReader reads a VP8 IVF file, looping at the end; other fourccs are ErrUnsupportedCodec.
 func NewIVFReader(rs io.ReadSeeker) (FrameReader, error) {
-	r := &ivfReader{rs: rs, br: bufio.NewReaderSize(rs, 64<<10)}
+	r, err := newIVF(rs)
+	if err != nil {
+		return nil, err
+	}
+	r.rs = rs
+	r.loop = looper{next: r.next, rewind: r.rewind}
+	return r, nil
+}
+
+// newIVF reads the file header: what a looping and a live reader share.
+func newIVF(rd io.Reader) (*ivfReader, error) {
+	r := &ivfReader{br: bufio.NewReaderSize(rd, 64<<10)}
 	var h [ivfFileHeaderLen]byte
 	if _, err := io.ReadFull(r.br, h[:]); err != nil {
 		return nil, fmt.Errorf("%w: IVF header: %v", ErrInvalid, err)
@@ -71,7 +82,6 @@ func NewIVFReader(rs io.ReadSeeker) (FrameReader, error) {
 	if _, err := r.br.Discard(int(hdrLen - ivfFileHeaderLen)); err != nil {
 		return nil, fmt.Errorf("%w: IVF header: %v", ErrTruncated, err)
 	}
-	r.loop = looper{next: r.next, rewind: r.rewind}
 	return r, nil
 }
 

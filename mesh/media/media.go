@@ -59,10 +59,14 @@ type Frame struct {
 	Data     []byte
 	Duration time.Duration
 	Keyframe bool
+	// Gap is the time since the previous frame, due before this one. Live
+	// readers set it instead of Duration: they know when a frame comes after
+	// the last, not how long it lasts until the next has arrived.
+	Gap time.Duration
 }
 
-// FrameReader yields a file's frames forever, rewinding at the end; it is not
-// safe for concurrent use.
+// FrameReader yields a file's frames forever, rewinding at the end, or a
+// live input's until it ends (io.EOF); it is not safe for concurrent use.
 type FrameReader interface {
 	ReadFrame() (Frame, error)
 	Codec() Codec

@@ -61,9 +61,12 @@ func (p *Packetizer) SSRC() uint32 { return p.ssrc }
 func (p *Packetizer) Codec() Codec { return p.codec }
 
 // Packetize splits a frame into packets stamped with the frame's media time
-// and advances the clock by its duration; an empty frame yields no packets
-// but still advances time.
+// (moved on by its Gap first) and advances the clock by its duration; an
+// empty frame yields no packets but still advances time.
 func (p *Packetizer) Packetize(f Frame) []*rtp.Packet {
+	if f.Gap > 0 {
+		p.rtp.SkipSamples(p.ticks(f.Gap))
+	}
 	return p.rtp.Packetize(f.Data, p.ticks(f.Duration))
 }
 

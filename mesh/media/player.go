@@ -14,8 +14,10 @@ const maxLag = time.Second
 
 // Play reads frames from r, packetizes them with p and hands each frame's
 // packets to out at the frame's time, until ctx ends (returning ctx.Err()) or
-// r or out fails. Frame n is due at start + the durations of frames 0..n-1,
-// measured on the monotonic clock, so timer lateness never accumulates.
+// r or out fails (a live reader's io.EOF included). Frame n is due at start
+// + the durations of frames 0..n-1 (+ the gaps of frames 1..n, for live
+// readers), measured on the monotonic clock, so timer lateness never
+// accumulates.
 func Play(ctx context.Context, r FrameReader, p *Packetizer, out func(pkts []*rtp.Packet, f Frame) error) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -32,6 +34,7 @@ func Play(ctx context.Context, r FrameReader, p *Packetizer, out func(pkts []*rt
 			return err
 		}
 		pkts := p.Packetize(f)
+		due += f.Gap
 		wait := time.Until(start.Add(due))
 		if wait > 0 {
 			timer.Reset(wait)

@@ -8,8 +8,10 @@ package peer
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 
+	"canopy/mesh/protocol"
 	"github.com/pion/dtls/v3"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
@@ -43,6 +45,13 @@ type Config struct {
 	// PublicIPs are advertised as host candidates in place of the local
 	// addresses, for a host behind 1:1 NAT (a cloud VM).
 	PublicIPs []string
+	// RemoteCandidateFilter, if set, decides which of a neighbour's ICE
+	// candidates (trickled, or in its description) ICE may check: a
+	// refused one is dropped, so no STUN is ever sent to it. The server's
+	// own peers set it, so a viewer cannot point them at the server's
+	// network or its own ports. Addresses come unmapped, without a zone;
+	// candidates named by a host name (mDNS) are refused. Nil allows all.
+	RemoteCandidateFilter func(addr netip.Addr, port int) bool
 }
 
 // API builds PeerConnections that share one codec, interceptor and network
@@ -59,6 +68,22 @@ type API struct {
 	sendReg *interceptor.Registry
 	se      webrtc.SettingEngine
 }
+
+// Receive windows, in packets. A hop retransmits a lost packet with its
+// original SSRC and sequence number (no RTX), and a GOP burst to a new child
+// runs at 50 Mbps (~5200 packets/s): by the time the NACK generator's next
+// 100 ms tick asks for a hole and the answer is back, 500-1000 newer packets
+// have arrived. pion's defaults forget a hole or reject its repair far
+// sooner: the SRTP replay window (64 packets, 12 ms of burst) drops the
+// retransmission as a replay, and the generator's receive log (512) stops
+// asking once 512 newer packets are in. Both are sized for a few rounds of
+// repair at burst rate (4096 packets: 0.8 s of burst, 20 s of a 2 Mbps
+// stream); the replay window still rejects every duplicate inside it.
+// Chromium's own window is 1024 and it keeps NACKing up to 10000 packets back.
+const (
+	srtpReplayWindow = 4096
+	nackLogSize      = 4096
+)
 
 // videoFeedback is what pion's defaults advertise for video; PLI and NACK are
 // the ones Canopy relies on hop by hop.
@@ -127,7 +152,7 @@ func NewAPI(cfg Config) (*API, error) {
 	// no responder interceptor: it copies every packet sent to every child
 	// into its own buffer; a Forwarder's child answers NACKs from its ring.
 	reg := &interceptor.Registry{}
-	gen, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(lf))
+	gen, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(lf), nack.GeneratorSize(nackLogSize))
 	if err != nil {
 		return nil, fmt.Errorf("peer: nack: %w", err)
 	}
@@ -148,6 +173,7 @@ func NewAPI(cfg Config) (*API, error) {
 	sendReg.Add(sr)
 
 	se := webrtc.SettingEngine{LoggerFactory: lf}
+	se.SetSRTPReplayProtectionWindow(srtpReplayWindow)
 	// GCM first: with AES-NI it encrypts and authenticates in one pass,
 	// cheaper per packet than CM + HMAC-SHA1, and every browser offers both.
 	se.SetSRTPProtectionProfiles(dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80)
@@ -177,6 +203,14 @@ func NewAPI(cfg Config) (*API, error) {
 
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 	return &API{api: api, cfg: cfg, logger: logger, me: me, sendReg: sendReg, se: se}, nil
+}
+
+// newConn wraps a PeerConnection of this API's in a conn that applies the
+// API's remote candidate filter.
+func (a *API) newConn(pc *webrtc.PeerConnection, send func(protocol.Signal), logger *slog.Logger) *conn {
+	c := newConn(pc, send, logger)
+	c.filter = a.cfg.RemoteCandidateFilter
+	return c
 }
 
 func (a *API) newPeerConnection() (*webrtc.PeerConnection, error) {

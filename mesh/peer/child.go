@@ -28,7 +28,29 @@ const (
 	// burstHold bounds how long after its burst a child keeps the GOP for
 	// retransmissions: a held GOP cannot be reused at the next keyframe, so
 	// children joining one after another would make the cache allocate.
-	burstHold = 300 * time.Millisecond
+	// A second lets a burst's last packets through three or more rounds of
+	// NACK (one per 100 ms tick): 300 ms left one lost twice at 3 % loss.
+	burstHold = time.Second
+)
+
+// Retransmission budget. A NACK costs the child a few bytes and the parent a
+// whole packet, so without a bound a child that asks for its last 256
+// packets every 20 ms pulls ~66× the stream from its parent. Each child's
+// writer keeps a token bucket in bytes: every packet sent from the queue
+// adds a quarter of its size (25 % of the bitrate that child is sent: 5 %
+// loss costs ~5.3 % in repairs, so honest repair keeps a margin of four to
+// one), a floor of 64 kbit/s adds the rest (a low-rate track, an audio
+// track, a child whose video has not started yet), and the bucket holds at
+// most 128 KiB: a 2 Mbps keyframe (~100 packets) lost at once is repaired
+// in one go. What the bucket cannot pay for is refused and counted; the
+// child's own NACK generator asks again while the packet is still wanted.
+const (
+	resendShare = 4       // 1/resendShare of the bytes sent to a child may be resent
+	resendFloor = 8 << 10 // bytes per second added whatever the bitrate
+	resendBurst = 128 << 10
+	// resendOverhead is what a resent packet costs on top of its payload:
+	// the RTP header.
+	resendOverhead = 12
 )
 
 // slot is one queued packet: the header fields the child keeps (SSRC and
@@ -75,6 +97,10 @@ type childWriter struct {
 	// Owned by whoever runs passes: the writer goroutine, or the shard.
 	hdr     rtp.Header
 	pending []uint16
+	// budget is the retransmission token bucket in bytes (see resendShare),
+	// refilled by the floor since budgetAt (unix nanoseconds).
+	budget   int64
+	budgetAt int64
 
 	// shard, once set, runs this child's passes (shard.go). passMu orders
 	// a shard's pass with the child leaving it; gone is set, under passMu,
@@ -102,6 +128,7 @@ type childWriter struct {
 
 	sent      atomic.Uint64
 	resent    atomic.Uint64
+	refused   atomic.Uint64 // NACKed packets not resent: over the budget
 	dropped   atomic.Uint64
 	writeErrs atomic.Uint64
 }
@@ -113,6 +140,7 @@ func newChildWriter(ssrc uint32, pt uint8, ws webrtc.TrackLocalWriter, slots int
 		ssrc: ssrc, pt: pt, ws: ws,
 		slots:   make([]slot, slots+retainSlots),
 		retain:  retainSlots,
+		budget:  resendBurst,
 		notify:  make(chan struct{}, 1),
 		demoted: make(chan struct{}, 1),
 		stopCh:  make(chan struct{}),
@@ -242,12 +270,15 @@ func (c *childWriter) pass() (sent int, through bool) {
 	c.out.begin()
 	c.pending = c.resend(&c.hdr, c.pending)
 	h, t := c.head.Load(), c.tail.Load()
+	credit := 0
 	for ; h != t; h++ {
 		s := &c.slots[h%uint64(len(c.slots))]
 		c.write(&c.hdr, s.seq, s.ts, s.marker, s.padding, s.ext[:s.extLen], s.buf[:s.n])
 		c.head.Store(h + 1)
+		credit += s.n
 		sent++
 	}
+	c.budget += int64(credit / resendShare)
 	c.out.flush()
 	if c.held != nil && (h >= c.heldUntil || time.Now().After(c.heldTill)) {
 		c.release()
@@ -266,8 +297,8 @@ func (c *childWriter) release() {
 
 // resend answers the NACKs queued since the last call from the packets
 // sent last: the retained slots behind head, and the burst while it is
-// held. Unknown or too old sequence numbers are ignored, as pion does. It
-// returns buf for reuse.
+// held, as far as the child's retransmission budget goes. Unknown or too
+// old sequence numbers are ignored, as pion does. It returns buf for reuse.
 func (c *childWriter) resend(hdr *rtp.Header, buf []uint16) []uint16 {
 	c.nackMu.Lock()
 	buf, c.nacks = c.nacks, buf[:0]
@@ -276,18 +307,26 @@ func (c *childWriter) resend(hdr *rtp.Header, buf []uint16) []uint16 {
 		return buf
 	}
 	now := time.Now().UnixNano()
+	c.refill(now)
 	head := c.head.Load()
 	lo := uint64(0)
 	if head > c.retain {
 		lo = head - c.retain
 	}
-	for _, seq := range buf {
+	for k, seq := range buf {
+		if c.budget <= 0 {
+			// Spent: refuse the rest without looking them up, so that a
+			// flood of NACKs costs the writer no more than counting them.
+			c.refused.Add(uint64(len(buf) - k))
+			break
+		}
 		if s := c.findSlot(seq, lo, head); s != nil {
 			if now-s.resent < int64(resendInterval) {
 				continue
 			}
 			s.resent = now
 			c.write(hdr, s.seq, s.ts, s.marker, s.padding, s.ext[:s.extLen], s.buf[:s.n])
+			c.budget -= int64(s.n + resendOverhead)
 			c.resent.Add(1)
 			continue
 		}
@@ -295,11 +334,26 @@ func (c *childWriter) resend(hdr *rtp.Header, buf []uint16) []uint16 {
 			if i := b.find(seq); i >= 0 {
 				e := &b.g.entries[i]
 				c.write(hdr, e.seq, c.burstTS(b, e), e.marker, e.padding, e.ext[:e.extLen], b.g.arena[e.off:e.off+e.n])
+				c.budget -= int64(e.n) + resendOverhead
 				c.resent.Add(1)
 			}
 		}
 	}
 	return buf
+}
+
+// refill adds the floor's share of the time since the last refill to the
+// retransmission budget and caps it at resendBurst. The credit of the
+// packets sent meanwhile was added by pass; the cap applies to both.
+func (c *childWriter) refill(now int64) {
+	if c.budgetAt != 0 {
+		// Capped at the time the floor takes to fill the bucket, so the
+		// product cannot overflow.
+		d := min(now-c.budgetAt, int64(time.Second)*resendBurst/resendFloor)
+		c.budget += d * resendFloor / int64(time.Second)
+	}
+	c.budgetAt = now
+	c.budget = min(c.budget, resendBurst)
 }
 
 // findSlot finds the sent slot with sequence number seq in [lo, head):

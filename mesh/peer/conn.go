@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"canopy/mesh/protocol"
+	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -27,10 +30,16 @@ type conn struct {
 	closing  atomic.Bool
 
 	// remoteMu queues remote candidates until a remote description is set;
-	// pion rejects candidates before it.
+	// pion rejects candidates before it. remoteCount bounds what one
+	// neighbour may hand this connection, queued or added, in signals and
+	// in its description: protocol.MaxEdgeCandidates.
 	remoteMu      sync.Mutex
 	remoteSet     bool
 	pendingRemote []webrtc.ICECandidateInit
+	remoteCount   int
+	// filter, if set, decides which remote candidates ICE may check
+	// (Config.RemoteCandidateFilter).
+	filter func(netip.Addr, int) bool
 
 	connectedOnce, doneOnce sync.Once
 	connected, done         chan struct{}
@@ -112,10 +121,12 @@ func (c *conn) sendDescription(kind protocol.SignalKind, sd *webrtc.SessionDescr
 }
 
 // setRemote sets the remote description and adds the candidates that came
-// before it.
+// before it. Candidates in the description count against the neighbour's
+// bound and pass the filter like trickled ones.
 func (c *conn) setRemote(sd webrtc.SessionDescription) error {
 	c.remoteMu.Lock()
 	defer c.remoteMu.Unlock()
+	sd.SDP = c.admitSDPCandidates(sd.SDP)
 	if err := c.pc.SetRemoteDescription(sd); err != nil {
 		return fmt.Errorf("peer: set remote %s: %w", sd.Type, err)
 	}
@@ -136,6 +147,13 @@ func (c *conn) addRemoteCandidate(raw json.RawMessage) error {
 	}
 	c.remoteMu.Lock()
 	defer c.remoteMu.Unlock()
+	if c.remoteCount >= protocol.MaxEdgeCandidates {
+		return ErrTooManyCandidates
+	}
+	c.remoteCount++
+	if !c.allowed(init.Candidate) {
+		return nil // the server's policy: ICE never checks this address
+	}
 	if !c.remoteSet {
 		c.pendingRemote = append(c.pendingRemote, init)
 		return nil
@@ -175,4 +193,50 @@ func (c *conn) closePC() error {
 	err := c.pc.GracefulClose()
 	c.markDone(false)
 	return err
+}
+
+// allowed reports whether ICE may check a remote candidate (an a=candidate
+// value, with or without its "candidate:" prefix). Without a filter every
+// candidate is; with one, a candidate whose address is a name (an mDNS
+// .local) is not, since its address cannot be checked: a peer that can
+// reach this one still connects, through the peer-reflexive candidate its
+// own checks create.
+func (c *conn) allowed(candidate string) bool {
+	if c.filter == nil || strings.TrimSpace(candidate) == "" {
+		return true // an empty candidate marks the end of candidates
+	}
+	cand, err := ice.UnmarshalCandidate(strings.TrimSpace(candidate))
+	if err != nil {
+		return true // pion refuses it in turn, with its own error
+	}
+	addr, err := netip.ParseAddr(cand.Address())
+	ok := err == nil && c.filter(addr.Unmap().WithZone(""), cand.Port())
+	if !ok {
+		c.logger.Debug("remote candidate refused by policy", "address", cand.Address(), "port", cand.Port(), "type", cand.Type().String())
+	}
+	return ok
+}
+
+// admitSDPCandidates drops the a=candidate lines of a remote description
+// past the neighbour's bound or refused by the filter. Called with remoteMu
+// held.
+func (c *conn) admitSDPCandidates(sdp string) string {
+	if !strings.Contains(sdp, "a=candidate:") {
+		return sdp
+	}
+	lines := strings.SplitAfter(sdp, "\n")
+	kept := lines[:0]
+	for _, line := range lines {
+		if v, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), "a=candidate:"); ok {
+			if c.remoteCount >= protocol.MaxEdgeCandidates {
+				continue
+			}
+			c.remoteCount++
+			if !c.allowed(v) {
+				continue
+			}
+		}
+		kept = append(kept, line)
+	}
+	return strings.Join(kept, "")
 }

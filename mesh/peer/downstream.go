@@ -38,7 +38,7 @@ func (a *API) NewDownstream(childID string, fwds []*Forwarder, send func(protoco
 		return nil, fmt.Errorf("peer: new peer connection: %w", err)
 	}
 	d := &Downstream{
-		conn:    newConn(pc, send, a.logger.With("child", childID)),
+		conn:    a.newConn(pc, send, a.logger.With("child", childID)),
 		childID: childID,
 		batch:   batch,
 	}
@@ -156,14 +156,28 @@ func (d *Downstream) Close() error {
 // system calls that sent them: with UDP GSO a frame of several packets goes
 // out in one. With a mux from NewUDPMuxFromPort they are the mux's, shared
 // by every connection; with another mux, zero.
+// Resent and Refused are this connection's own: the retransmissions its
+// child's NACKs got, and those its retransmission budget refused.
 type SendStats struct {
 	Datagrams uint64
 	Sends     uint64
 	Errors    uint64 // sends that failed (the connection closing, a full socket)
+	Resent    uint64
+	Refused   uint64
 }
 
-// SendStats returns the connection's batching counters.
+// SendStats returns the connection's batching and retransmission counters.
 func (d *Downstream) SendStats() SendStats {
 	p, s, e := d.batch.stats()
-	return SendStats{Datagrams: p, Sends: s, Errors: e}
+	st := SendStats{Datagrams: p, Sends: s, Errors: e}
+	for _, t := range d.tracks {
+		t.mu.Lock()
+		w := t.writer
+		t.mu.Unlock()
+		if w != nil {
+			st.Resent += w.resent.Load()
+			st.Refused += w.refused.Load()
+		}
+	}
+	return st
 }

@@ -14,12 +14,19 @@ var (
 	ErrUnexpectedSignal = errors.New("peer: unexpected signal")
 	// ErrBadCandidate means a candidate signal did not hold an RTCIceCandidateInit.
 	ErrBadCandidate = errors.New("peer: bad ICE candidate")
+	// ErrTooManyCandidates means a neighbour sent more ICE candidates than
+	// protocol.MaxEdgeCandidates; the rest are dropped, none queued.
+	ErrTooManyCandidates = errors.New("peer: too many ICE candidates")
 	// ErrUnsupportedCodec means a track's codec is not one the API registers,
 	// or the remote peer did not accept it.
 	ErrUnsupportedCodec = errors.New("peer: unsupported codec")
 	// ErrAlreadyBound means pion bound a forwarder track twice; each child
 	// gets its own track, so this is a programming error.
 	ErrAlreadyBound = errors.New("peer: track already bound")
+	// ErrBadOffer means a parent's offer was refused: more m-sections than
+	// the stream has tracks, an unknown kind, or a repeated mid, SSRC or
+	// track id (see checkOffer).
+	ErrBadOffer = errors.New("peer: offer refused")
 	// ErrPacketTooLarge means an RTP payload does not fit a queue slot.
 	ErrPacketTooLarge = errors.New("peer: RTP payload too large")
 )

@@ -31,7 +31,7 @@ type ForwarderOptions struct {
 	// it, and a new child then waits for the next keyframe.
 	GOPBytes int
 	// BurstRate paces the cached GOP to a new child, in bits per second
-	// (default 50 Mbps); the first 256 KiB go at once.
+	// (default 50 Mbps); the first 64 KiB go at once.
 	BurstRate int
 	// KeepBurstTimestamps sends the cached GOP with its original timestamps.
 	// By default the frames before the newest are moved to 1 ms apart just
@@ -45,6 +45,7 @@ type ForwarderStats struct {
 	PacketsIn  uint64 // packets passed to WriteRTP
 	PacketsOut uint64 // packets written to children, summed over children (bursts included)
 	Resent     uint64 // packets retransmitted to children on their NACKs
+	Refused    uint64 // NACKed packets not resent: over the child's retransmission budget
 	Bursts     uint64 // children that started from the cached GOP
 	Drops      uint64 // packets not delivered to a child: queue full, waiting for a keyframe, too large
 	Children   int    // children bound now
@@ -85,7 +86,7 @@ type Forwarder struct {
 	packetsIn atomic.Uint64
 	drops     atomic.Uint64 // drops counted before any child (too large)
 	retired   struct {      // counters of children gone, under mu
-		out, resent, drops uint64
+		out, resent, refused, drops uint64
 	}
 
 	// Wake-up state, touched only by the WriteRTP goroutine (see wakeFor).
@@ -352,6 +353,7 @@ func (f *Forwarder) detach(c *childWriter) {
 		f.children.Store(&next)
 		f.retired.out += c.sent.Load()
 		f.retired.resent += c.resent.Load()
+		f.retired.refused += c.refused.Load()
 		f.retired.drops += c.dropped.Load()
 	}
 }
@@ -381,6 +383,7 @@ func (f *Forwarder) Stats() ForwarderStats {
 		PacketsIn:  f.packetsIn.Load(),
 		PacketsOut: f.retired.out,
 		Resent:     f.retired.resent,
+		Refused:    f.retired.refused,
 		Drops:      f.retired.drops + f.drops.Load(),
 		Bursts:     f.bursts.Load(),
 	}
@@ -390,6 +393,7 @@ func (f *Forwarder) Stats() ForwarderStats {
 	for _, c := range kids {
 		s.PacketsOut += c.sent.Load()
 		s.Resent += c.resent.Load()
+		s.Refused += c.refused.Load()
 		s.Drops += c.dropped.Load()
 	}
 	return s
@@ -410,6 +414,7 @@ func (f *Forwarder) Close() {
 	for _, c := range kids {
 		f.retired.out += c.sent.Load()
 		f.retired.resent += c.resent.Load()
+		f.retired.refused += c.refused.Load()
 		f.retired.drops += c.dropped.Load()
 	}
 	f.mu.Unlock()

@@ -15,9 +15,14 @@ const (
 	// 10 s GOP of 2.5 Mbps is through in about half a second, slow enough not
 	// to overflow a receiver's socket buffer at once.
 	defaultBurstRate = 50_000_000 // bits per second
-	// burstAllowance is sent before pacing starts: a whole keyframe of a
-	// typical stream, so the first frame is never held back by the pacer.
-	burstAllowance = 256 << 10
+	// burstAllowance is sent before pacing starts, in one batch of writes.
+	// It must fit the child's socket receive buffer, which nobody drains
+	// while the batch lands: Linux's default (212992 B) holds 92 datagrams
+	// of a 1200 B payload on loopback (each costs ~2.3 KB of truesize), so
+	// 256 KiB (~215 packets) lost ~120 of every burst longer than that
+	// (issue 12). 64 KiB is ~55 packets; the rest of a keyframe follows at
+	// BurstRate, ~2 ms later for a 80 KB one.
+	burstAllowance = 64 << 10
 )
 
 // gopEntry is one cached packet: the rewritten header fields, the frame it

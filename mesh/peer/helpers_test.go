@@ -184,7 +184,10 @@ func (r *recorder) get(id string) [][]byte {
 }
 
 // vp8Payload builds a VP8 payload with a 2-byte descriptor (X=1, I=1 with a
-// 7-bit picture id) and a body that identifies packet i.
+// 7-bit picture id) and a body that identifies packet i. A frame's first
+// packet starts with a frame tag that parses (a 4-byte first partition, and
+// for a key frame the start code and 320x240), so receivers that judge
+// decodability (media.FrameCheck) take the frames as real.
 func vp8Payload(i int, key, start bool, size int) []byte {
 	b := make([]byte, size)
 	b[0] = 0x80 // X
@@ -197,7 +200,17 @@ func vp8Payload(i int, key, start bool, size int) []byte {
 	if key {
 		b[3] = 0x00
 	}
-	for j := 4; j < size; j++ {
+	body := 4
+	if start {
+		tag := uint32(b[3]) | 1<<4 | 4<<5 // show_frame, first partition of 4 bytes
+		b[3], b[4], b[5] = byte(tag), byte(tag>>8), byte(tag>>16)
+		body = 6
+		if key {
+			copy(b[6:], []byte{0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00})
+			body = 13
+		}
+	}
+	for j := body; j < size; j++ {
 		b[j] = byte(i*7 + j)
 	}
 	return b

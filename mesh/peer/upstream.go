@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"canopy/mesh/protocol"
 	"github.com/pion/rtcp"
@@ -22,7 +23,8 @@ type Upstream struct {
 	mu         sync.Mutex
 	closed     bool
 	videoSSRCs []uint32
-	wg         sync.WaitGroup // track read loops
+	remotes    []*webrtc.TrackRemote // whose read loops Close ends
+	wg         sync.WaitGroup        // track read loops
 
 	closeOnce sync.Once
 	closeErr  error
@@ -39,7 +41,7 @@ func (a *API) NewUpstream(parentID string, tracks []protocol.Track, send func(pr
 		return nil, fmt.Errorf("peer: new peer connection: %w", err)
 	}
 	u := &Upstream{
-		conn:     newConn(pc, send, a.logger.With("parent", parentID)),
+		conn:     a.newConn(pc, send, a.logger.With("parent", parentID)),
 		parentID: parentID,
 		tracks:   make(map[string]protocol.Track, len(tracks)),
 		sink:     sink,
@@ -60,6 +62,7 @@ func (u *Upstream) onTrack(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
 		return
 	}
 	u.wg.Add(1)
+	u.remotes = append(u.remotes, tr)
 	if tr.Kind() == webrtc.RTPCodecTypeVideo {
 		u.videoSSRCs = append(u.videoSSRCs, uint32(tr.SSRC()))
 	}
@@ -111,6 +114,9 @@ func (u *Upstream) readLoop(t protocol.Track, tr *webrtc.TrackRemote, captureID 
 func (u *Upstream) HandleSignal(s protocol.Signal) error {
 	switch s.Kind {
 	case protocol.SignalOffer:
+		if err := checkOffer(s.SDP, len(u.tracks)); err != nil {
+			return err
+		}
 		if err := u.setRemote(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: s.SDP}); err != nil {
 			return err
 		}
@@ -158,15 +164,34 @@ func (u *Upstream) WaitConnected(ctx context.Context) error { return u.waitConne
 // Done is closed when the PeerConnection fails or closes.
 func (u *Upstream) Done() <-chan struct{} { return u.done }
 
-// Close closes the PeerConnection and waits for the track read loops.
+// readLoopWait bounds how long Close waits for the track read loops once
+// the PeerConnection is closed and their reads have been given a deadline:
+// ordinarily they end at once; a read wedged inside pion (two receivers
+// sharing an SRTP stream) must not hold up the node's run loop, and with
+// it every child and a SIGTERM.
+const readLoopWait = 2 * time.Second
+
+// Close closes the PeerConnection and waits, for at most readLoopWait, for
+// the track read loops; one that does not end is abandoned and logged.
 // Idempotent.
 func (u *Upstream) Close() error {
 	u.closeOnce.Do(func() {
 		u.mu.Lock()
 		u.closed = true
+		remotes := u.remotes
 		u.mu.Unlock()
 		u.closeErr = u.closePC()
-		u.wg.Wait()
+		// Closing ends the reads; a deadline ends those pion left waiting.
+		for _, tr := range remotes {
+			_ = tr.SetReadDeadline(time.Now())
+		}
+		done := make(chan struct{})
+		go func() { u.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(readLoopWait):
+			u.logger.Warn("track read loops did not end; abandoned", "tracks", len(remotes), "after", readLoopWait)
+		}
 	})
 	return u.closeErr
 }

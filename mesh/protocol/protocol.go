@@ -30,6 +30,15 @@ const (
 	MaxTracks          = 8
 	MaxCapacity        = 1000
 	MaxReasonLength    = 512
+	// MaxEdgeCandidates bounds the ICE candidates one peer may send along
+	// one tree edge (to one neighbour, for one connection), and what a peer
+	// queues or adds from one neighbour. A real ICE agent needs a few dozen
+	// at most: host candidates per interface and IP family, UDP and TCP
+	// (a multi-homed host with VPN and container bridges has ~10
+	// interfaces: ~40), one server-reflexive per STUN server and one
+	// relayed per TURN server and transport. Past 64, candidates only add
+	// connectivity checks, never a path.
+	MaxEdgeCandidates = 64
 	// MaxReclaimLength bounds a reclaim secret (the server's are 22 bytes).
 	MaxReclaimLength = 64
 )
@@ -97,6 +106,10 @@ const (
 	CodeFull         = "full"          // no free slot in the tree
 	CodeInternal     = "internal"      // the server failed; try again
 	CodeUnauthorized = "unauthorized"  // a missing, invalid or insufficient token; the server closes
+	// CodeRateLimited: a message over its budget (the connection's, the
+	// edge's, or the receiving peer's) was dropped, not forwarded; the
+	// connection stays up. Slow down.
+	CodeRateLimited = "rate_limited"
 )
 
 // Track describes one media track of a stream, as the source declares it.
@@ -155,6 +168,11 @@ type Message struct {
 	Capacity int     `json:"capacity,omitempty"`
 	Token    string  `json:"token,omitempty"`
 	Tracks   []Track `json:"tracks,omitempty"` // hello from a source; welcome
+
+	// Passthrough, on a browser's hello, says it relays the encoded frames it
+	// receives unchanged (no decode, no encode), so its hop does not count
+	// against the tree's re-encode bound (tree.Config.MaxBrowserHops).
+	Passthrough bool `json:"passthrough,omitempty"`
 
 	// welcome
 	ID         string      `json:"id,omitempty"`
@@ -331,6 +349,9 @@ func (m *Message) validateHello() error {
 	}
 	if len(m.Reclaim) > MaxReclaimLength {
 		return invalid("reclaim longer than %d", MaxReclaimLength)
+	}
+	if m.Passthrough && (m.Kind != KindBrowser || m.Role == RoleSource) {
+		return invalid("only a relaying browser declares passthrough")
 	}
 	if m.Role == RoleSource {
 		return validateTracks(m.Tracks, true)

@@ -17,8 +17,9 @@ import (
 //  3. The tree is compact: no leaf could move up a level into a free slot it
 //     may use, and no queued node could be placed.
 //  4. (Subtrees intact on leave is a property of operations; see the tests.)
-//  5. Relay-class Go nodes have no browser above them; no path has more than
-//     MaxBrowserHops browser re-encodes.
+//  5. Relay-class Go nodes have no re-encoding browser above them; no path
+//     has more than MaxBrowserHops browser re-encodes (a pass-through
+//     browser's hop is not one).
 func (t *Tree) Check() error {
 	var errs []error
 	bad := func(format string, args ...any) {

@@ -1,7 +1,5 @@
 package tree
 
-import "canopy/mesh/protocol"
-
 // A planner decides where orphaned subtrees go without touching the tree, so
 // that Leave and Standby share one rule. It sees the tree through the moves
 // it has planned so far: virtual parents, virtual child counts, and nodes
@@ -57,7 +55,7 @@ func (p *planner) locate(n, avoid *node) (ok bool, class int) {
 		if m == nil || m == avoid || p.gone[m] || p.pending[m] {
 			return false, 0
 		}
-		if m.kind == protocol.KindBrowser {
+		if reencodes(m) {
 			class++
 		}
 	}
@@ -69,6 +67,8 @@ func (t *Tree) allowedClass(o *node) int {
 	switch {
 	case t.relayClass(o):
 		return 0 // a Go relay, and everything below it, stays below Go only
+	case t.carriesRelay(o):
+		return 0 // a pass-through browser can carry a Go relay; it stays below Go only
 	case len(o.children) == 0:
 		return t.cfg.MaxBrowserHops
 	}
@@ -86,7 +86,7 @@ func inner(n *node) int {
 	for _, c := range n.children {
 		best = max(best, inner(c))
 	}
-	if n.kind == protocol.KindBrowser {
+	if reencodes(n) {
 		best++
 	}
 	return best

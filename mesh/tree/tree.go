@@ -80,6 +80,9 @@ type NodeInfo struct {
 	Hops     int      `json:"hops"`     // browsers above this node that re-encode its stream
 	Queued   bool     `json:"queued,omitempty"`
 	Children []string `json:"children"` // sorted
+
+	// Passthrough: a browser that relays without re-encoding (SetPassthrough).
+	Passthrough bool `json:"passthrough,omitempty"`
 }
 
 // Errors returned by Tree methods.
@@ -106,6 +109,10 @@ type node struct {
 	hops     int  // browser ancestors, i.e. re-encodes above this node
 	placed   bool // in the tree (the root always is)
 	queued   bool
+
+	// passthrough: a browser that forwards the encoded frames it receives
+	// unchanged, so its children see no re-encode of its own (SetPassthrough).
+	passthrough bool
 
 	heap [numHeaps]*nodeHeap
 	hidx [numHeaps]int
@@ -138,7 +145,7 @@ func (t *Tree) relayClass(n *node) bool {
 
 // below is the number of re-encodes a child of n would see.
 func (t *Tree) below(n *node) int {
-	if n.kind == protocol.KindBrowser {
+	if reencodes(n) {
 		return n.hops + 1
 	}
 	return n.hops
@@ -271,6 +278,7 @@ func (t *Tree) Snapshot() []NodeInfo {
 		if !n.placed {
 			info.Depth, info.Hops = -1, -1
 		}
+		info.Passthrough = n.passthrough
 		out = append(out, info)
 	}
 	slices.SortFunc(out, func(a, b NodeInfo) int {

@@ -2,16 +2,19 @@
 // the directory server and one RTCPeerConnection to its current parent, which
 // offers send-only; the client answers, trickles ICE, and reconnects on its
 // own. With capacity it also relays: for each child the server attaches it
-// offers the tracks it receives (Chromium re-encodes them) and swaps them in
-// place with replaceTrack when its own parent changes, so its children stay
-// connected. The media never passes through the server.
+// offers what it receives. In Chromium it passes the encoded frames through
+// unchanged (relay-passthrough.js: no decode, no encode, and its hello says
+// so); elsewhere it sends the decoded tracks, re-encoding them, and swaps
+// them in place with replaceTrack when its own parent changes. Either way its
+// children stay connected. The media never passes through the server.
 
-import { Code, Kind, Role, SERVER_TYPES, SignalKind, Type, VERSION, decode, encode } from './protocol.js';
+import { Code, Kind, MAX_EDGE_CANDIDATES, Role, SERVER_TYPES, SignalKind, Type, VERSION, decode, encode } from './protocol.js';
 import { backoffDelay } from './backoff.js';
 import { PlaybackMonitor } from './monitor.js';
 import { kbps } from './format.js';
 import { DEFAULT_RELAY_CAPACITY } from './relaypolicy.js';
 import { ChildLink, preferCodec } from './relay.js';
+import { PassthroughRelay, receivedCodecs, waitForCodecs } from './relay-passthrough.js';
 
 /** @typedef {import('./protocol.js').Message} Message */
 /** @typedef {import('./protocol.js').ICEServer} ICEServer */
@@ -46,7 +49,8 @@ export const REPORT_INTERVAL_MS = 5000;
 /**
  * What the client measured at its last sample: Stats plus rates.
  * @typedef {Stats & {state: State, parent: string|null, bitrateKbps: number,
- *   relayBitrateKbps: number, latencyMs?: number, stallMs: number, firstFrameMs?: number}} Snapshot
+ *   relayBitrateKbps: number, latencyMs?: number, stallMs: number, firstFrameMs?: number,
+ *   relayMode: 'pass-through'|'re-encode'}} Snapshot
  */
 
 /**
@@ -57,6 +61,7 @@ export const REPORT_INTERVAL_MS = 5000;
  * @property {string} [kind] 'browser' by default
  * @property {number} [capacity] children this tab offers to feed; DEFAULT_RELAY_CAPACITY by default, 0 opts out
  * @property {string} [token]
+ * @property {boolean} [passthrough] false relays by re-encoding even where pass-through works
  */
 
 /** Counters of one connection, summed over its RTP streams. */
@@ -89,6 +94,12 @@ export class CanopyClient extends EventTarget {
     this.kind = opts.kind ?? Kind.BROWSER;
     this.capacity = opts.capacity ?? DEFAULT_RELAY_CAPACITY;
     this.token = opts.token;
+    /**
+     * The pass-through relay (Chromium), null where this tab relays by
+     * re-encoding. Started at once so its worker runs before the first hello.
+     * @type {PassthroughRelay|null}
+     */
+    this.relay = opts.passthrough === false ? null : PassthroughRelay.create();
 
     /** @type {State} */
     this.state = 'connecting';
@@ -116,6 +127,8 @@ export class CanopyClient extends EventTarget {
     /** @type {ReturnType<typeof setTimeout>|null} */ this._retryTimer = null;
     /** @type {ReturnType<typeof setInterval>|null} */ this._sampleTimer = null;
     this._attempt = 0;
+    /** Set when the server refused the credential: retrying cannot help, so the client stops. */
+    this._refused = false;
     /** Connection whose media plays (and is relayed): the current parent's, or the previous one's until the new one's media flows. @type {RTCPeerConnection|null} */
     this._mediaPC = null;
     /** @type {string|null} */ this._mediaParent = null;
@@ -169,6 +182,7 @@ export class CanopyClient extends EventTarget {
     }
     this._closeChildren();
     this._closePC();
+    this.relay?.close();
     this._setState('closed', '');
   }
 
@@ -207,10 +221,12 @@ export class CanopyClient extends EventTarget {
     const ws = new WebSocket(this.url);
     this._ws = ws;
     ws.onopen = () => {
-      this._send({
+      // The hello says how this tab relays: wait for the relay's worker.
+      void (this.relay?.started ?? Promise.resolve()).then(() => this._send({
         type: Type.HELLO, v: VERSION, role: this.role, kind: this.kind,
         stream: this.streamName, capacity: this.capacity, token: this.token,
-      });
+        passthrough: this.relayMode === 'pass-through',
+      }, ws));
     };
     ws.onmessage = (ev) => {
       if (typeof ev.data !== 'string') return;
@@ -228,6 +244,7 @@ export class CanopyClient extends EventTarget {
       this._ws = null;
       // The server has dropped us and re-attached our children elsewhere.
       this._closeChildren();
+      if (this._refused) return; // 'offline' with the server's reason; no retry
       // An offline stream stays 'offline' while we keep asking in the background.
       if (this.state !== 'offline' && this.state !== 'ended') this._setState('reconnecting', 'lost the server');
       const delay = backoffDelay(this._attempt++);
@@ -299,6 +316,12 @@ export class CanopyClient extends EventTarget {
         const code = msg.code ?? Code.INTERNAL;
         const reason = msg.reason ?? '';
         this.dispatchEvent(new CustomEvent('error', { detail: { code, reason } }));
+        if (code === Code.UNAUTHORIZED) {
+          // The server closes after this; the same token would be refused again.
+          this._refused = true;
+          this._setState(this._wasLive ? 'ended' : 'offline', `not authorized: ${reason}`);
+          return;
+        }
         if (code === Code.NOT_FOUND) {
           // Stay 'offline' and ask again with backoff: the stream may start later.
           this._setState(this._wasLive ? 'ended' : 'offline', 'stream not found');
@@ -356,7 +379,7 @@ export class CanopyClient extends EventTarget {
         this._send({ type: Type.SIGNAL, peer: /** @type {string} */ (peer), signal: { kind: SignalKind.ANSWER, sdp: pc.localDescription.sdp } });
       } else if (sig.kind === SignalKind.CANDIDATE && sig.candidate) {
         if (pc.remoteDescription) await this._addCandidate(pc, sig.candidate);
-        else this._pending.push(sig.candidate);
+        else if (this._pending.length < MAX_EDGE_CANDIDATES) this._pending.push(sig.candidate); // the server bounds an edge's too
       }
     };
     this._chain = this._chain.then(step).catch((err) => {
@@ -380,6 +403,8 @@ export class CanopyClient extends EventTarget {
    */
   _onTrack(pc, peer, track) {
     if (pc !== this.pc) return;
+    const receiver = pc.getReceivers().find((r) => r.track === track);
+    if (receiver) this.relay?.receive(pc, receiver);
     this._incoming.set(track.kind, track);
     track.addEventListener('unmute', () => {
       if (pc === this.pc && pc !== this._mediaPC) this._switchTo(pc, peer);
@@ -404,6 +429,7 @@ export class CanopyClient extends EventTarget {
     const old = this._mediaPC;
     this._mediaPC = pc;
     this._mediaParent = peer;
+    this.relay?.activate(pc);
     this.stream = new MediaStream();
     for (const t of this._incoming.values()) this._addTrack(t);
     if (old && old !== pc) this._dropPC(old);
@@ -475,6 +501,25 @@ export class CanopyClient extends EventTarget {
 
   // Relaying.
 
+  /** How this tab relays: 'pass-through' (encoded frames, Chromium) or 're-encode'. */
+  get relayMode() {
+    return this.relay?.ready ? 'pass-through' : 're-encode';
+  }
+
+  /**
+   * What a child's link needs to pass frames through, or undefined to
+   * re-encode. @param {string[]} kinds
+   * @returns {import('./relay.js').PassthroughLink|undefined}
+   */
+  _passthroughLink(kinds) {
+    const relay = this.relay;
+    if (!relay?.ready) return undefined;
+    return {
+      relay,
+      codecs: () => waitForCodecs(() => receivedCodecs(this._mediaPC, kinds), () => this.state === 'closed'),
+    };
+  }
+
   /** The tracks that play now, by kind. @returns {Map<string, MediaStreamTrack>} */
   _currentTracks() {
     /** @type {Map<string, MediaStreamTrack>} */
@@ -507,6 +552,7 @@ export class CanopyClient extends EventTarget {
         this.dispatchEvent(new CustomEvent('children', { detail: { count: this.children.size } }));
       },
       preferCodec,
+      passthrough: this._passthroughLink(kinds),
     });
     this.children.set(peer, child);
     this.dispatchEvent(new CustomEvent('children', { detail: { count: this.children.size } }));
@@ -643,7 +689,7 @@ export class CanopyClient extends EventTarget {
 
       /** @type {Snapshot} */
       const snap = {
-        ...s, state: this.state, parent: this.parentId, bitrateKbps, relayBitrateKbps,
+        ...s, state: this.state, parent: this.parentId, bitrateKbps, relayBitrateKbps, relayMode: this.relayMode,
         stallMs: this._stallMs, firstFrameMs: this._firstFrameMs,
       };
       if (latencyMs !== undefined) snap.latencyMs = latencyMs;

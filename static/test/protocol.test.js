@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  Code, MAX_CANDIDATE_LENGTH, MAX_MESSAGE_SIZE, MAX_RECLAIM_LENGTH, MAX_SDP_LENGTH, ProtocolError, SERVER_TYPES,
+  Code, MAX_CANDIDATE_LENGTH, MAX_EDGE_CANDIDATES, MAX_MESSAGE_SIZE, MAX_RECLAIM_LENGTH, MAX_SDP_LENGTH, ProtocolError, SERVER_TYPES,
   SignalKind, Type, VERSION, decode, encode, validID,
 } from '../js/protocol.js';
 import { BACKOFF_MAX_MS, backoffDelay } from '../js/backoff.js';
@@ -29,6 +29,8 @@ test('encode omits empty fields as Go omitempty does', () => {
   assert.equal(withToken.capacity, 3);
   assert.equal(withToken.token, 't0k');
   assert.equal(encode({ type: 'leave' }), '{"type":"leave"}');
+  assert.equal(encode({ ...hello, passthrough: false }), encode(hello));
+  assert.equal(JSON.parse(encode({ ...hello, capacity: 2, passthrough: true })).passthrough, true);
 });
 
 test('encode validates what the browser sends', () => {
@@ -40,6 +42,9 @@ test('encode validates what the browser sends', () => {
   rejects(() => encode({ ...hello, capacity: -1 }));
   rejects(() => encode({ ...hello, token: 'x'.repeat(4097) }));
   rejects(() => encode({ ...hello, tracks: [{ id: 'v', kind: 'video', mimeType: 'video/VP8', clockRate: 90000 }] }));
+  rejects(() => encode({ ...hello, kind: 'go', passthrough: true }));
+  rejects(() => encode({ ...hello, role: 'source', passthrough: true, tracks: [{ id: 'v', kind: 'video', mimeType: 'video/VP8', clockRate: 90000 }] }));
+  rejects(() => decode('{"type":"hello","v":1,"role":"viewer","kind":"browser","stream":"demo","passthrough":1}'));
   rejects(() => encode({ type: 'signal', peer: 'p1', signal: { kind: 'answer', sdp: '' } }));
   rejects(() => encode(/** @type {any} */ ({ type: 'signal', peer: 'p1', signal: { kind: 'answer', sdp: 'v=0', extra: 1 } })));
   const answer = { type: 'signal', peer: 'p1', signal: { kind: 'answer', sdp: 'v=0\r\n' } };
@@ -145,6 +150,9 @@ test('constants mirror protocol.go', () => {
   assert.equal(Type.SIGNAL, 'signal');
   assert.equal(SignalKind.CANDIDATE, 'candidate');
   assert.equal(Code.STATE, 'bad_state');
+  assert.equal(Code.UNAUTHORIZED, 'unauthorized');
+  assert.equal(Code.RATE_LIMITED, 'rate_limited');
+  assert.equal(MAX_EDGE_CANDIDATES, 64);
   assert.ok(!SERVER_TYPES.has(Type.HELLO) && !SERVER_TYPES.has(Type.LEAVE));
 });
 

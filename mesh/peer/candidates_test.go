@@ -1,0 +1,158 @@
+package peer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/stun/v4"
+
+	"canopy/mesh/protocol"
+)
+
+// candidateFor is a host candidate signal for addr.
+func candidateFor(t testing.TB, i int, addr *net.UDPAddr) protocol.Signal {
+	t.Helper()
+	raw, err := json.Marshal(map[string]any{
+		"candidate":     fmt.Sprintf("candidate:%d 1 udp 2130706431 %s %d typ host", 9000+i, addr.IP, addr.Port),
+		"sdpMid":        "0",
+		"sdpMLineIndex": 0,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return protocol.Signal{Kind: protocol.SignalCandidate, Candidate: raw}
+}
+
+// TestPendingCandidatesBounded: a child that never answers cannot make its
+// parent queue candidates without bound; past MaxEdgeCandidates they are
+// refused.
+func TestPendingCandidatesBounded(t *testing.T) {
+	a := newTestAPI(t)
+	f := NewForwarder(vp8Track, testLogger())
+	defer f.Close()
+	d, err := a.NewDownstream("child", []*Forwarder{f}, func(protocol.Signal) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+	refused := 0
+	for i := range 10000 {
+		err := d.HandleSignal(candidateFor(t, i, addr))
+		switch {
+		case err == nil && i < protocol.MaxEdgeCandidates:
+		case errors.Is(err, ErrTooManyCandidates) && i >= protocol.MaxEdgeCandidates:
+			refused++
+		default:
+			t.Fatalf("candidate %d: %v", i, err)
+		}
+	}
+	d.remoteMu.Lock()
+	queued := len(d.pendingRemote)
+	d.remoteMu.Unlock()
+	if queued != protocol.MaxEdgeCandidates || refused != 10000-protocol.MaxEdgeCandidates {
+		t.Fatalf("%d queued, %d refused; want %d queued", queued, refused, protocol.MaxEdgeCandidates)
+	}
+}
+
+// stunListener counts the STUN messages that arrive on a loopback socket.
+type stunListener struct {
+	conn *net.UDPConn
+	got  chan struct{}
+}
+
+func listenSTUN(t *testing.T) *stunListener {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	l := &stunListener{conn: conn, got: make(chan struct{}, 1)}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := conn.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			if stun.IsMessage(buf[:n]) {
+				select {
+				case l.got <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return l
+}
+
+func (l *stunListener) addr() *net.UDPAddr { return l.conn.LocalAddr().(*net.UDPAddr) }
+
+// probe connects a Downstream from parentAPI to an Upstream whose answer is
+// preceded by a trickled candidate pointing at l, and reports whether STUN
+// reached l within wait once the pair is connected.
+func probe(t *testing.T, parentAPI *API, l *stunListener, wait time.Duration) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	f := NewForwarder(vp8Track, testLogger())
+	defer f.Close()
+	var d *Downstream
+	var u *Upstream
+	toParent := newPump(t, func() func(protocol.Signal) error { return d.HandleSignal })
+	defer toParent.close()
+	toChild := newPump(t, func() func(protocol.Signal) error { return u.HandleSignal })
+	defer toChild.close()
+	var err error
+	u, err = newTestAPI(t).NewUpstream("parent", []protocol.Track{vp8Track}, func(s protocol.Signal) {
+		if s.Kind == protocol.SignalAnswer {
+			toParent.send(candidateFor(t, 0, l.addr())) // the extra candidate, before the answer
+		}
+		toParent.send(s)
+	}, func(protocol.Track, *rtp.Packet) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	d, err = parentAPI.NewDownstream("child", []*Forwarder{f}, toChild.send)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.WaitConnected(ctx); err != nil {
+		t.Fatalf("the honest pair did not connect: %v", err)
+	}
+	select {
+	case <-l.got:
+		return true
+	case <-time.After(wait):
+		return false
+	}
+}
+
+// TestRemoteCandidateFilter: a parent whose API refuses a port never sends
+// STUN to a candidate naming it, and still connects to the child; without
+// the filter the same candidate draws STUN (the test can see it).
+func TestRemoteCandidateFilter(t *testing.T) {
+	l := listenSTUN(t)
+	port := l.addr().Port
+	filtered, err := NewAPI(Config{LoopbackOnly: true, Logger: testLogger(),
+		RemoteCandidateFilter: func(a netip.Addr, p int) bool { return p != port }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if probe(t, filtered, l, 3*time.Second) {
+		t.Fatal("STUN reached a candidate the filter refuses")
+	}
+	if !probe(t, newTestAPI(t), l, 10*time.Second) {
+		t.Fatal("no STUN reached the candidate without a filter: the probe sees nothing")
+	}
+}
