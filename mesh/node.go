@@ -64,6 +64,10 @@ func (e *ServerError) Error() string { return fmt.Sprintf("server: %s: %s", e.Co
 type Config struct {
 	// Server is the Canopy server's address, e.g. http://localhost:8080.
 	Server string
+	// Transport, if set, carries the node's signaling instead of a
+	// WebSocket to Server's /ws: how a server hosts nodes of its own over
+	// an in-process connection to its coordinator. The node closes it.
+	Transport Transport
 	// Stream is the stream to publish or join.
 	Stream string
 	// Role is source, relay or viewer (default viewer).
@@ -172,9 +176,14 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	sig, err := dialSignaling(ctx, cfg.Server)
-	if err != nil {
-		return nil, err
+	var sig *signaling
+	if cfg.Transport != nil {
+		sig = newSignaling(cfg.Transport)
+	} else {
+		var err error
+		if sig, err = dialSignaling(ctx, cfg.Server); err != nil {
+			return nil, err
+		}
 	}
 	hello := &protocol.Message{
 		Type: protocol.TypeHello, Version: protocol.Version, Role: cfg.Role, Kind: protocol.KindGo,
@@ -361,7 +370,7 @@ func (n *Node) Close() error {
 // would. Tools and tests use it to exercise recovery.
 func (n *Node) Kill() {
 	n.stop(nil)
-	_ = n.sig.conn.Close()
+	abort(n.sig.conn)
 	n.wg.Wait()
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/pion/ice/v4"
 
+	"canopy/mesh"
 	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
@@ -82,19 +83,6 @@ func run(args []string) error {
 		defer turnSrv.Close()
 		cfg.Collectors = append(cfg.Collectors, turnSrv.Collector())
 	}
-	srv := NewServer(cfg)
-
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("canopy listening", "addr", ln.Addr().String(), "url", "http://"+localURLHost(ln.Addr()))
-
 	var udpMux ice.UDPMux
 	if *udpPort != 0 {
 		opts := []ice.UDPMuxFromPortOption{ice.UDPMuxFromPortWithLoopback(), ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4)}
@@ -112,18 +100,34 @@ func run(args []string) error {
 	if *sec.publicIP != "" {
 		publicIPs = []string{*sec.publicIP}
 	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	// The server's own peers (the demo, WHIP and WHEP nodes) never check
+	// candidates that point into the server's network or at its own ports
+	// (candidates.go).
+	own := []int{portOf(ln.Addr()), *udpPort}
+	if turnSrv != nil {
+		own = append(own, portOf(turnSrv.Addr()))
+	}
+	candidates := newCandidatePolicy(*loopback, own...)
+	cfg.Hosted = peer.Config{LoopbackOnly: *loopback, UDPMux: udpMux, PublicIPs: publicIPs,
+		ICEServers: webrtcICEServers(cfg.ICEServers), RemoteCandidateFilter: candidates.allow}
+	srv := NewServer(cfg)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("canopy listening", "addr", ln.Addr().String(), "url", "http://"+localURLHost(ln.Addr()))
+
 	if *demo {
-		// The demo's ICE never checks candidates that point into the
-		// server's network or at its own ports (candidates.go).
-		own := []int{portOf(ln.Addr()), *udpPort}
-		if turnSrv != nil {
-			own = append(own, portOf(turnSrv.Addr()))
-		}
 		go runDemo(ctx, demoConfig{
-			candidates:   newCandidatePolicy(*loopback, own...),
+			candidates:   candidates,
 			udpMux:       udpMux,
 			publicIPs:    publicIPs,
-			server:       "http://" + localURLHost(ln.Addr()),
+			connect:      func() mesh.Transport { return srv.LocalTransport(nil) },
 			stream:       *demoStream,
 			capacity:     *sourceCap,
 			loopbackOnly: *loopback,
@@ -138,6 +142,7 @@ func run(args []string) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
+	srv.closeHosted()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
@@ -146,7 +151,7 @@ func run(args []string) error {
 	return nil
 }
 
-// localURLHost is an address the server's own in-process peers can dial:
+// localURLHost is an address to open the server at, for the log:
 // a wildcard listen address becomes loopback.
 func localURLHost(a net.Addr) string {
 	tcp, ok := a.(*net.TCPAddr)

@@ -11,8 +11,10 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
+	"canopy/server/whip"
 	"canopy/static"
 )
 
@@ -39,6 +41,13 @@ type Config struct {
 	// TURN, if set, issues each peer short-lived TURN credentials in its
 	// welcome. See turn.go.
 	TURN *TURNCredentials
+	// Hosted is the network of the nodes the server hosts itself (WHIP
+	// sources, WHEP relays): loopback for tests, a UDP mux, public IPs,
+	// STUN servers. See hosted.go.
+	Hosted peer.Config
+	// WHIPSessionsPerIP bounds WHIP plus WHEP sessions per client address
+	// (0: whip.DefaultMaxSessionsPerAddr).
+	WHIPSessionsPerIP int
 	// HTTP bounds TCP connections and plain HTTP requests; zero fields
 	// take defaults. See listener.go.
 	HTTP HTTPLimits
@@ -60,11 +69,12 @@ type Server struct {
 	upgrader websocket.Upgrader
 	engine   *gin.Engine
 	started  time.Time
-	guard    *guard       // auth and limits for /ws (ws.go)
-	gate     *gate        // the one admission decision of every entry point (gate.go)
-	peers    *peerSlots   // signaling connections against -max-peers (caps.go)
-	http     *http.Server // what Serve serves with (listener.go)
-	conns    *connTracker // open TCP connections per address and in all
+	guard    *guard        // auth and limits for /ws (ws.go)
+	gate     *gate         // the one admission decision of every entry point (gate.go)
+	peers    *peerSlots    // signaling connections against -max-peers (caps.go)
+	http     *http.Server  // what Serve serves with (listener.go)
+	conns    *connTracker  // open TCP connections per address and in all
+	whip     *whip.Handler // WHIP and WHEP (hosted.go); nil if they could not start
 }
 
 // errNotFound is the API's answer for an unknown stream.
@@ -109,6 +119,7 @@ func NewServer(cfg Config) *Server {
 func (s *Server) routes(r *gin.Engine) {
 	s.embedRoutes(r) // first: its CORS middleware covers /static below (embed.go)
 	r.GET("/ws", s.handleWS)
+	s.whipRoutes(r) // /whip, /whep (hosted.go)
 	r.GET("/api/streams", s.listStreams)
 	r.GET("/api/streams/:id/tree", s.streamTree)
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
@@ -188,5 +199,5 @@ func (s *Server) streamTree(c *gin.Context) {
 		writeError(c, http.StatusNotFound, errNotFound)
 		return
 	}
-	c.JSON(http.StatusOK, treeResponse{Stream: co.id, Live: co.info().Live, Nodes: co.snapshot()})
+	c.JSON(http.StatusOK, treeResponse{Stream: co.id, Live: co.info().Live, Nodes: s.withPlayers(co.id, co.snapshot())})
 }

@@ -53,7 +53,7 @@ func newGuard(cfg Config) *guard {
 type peerConn struct {
 	id         string
 	log        *slog.Logger
-	conn       *websocket.Conn
+	conn       wireConn // a WebSocket, or the pipe of a node hosted in-process (local.go)
 	out        chan []byte
 	iceServers []protocol.ICEServer
 	lim        Limits

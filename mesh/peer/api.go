@@ -67,6 +67,7 @@ type API struct {
 	me      *webrtc.MediaEngine
 	sendReg *interceptor.Registry
 	se      webrtc.SettingEngine
+	recvReg *interceptor.Registry // the receiving side's, for NewIngestPeerConnection
 }
 
 // Receive windows, in packets. A hop retransmits a lost packet with its
@@ -202,7 +203,7 @@ func NewAPI(cfg Config) (*API, error) {
 	}
 
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
-	return &API{api: api, cfg: cfg, logger: logger, me: me, sendReg: sendReg, se: se}, nil
+	return &API{api: api, cfg: cfg, logger: logger, me: me, sendReg: sendReg, se: se, recvReg: reg}, nil
 }
 
 // newConn wraps a PeerConnection of this API's in a conn that applies the
