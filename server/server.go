@@ -135,6 +135,9 @@ func (s *Server) routes(r *gin.Engine) {
 	s.observe(r) // /metrics, /readyz, /stats/:stream, /api/streams/:id/stats (metrics.go)
 	r.GET("/", s.page("index.html"))
 	r.GET("/watch/:stream", s.streamPage("stream", "watch.html"))
+	// The publish page shows nothing of a stream until its WHIP request
+	// succeeds, which carries the publisher's token: no gate on the page.
+	r.GET("/publish/:stream", s.page("publish.html"))
 	r.StaticFS("/static", http.FS(static.FS))
 	r.NoRoute(func(c *gin.Context) { writeError(c, http.StatusNotFound, errNotFound) })
 }
