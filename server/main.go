@@ -45,6 +45,7 @@ func run(args []string) error {
 	loopback := fs.Bool("loopback-only", false, "restrict the in-process peers' ICE to loopback (tests, demos without a network)")
 	udpPort := fs.Int("udp-port", 0, "serve all of the server's in-process peers (the demo source) on this one UDP port (0: any ports)")
 	allowOrigin := fs.String("allow-origin", "", "comma-separated origins (https://site.example) trusted like the server's own pages: their pages may publish, relay and watch private streams; * allows any")
+	debugAddr := fs.String("debug-addr", "", "serve Go's profiler (/debug/pprof) on this address, e.g. 127.0.0.1:6060 (no auth: keep it private)")
 	embedOrigins := fs.String("embed-origins", "", "comma-separated origins where the player may be embedded (iframe frame-ancestors, the component's WebSocket origin); empty: any site, as a viewer that does not relay")
 	sec := registerSecurityFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -83,6 +84,13 @@ func run(args []string) error {
 		cfg.Collectors = append(cfg.Collectors, turnSrv.Collector())
 	}
 	srv := NewServer(cfg)
+	if *debugAddr != "" {
+		dbg, err := serveDebug(*debugAddr, log)
+		if err != nil {
+			return fmt.Errorf("-debug-addr: %w", err)
+		}
+		defer dbg.Close()
+	}
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
