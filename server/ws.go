@@ -55,7 +55,7 @@ type peerConn struct {
 	id         string
 	log        *slog.Logger
 	conn       *websocket.Conn
-	out        sendQueue                   // written by a flush goroutine (sendq.go)
+	out        sendQueue                  // written by a flush goroutine (sendq.go)
 	pinger     atomic.Pointer[time.Timer] // pings every PingInterval
 	iceServers []protocol.ICEServer
 	lim        Limits
