@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -35,8 +37,20 @@ func loadTest(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	joinTimeout := fs.Duration("join-timeout", 60*time.Second, "how long the ramp waits for every peer to get a parent")
 	debug := fs.String("debug", "", "comma-separated -debug-addr URLs of the servers, in -server's order: memory is read after a full GC")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	cpuProfile := fs.String("cpuprofile", "", "write the harness's own CPU profile to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	log, err := c.logger(stderr)
 	if err != nil {

@@ -18,14 +18,19 @@ func serveDebug(addr string, log *slog.Logger) (*http.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	srv := &http.Server{Handler: debugMux(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("profiler listening", "addr", ln.Addr().String())
+	return srv, nil
+}
+
+// debugMux routes net/http/pprof's handlers.
+func debugMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	log.Info("profiler listening", "addr", ln.Addr().String())
-	return srv, nil
+	return mux
 }

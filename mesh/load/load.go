@@ -312,6 +312,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	// Hold, with churn.
+	for _, w := range watchers {
+		w.markHold()
+	}
 	churned := r.hold(ctx, &wg)
 	end, err := scrapeAll(ctx, cfg)
 	if err != nil {
@@ -326,6 +329,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return true
 	})
 	rep.Churned = churned
+	for _, s := range r.snapshot() {
+		if !s.attached.Load() {
+			rep.Unplaced++
+		}
+	}
 	rep.fill(r, watchers)
 	perServer := cfg.Viewers / len(cfg.Servers)
 	for i, srv := range cfg.Servers {

@@ -27,6 +27,7 @@ type watcher struct {
 	parents    []string
 	offline    int
 	asmErr     error
+	heldFrom   int // frames when the hold began
 }
 
 // MediaFigures is what one real viewer saw.
@@ -36,6 +37,8 @@ type MediaFigures struct {
 	FirstFrameMs float64  `json:"firstFrameMs"`
 	Parents      []string `json:"parents"`
 	Depth        int      `json:"depth"`
+	// FramesHeld is how many of Frames came while the run held (churn).
+	FramesHeld int `json:"framesHeld"`
 }
 
 func startWatcher(ctx context.Context, cfg *Config, server string) (*watcher, error) {
@@ -100,9 +103,16 @@ func (w *watcher) frameCount() int {
 	return w.frames
 }
 
+// markHold notes the frames so far, as the hold begins.
+func (w *watcher) markHold() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.heldFrom = w.frames
+}
+
 func (w *watcher) figures() MediaFigures {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return MediaFigures{Peer: w.node.ID(), Frames: w.frames, FirstFrameMs: ms(w.firstFrame),
-		Parents: append([]string(nil), w.parents...), Depth: w.node.Depth()}
+	return MediaFigures{Peer: w.node.ID(), Frames: w.frames, FramesHeld: w.frames - w.heldFrom,
+		FirstFrameMs: ms(w.firstFrame), Parents: append([]string(nil), w.parents...), Depth: w.node.Depth()}
 }

@@ -14,8 +14,10 @@ type Report struct {
 
 	Viewers int `json:"viewers"` // simulated peers started in the ramp
 	Relays  int `json:"relays"`  // of which relays
-	// Placed is how many of them got a parent within JoinTimeout.
-	Placed int `json:"placed"`
+	// Placed is how many of them got a parent within JoinTimeout;
+	// Unplaced how many simulated peers were without one at the end.
+	Placed   int `json:"placed"`
+	Unplaced int `json:"unplaced"`
 	// JoinsPerSec is Placed over the time from the ramp's start to the last
 	// of them placed; OfferedRate is Config.Rate (0: unpaced).
 	JoinsPerSec float64 `json:"joinsPerSec"`
@@ -95,11 +97,12 @@ func (rep *Report) fill(r *run, watchers []*watcher) {
 	}
 }
 
-// MediaOK reports whether every real viewer got want complete frames and
-// never had a simulated parent.
+// MediaOK reports whether every real viewer got MediaFrames complete
+// frames, kept playing while the run held (a second or more), and never
+// had a simulated parent.
 func (rep *Report) MediaOK() bool {
 	for _, m := range rep.Media {
-		if m.Frames < rep.cfg.MediaFrames {
+		if m.Frames < rep.cfg.MediaFrames || (rep.cfg.Duration >= time.Second && m.FramesHeld == 0) {
 			return false
 		}
 	}
@@ -131,6 +134,7 @@ func (rep *Report) Print(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "re-parent: %s; %d other moves\n", rep.Reparent, rep.Moves)
 	}
+	fmt.Fprintf(w, "at the end: %d simulated peers without a parent\n", rep.Unplaced)
 	fmt.Fprintf(w, "answers: %d from simulated children; %d offer shape(s) answered by pion\n", rep.Answers, rep.AnswerShapes)
 	if len(rep.Errors) == 0 {
 		fmt.Fprintln(w, "errors: none")
@@ -153,8 +157,8 @@ func (rep *Report) Print(w io.Writer) {
 			s.Server, s.HeapStackPerConnKB, gc, s.RSSPerConnKB, s.GoroutinesPerConn, s.Conns, s.RampCPU, s.CPUPerJoinMicros, s.HoldCPU)
 	}
 	for _, m := range rep.Media {
-		fmt.Fprintf(w, "media %s: %d complete frames, first after %.0f ms, depth %d, %d parent(s)\n",
-			m.Peer, m.Frames, m.FirstFrameMs, m.Depth, len(m.Parents))
+		fmt.Fprintf(w, "media %s: %d complete frames (%d while holding), first after %.0f ms, depth %d, %d parent(s)\n",
+			m.Peer, m.Frames, m.FramesHeld, m.FirstFrameMs, m.Depth, len(m.Parents))
 	}
 	if len(rep.MediaUnderSimulated) > 0 {
 		fmt.Fprintf(w, "WARNING: media viewers given a simulated parent: %s\n", strings.Join(rep.MediaUnderSimulated, ", "))

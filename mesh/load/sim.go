@@ -34,6 +34,7 @@ type sim struct {
 	done     chan struct{}
 	children atomic.Int32
 	ready    atomic.Bool // welcomed: id is set
+	attached atomic.Bool // has a parent now
 	released sync.Once   // its slot in the run's joins in flight
 
 	// Owned by the read loop.
@@ -167,6 +168,7 @@ func (s *sim) handle(m *protocol.Message) error {
 	case protocol.TypeParent:
 		old := s.parent
 		s.parent = m.Peer
+		s.attached.Store(true)
 		if !s.placed {
 			s.placed = true
 			r.stats.joined(now, now.Sub(s.hello))
@@ -197,6 +199,7 @@ func (s *sim) handle(m *protocol.Message) error {
 	case protocol.TypeDetach:
 		if m.Peer == s.parent {
 			s.parent = ""
+			s.attached.Store(false)
 		}
 		if s.kids[m.Peer] {
 			delete(s.kids, m.Peer)
