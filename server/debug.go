@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"time"
 )
 
@@ -18,6 +19,9 @@ func serveDebug(addr string, log *slog.Logger) (*http.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// One contended lock in 100 is sampled for /debug/pprof/mutex: the
+	// per-stream coordinator lock is the first suspect under load.
+	runtime.SetMutexProfileFraction(100)
 	srv := &http.Server{Handler: debugMux(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	log.Info("profiler listening", "addr", ln.Addr().String())

@@ -31,6 +31,17 @@ func (q *sendQueue) len() int {
 	return len(q.msgs)
 }
 
+// sendData queues an encoded message as send does.
+func (p *peerConn) sendData(data []byte) {
+	if p.isClosed() {
+		return
+	}
+	if !p.enqueue(data) {
+		p.log.Warn("signaling send buffer full; disconnecting")
+		p.close()
+	}
+}
+
 // enqueue queues data for p and starts a writer if none runs. It reports
 // false when the queue is full.
 func (p *peerConn) enqueue(data []byte) bool {

@@ -93,13 +93,7 @@ func (p *peerConn) send(m *protocol.Message) {
 		p.log.Error("encode", "type", m.Type, "err", err)
 		return
 	}
-	if p.isClosed() {
-		return
-	}
-	if !p.enqueue(data) {
-		p.log.Warn("signaling send buffer full; disconnecting")
-		p.close()
-	}
+	p.sendData(data)
 }
 
 // close ends the connection: what is queued is written, then a close
