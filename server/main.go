@@ -218,7 +218,7 @@ func registerSecurityFlags(fs *flag.FlagSet) *securityFlags {
 		httpConnsPerIP: fs.Int("max-http-conns-per-ip", DefaultHTTPConnsPerIP, "open TCP connections per client address, WebSockets included (-1: no limit)"),
 		httpConns:      fs.Int("max-http-conns", 0, "open TCP connections in all (0: half the process's file limit; -1: no limit)"),
 		maxStreams:     fs.Int("max-streams", DefaultMaxStreams, "streams this server hosts at once; a new stream past it is refused (-1: no limit)"),
-		maxPeers:       fs.Int("max-peers", DefaultMaxPeers, "signaling connections (peers) in all, about 42.5 KB each; past it a peer is told the server is full (-1: no limit)"),
+		maxPeers:       fs.Int("max-peers", DefaultMaxPeers, "signaling connections (peers) in all, about 16 KB each when idle; past it a peer is told the server is full (-1: no limit)"),
 	}
 	l := &f.turnLimits
 	fs.IntVar(&l.MaxAllocations, "turn-max-allocations", 0, "allocations the embedded TURN relay holds in all (0: a quarter of the file limit, within 64-16384)")
