@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Type-checks the browser client (static/: plain ES modules with JSDoc types,
-# tsc --checkJs) and runs its unit tests (node's test runner, static/test/).
+# tsc --checkJs; the relay worker against the webworker lib) and runs its
+# unit tests (node's test runner, static/test/).
 # TypeScript is installed once into a cache directory, outside the repo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,8 @@ fi
 status=0
 echo "tsc $("$tsc" --version | awk '{print $2}') --checkJs static/"
 "$tsc" -p static/tsconfig.json || status=1
+# The pass-through relay's worker runs in a worker scope: its own lib.
+"$tsc" -p static/tsconfig.worker.json || status=1
 
 node --test static/test/ || status=1
 exit $status

@@ -151,6 +151,13 @@ func (a *authenticator) authorize(hello *protocol.Message, g *grant) (int, error
 		if a.private[hello.Stream] && !g.covers(hello.Stream) {
 			return 0, fmt.Errorf("%w: stream %q is private", errUnauthorized, hello.Stream)
 		}
+		// A viewer's capacity obeys the relay grant too: a Go viewer feeds
+		// children only with one (else "kind go" would be a relay without
+		// a grant); a browser relays within the browser clamp (README
+		// "Browsers help carry the stream"), earning it like everyone.
+		if hello.Kind == protocol.KindGo && !(g.covers(hello.Stream) && g.relay) {
+			capacity = 0
+		}
 	}
 	return capacity, nil
 }

@@ -48,6 +48,8 @@ type coordinator struct {
 	// children reported which parent stalled, and when.
 	movedAt map[string]time.Time
 	stalls  map[string]map[string]time.Time
+	// trust records who delivered to whom (trust.go).
+	trust trustBook
 	// ended remembers edges that ended moments ago: signals still on
 	// their way along them are dropped quietly (budget.go).
 	ended recentEdges
@@ -60,6 +62,7 @@ type coordinator struct {
 }
 
 func newCoordinator(id string, policy tree.Config, log *slog.Logger, onEmpty func()) *coordinator {
+	policy.Prove = true // peers earn their children (trust.go)
 	return &coordinator{
 		id:       id,
 		log:      log.With("stream", id),
@@ -71,6 +74,7 @@ func newCoordinator(id string, policy tree.Config, log *slog.Logger, onEmpty fun
 		draining: make(map[string]*peerConn),
 		movedAt:  make(map[string]time.Time),
 		stalls:   make(map[string]map[string]time.Time),
+		trust:    newTrustBook(),
 		onEmpty:  onEmpty,
 		obs:      newStreamObs(log.With("stream", id)),
 	}
@@ -119,10 +123,20 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 		}
 		c.source = p
 		c.tracks = hello.Tracks
+		c.trust.onlineAt = time.Now()
 	} else {
 		changes, err = c.tree.Join(p.id, hello.Role, hello.Kind, hello.Capacity)
 		if err != nil {
 			return err
+		}
+		if hello.Passthrough {
+			// Validated: only a browser declares it. Lowers the re-encode
+			// count below p; may place nodes that waited.
+			more, perr := c.tree.SetPassthrough(p.id)
+			if perr != nil {
+				c.log.Warn("pass-through not recorded", "peer", p.id, "err", perr)
+			}
+			changes = append(changes, more...)
 		}
 	}
 	c.peers[p.id] = p
@@ -173,6 +187,7 @@ func (c *coordinator) depart(p *peerConn, reason string) {
 	delete(c.peers, p.id)
 	delete(c.movedAt, p.id)
 	delete(c.stalls, p.id)
+	c.trust.forget(p.id)
 	c.obs.left(p.id)
 	var changes []tree.Change
 	if c.source == p {
@@ -222,9 +237,14 @@ func (c *coordinator) gone(p *peerConn, reason string) {
 func (c *coordinator) apply(changes []tree.Change) {
 	for _, ch := range changes {
 		c.obs.changed(ch)
+		if c.moving[ch.Node] == ch.To {
+			delete(c.moving, ch.Node) // back to the parent it was leaving: nothing to cut later
+		}
 		child := c.peers[ch.Node]
-		c.movedAt[ch.Node] = time.Now()
+		at := time.Now()
+		c.movedAt[ch.Node] = at
 		if ch.To != "" {
+			c.watchPlay(ch.Node, ch.To, at, playTimeout)
 			if parent := c.peers[ch.To]; parent != nil && child != nil {
 				parent.budgets.resetEdge(child.id) // a new connection, negotiated afresh
 				child.budgets.resetEdge(parent.id)
@@ -237,8 +257,8 @@ func (c *coordinator) apply(changes []tree.Change) {
 			continue
 		}
 		if ch.To != "" && c.connected(ch.From) {
-			if prev, ok := c.moving[ch.Node]; ok && prev != ch.From {
-				c.cut(prev, ch.Node) // moved twice before playing: the oldest edge goes
+			if prev, ok := c.moving[ch.Node]; ok && prev != ch.From && prev != ch.To {
+				c.cut(prev, ch.Node) // moved twice before playing: the oldest edge goes (unless it is back to it)
 			}
 			c.moving[ch.Node] = ch.From
 			from, node := ch.From, ch.Node
@@ -349,11 +369,14 @@ func (c *coordinator) report(p *peerConn, m *protocol.Message) {
 		if parent, ok := c.tree.Parent(p.id); ok && parent == m.Peer {
 			if from, ok := c.moving[p.id]; ok {
 				delete(c.moving, p.id)
-				c.cut(from, p.id)
+				if from != parent { // back to the parent it left: that edge is the new one
+					c.cut(from, p.id)
+				}
 			}
+			c.onLive(p.id, parent)
 		}
 	case protocol.TypeStalled:
-		c.stalled(p, m.Peer)
+		c.stalled(p.id, m.Peer)
 	case protocol.TypeStats:
 		p.stats = *m.Stats
 	}
@@ -367,52 +390,6 @@ const (
 	// children's silence is its own recovery, which is under way.
 	stallGrace = 3 * time.Second
 )
-
-// stalled handles a child's report that its parent's media stopped while
-// the parent's signaling is still up (a hung or overloaded peer, a broken
-// path). When at least half of the parent's children report it within
-// stallWindow, the parent is no longer trusted with children: its capacity
-// drops to zero and its children move, with their subtrees, elsewhere. One
-// flaky child cannot strip a healthy relay. Called with c.mu held.
-func (c *coordinator) stalled(p *peerConn, parent string) {
-	if cur, ok := c.tree.Parent(p.id); !ok || cur != parent || c.source == nil {
-		return // stale report, or the whole stream is offline
-	}
-	if parent == c.source.id {
-		c.log.Warn("child reports the source stalled", "peer", p.id)
-		return
-	}
-	now := time.Now()
-	if now.Sub(c.movedAt[parent]) < stallGrace {
-		c.log.Debug("stall report while the parent itself recovers", "peer", p.id, "parent", parent)
-		return
-	}
-	reports := c.stalls[parent]
-	if reports == nil {
-		reports = make(map[string]time.Time)
-		c.stalls[parent] = reports
-	}
-	reports[p.id] = now
-	kids := c.tree.Children(parent)
-	recent := 0
-	for _, k := range kids {
-		if t, ok := reports[k]; ok && now.Sub(t) < stallWindow {
-			recent++
-		}
-	}
-	if recent*2 < len(kids) {
-		c.log.Info("child reports a stalled parent", "peer", p.id, "parent", parent, "reports", recent, "children", len(kids))
-		return
-	}
-	delete(c.stalls, parent)
-	c.log.Info("parent stalled; moving its children", "peer", p.id, "parent", parent, "reports", recent)
-	changes, err := c.tree.SetCapacity(parent, 0)
-	if err != nil {
-		c.log.Warn("shed stalled parent", "parent", parent, "err", err)
-		return
-	}
-	c.apply(changes)
-}
 
 // peerOrDeparted finds a connected peer, in the tree or draining after a
 // graceful leave.

@@ -154,15 +154,18 @@ func TestSourceRestart(t *testing.T) {
 }
 
 // TestHungRelayLosesItsChildren joins a relay that keeps its signaling
-// alive but never sends media (it ignores its offers). Its children report
-// the stall, and the server moves them, with their subtrees, to a healthy
-// relay, where they play.
+// alive and claims to play but never sends media (it ignores its offers).
+// Its child on trial reports the stall, and the server moves it to a
+// healthy relay, where it plays.
 func TestHungRelayLosesItsChildren(t *testing.T) {
 	_, url := startServer(t, tree.Config{SourceCapacity: 2})
 	src := startSource(t, url, "hung", 2)
 	hung := dialRaw(t, url)
 	hung.sendText(`{"type":"hello","v":1,"role":"relay","kind":"go","stream":"hung","capacity":8}`)
 	hungID := hung.next(protocol.TypeWelcome).ID
+	// It lies that it plays, so it gets a child on trial (trust.go).
+	hung.sendText(liveMsg(hung.next(protocol.TypeParent).Peer))
+	_ = hung.conn.SetReadDeadline(time.Time{})
 	go func() { // read (and so answer pings) but never act
 		for {
 			if _, _, err := hung.conn.ReadMessage(); err != nil {

@@ -129,6 +129,17 @@ func join(t *testing.T, url string, role protocol.Role, kind protocol.Kind, stre
 	return p, p.next(protocol.TypeWelcome).ID
 }
 
+func liveMsg(parent string) string { return `{"type":"live","peer":"` + parent + `"}` }
+
+// claimLive waits until raw peer id is placed and tells the server it plays
+// from its parent: a raw peer gets a child on trial only then (trust.go).
+func (p *livePeer) claimLive(s *Server, stream, id string) {
+	p.t.Helper()
+	waitFor(p.t, 10*time.Second, id+" placed", func() bool { return parentOf(s, stream, id) != "" })
+	p.send(liveMsg(parentOf(s, stream, id)))
+	waitFor(p.t, 10*time.Second, id+" on trial", func() bool { n, _ := nodeOf(s, stream, id); return n.Usable > 0 })
+}
+
 func nodeOf(s *Server, stream, id string) (tree.NodeInfo, bool) {
 	co := s.hub.get(stream)
 	if co == nil {
@@ -235,6 +246,10 @@ func TestHostileSilentPeerDroppedChildrenReattached(t *testing.T) {
 		}
 	}
 	waitFor(t, 10*time.Second, "relay under the source", func() bool { return parentOf(s, "quiet", relayID) == srcID })
+	// It claims to play, so it gets a child on trial (see trust.go).
+	if err := silent.WriteMessage(websocket.TextMessage, []byte(liveMsg(srcID))); err != nil {
+		t.Fatal(err)
+	}
 
 	_, viewerID := join(t, url, protocol.RoleViewer, protocol.KindGo, "quiet", 0)
 	waitFor(t, 10*time.Second, "viewer under the relay", func() bool { return parentOf(s, "quiet", viewerID) == relayID })
@@ -251,6 +266,7 @@ func TestHostileSignalToNonNeighbourRejected(t *testing.T) {
 	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
 	_, srcID := join(t, url, protocol.RoleSource, protocol.KindGo, "nb", 1)
 	relay, relayID := join(t, url, protocol.RoleRelay, protocol.KindGo, "nb", 1)
+	relay.claimLive(s, "nb", relayID)
 	viewer, viewerID := join(t, url, protocol.RoleViewer, protocol.KindBrowser, "nb", 0)
 	waitFor(t, 10*time.Second, "viewer under the relay", func() bool { return parentOf(s, "nb", viewerID) == relayID })
 
@@ -349,6 +365,7 @@ func TestHostilePanicEndsOnlyThatPeer(t *testing.T) {
 	})
 	_, srcID := join(t, url, protocol.RoleSource, protocol.KindGo, "pan", 1)
 	bad, badID := join(t, url, protocol.RoleRelay, protocol.KindGo, "pan", 2)
+	bad.claimLive(s, "pan", badID)
 	good, goodID := join(t, url, protocol.RoleViewer, protocol.KindGo, "pan", 0)
 	waitFor(t, 10*time.Second, "viewer under the relay", func() bool { return parentOf(s, "pan", goodID) == badID })
 

@@ -213,12 +213,16 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		return m.Type == protocol.TypeParent && m.Peer == src.id
 	})
 	v1 := dialSig(t, url, "m", protocol.RoleViewer, protocol.KindBrowser, 0)
+	v1.waitFor(10*time.Second, "viewer under the relay", func(m *protocol.Message) bool {
+		return m.Type == protocol.TypeParent && m.Peer == relay.id
+	})
+	// The relay's child on trial plays from it: the relay has proven it
+	// forwards, and gets its capacity (trust.go).
+	v1.live(relay.id) // time to first frame measured by the server
 	v2 := dialSig(t, url, "m", protocol.RoleViewer, protocol.KindBrowser, 0)
-	for _, v := range []*sigPeer{v1, v2} {
-		v.waitFor(10*time.Second, "viewer under the relay", func(m *protocol.Message) bool {
-			return m.Type == protocol.TypeParent && m.Peer == relay.id
-		})
-	}
+	v2.waitFor(10*time.Second, "viewer under the relay", func(m *protocol.Message) bool {
+		return m.Type == protocol.TypeParent && m.Peer == relay.id
+	})
 	v3 := dialSig(t, url, "m", protocol.RoleViewer, protocol.KindBrowser, 0) // no slot left: queued
 	v3.waitFor(10*time.Second, "queued", func(m *protocol.Message) bool { return m.Type == protocol.TypeError && m.Code == protocol.CodeFull })
 	taken := connectSig(t, url, "m", protocol.RoleSource, protocol.KindGo, 1)
@@ -230,7 +234,6 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	// 2000 to its two viewers: peers delivered 2000 of the 3000 received.
 	src.stats(protocol.Stats{BytesRelayed: 1000, PacketsRelayed: 10})
 	relay.stats(protocol.Stats{BytesReceived: 1000, PacketsReceived: 10, BytesRelayed: 2000})
-	v1.live(relay.id) // time to first frame measured by the server
 	v1.stats(protocol.Stats{BytesReceived: 1000, PacketsReceived: 10, StallMs: 1500})
 	v2.stats(protocol.Stats{BytesReceived: 1000, PacketsReceived: 9, PacketsLost: 1, FirstFrameMs: 400})
 	var sr statsResponse

@@ -16,19 +16,22 @@ import (
 // peer efficiency stays what they make it, the negative delay costs only
 // that figure, and the dashboard JSON stays sane during and after.
 func TestStatsPoisoningIsBounded(t *testing.T) {
-	_, url := startServer(t, tree.Config{SourceCapacity: 1})
-	src := dialSig(t, url, "p", protocol.RoleSource, protocol.KindGo, 1)
+	_, url := startServer(t, tree.Config{SourceCapacity: 2})
+	src := dialSig(t, url, "p", protocol.RoleSource, protocol.KindGo, 2)
 	relay := dialSig(t, url, "p", protocol.RoleRelay, protocol.KindGo, 2)
 	relay.waitFor(10*time.Second, "relay placed", func(m *protocol.Message) bool {
 		return m.Type == protocol.TypeParent && m.Peer == src.id
 	})
-	honest := dialSig(t, url, "p", protocol.RoleViewer, protocol.KindBrowser, 0)
+	// The attacker takes the source's other slot; the honest viewer is the
+	// relay's child on trial (an unproven relay feeds one: trust.go).
 	attacker := dialSig(t, url, "p", protocol.RoleViewer, protocol.KindBrowser, 0)
-	for _, v := range []*sigPeer{honest, attacker} {
-		v.waitFor(10*time.Second, "viewer under the relay", func(m *protocol.Message) bool {
-			return m.Type == protocol.TypeParent && m.Peer == relay.id
-		})
-	}
+	attacker.waitFor(10*time.Second, "attacker under the source", func(m *protocol.Message) bool {
+		return m.Type == protocol.TypeParent && m.Peer == src.id
+	})
+	honest := dialSig(t, url, "p", protocol.RoleViewer, protocol.KindBrowser, 0)
+	honest.waitFor(10*time.Second, "viewer under the relay", func(m *protocol.Message) bool {
+		return m.Type == protocol.TypeParent && m.Peer == relay.id
+	})
 
 	// The honest tree: the source sent 1000 bytes to the relay, which
 	// relayed 1000 to the honest viewer; peers sent half of the 2000

@@ -105,9 +105,21 @@ func TestRTPIngestSplitsOversized(t *testing.T) {
 			}
 			return c
 		}(),
-		{name: "VP8", codec: VP8,
-			pkts: [][]byte{append([]byte{0x90, 0x80, 0x80, 0x01, 0x00}, bytes.Repeat([]byte{0x5a}, 2999)...)},
-			want: append([]byte{0x00}, bytes.Repeat([]byte{0x5a}, 2999)...)},
+		func() (c struct {
+			name  string
+			codec Codec
+			pkts  [][]byte
+			want  []byte
+		}) {
+			// A 3000-byte key frame whose tag parses (the assembler passes
+			// only decodable frames): first partition 100 bytes, shown,
+			// start code, 640x360.
+			frame := append([]byte{0x90, 0x0c, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01}, bytes.Repeat([]byte{0x5a}, 2990)...)
+			c.name, c.codec = "VP8", VP8
+			c.pkts = [][]byte{append([]byte{0x90, 0x80, 0x80, 0x01}, frame...)}
+			c.want = frame
+			return c
+		}(),
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewRTPIngest(tc.codec)

@@ -169,6 +169,11 @@ type Message struct {
 	Token    string  `json:"token,omitempty"`
 	Tracks   []Track `json:"tracks,omitempty"` // hello from a source; welcome
 
+	// Passthrough, on a browser's hello, says it relays the encoded frames it
+	// receives unchanged (no decode, no encode), so its hop does not count
+	// against the tree's re-encode bound (tree.Config.MaxBrowserHops).
+	Passthrough bool `json:"passthrough,omitempty"`
+
 	// welcome
 	ID         string      `json:"id,omitempty"`
 	ICEServers []ICEServer `json:"iceServers,omitempty"`
@@ -344,6 +349,9 @@ func (m *Message) validateHello() error {
 	}
 	if len(m.Reclaim) > MaxReclaimLength {
 		return invalid("reclaim longer than %d", MaxReclaimLength)
+	}
+	if m.Passthrough && (m.Kind != KindBrowser || m.Role == RoleSource) {
+		return invalid("only a relaying browser declares passthrough")
 	}
 	if m.Role == RoleSource {
 		return validateTracks(m.Tracks, true)

@@ -17,8 +17,9 @@ import (
 //  3. The tree is compact: no leaf could move up a level into a free slot it
 //     may use, and no queued node could be placed.
 //  4. (Subtrees intact on leave is a property of operations; see the tests.)
-//  5. Relay-class Go nodes have no browser above them; no path has more than
-//     MaxBrowserHops browser re-encodes.
+//  5. Relay-class Go nodes have no re-encoding browser above them; no path
+//     has more than MaxBrowserHops browser re-encodes (a pass-through
+//     browser's hop is not one).
 func (t *Tree) Check() error {
 	var errs []error
 	bad := func(format string, args ...any) {
@@ -42,8 +43,11 @@ func (t *Tree) Check() error {
 	for len(stack) > 0 {
 		n := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		if len(n.children) > n.cap {
-			bad("%q has %d children, capacity %d", n.id, len(n.children), n.cap)
+		if len(n.children) > n.use {
+			bad("%q has %d children, usable capacity %d (declared %d, trust %s)", n.id, len(n.children), n.use, n.cap, n.trust)
+		}
+		if n.use != t.usable(n) {
+			bad("%q usable capacity %d, its trust %s and capacity %d give %d", n.id, n.use, n.trust, n.cap, t.usable(n))
 		}
 		for _, c := range n.children {
 			if seen[c] {
@@ -82,6 +86,9 @@ func (t *Tree) Check() error {
 			if n.cap != t.clamp(n.kind, n.cap) {
 				bad("%q capacity %d outside policy for %s", id, n.cap, n.kind)
 			}
+		}
+		if n.queued && n.use != t.usable(n) {
+			bad("queued %q usable capacity %d, want %d", id, n.use, t.usable(n))
 		}
 		switch {
 		case n.queued:
@@ -141,7 +148,8 @@ func (t *Tree) checkIndex(placed map[*node]bool) error {
 			}
 		}
 	}
-	heaps := []*nodeHeap{t.ix.qRelay, t.ix.qOther}
+	heaps := []*nodeHeap{t.ix.qRelay, t.ix.qOther, t.ix.qBarred}
+	heaps = append(heaps, t.ix.barred...)
 	for d := range t.ix.slots {
 		heaps = append(heaps, t.ix.slots[d]...)
 		heaps = append(heaps, t.ix.leaves[d]...)
@@ -177,6 +185,9 @@ func (t *Tree) checkCompact() error {
 		if t.ix.qOther.len() > 0 {
 			return fmt.Errorf("compact: %q queued while %q has a free slot", t.ix.qOther.top().id, s.id)
 		}
+		if t.ix.qBarred.len() > 0 {
+			return fmt.Errorf("compact: barred %q queued while %q has a free slot", t.ix.qBarred.top().id, s.id)
+		}
 	}
 	if s := t.bestSlot(0); s != nil {
 		for d := s.depth + 2; d < len(t.ix.rleaves); d++ {
@@ -188,13 +199,23 @@ func (t *Tree) checkCompact() error {
 			return fmt.Errorf("compact: relay %q queued while %q has a free Go slot", t.ix.qRelay.top().id, s.id)
 		}
 	}
+	for c, h := range t.ix.barred {
+		if b := h.top(); b != nil {
+			if q := t.ix.qOther.top(); q != nil {
+				return fmt.Errorf("compact: %q queued while barred %q holds a place", q.id, b.id)
+			}
+			if q := t.ix.qRelay.top(); q != nil && c == 0 {
+				return fmt.Errorf("compact: relay %q queued while barred %q holds a place in the Go part", q.id, b.id)
+			}
+		}
+	}
 	if q := t.ix.qRelay.top(); q != nil {
 		if v := t.frontAbove(len(t.ix.front)); v != nil {
 			return fmt.Errorf("compact: relay %q queued while it could take %q's place", q.id, v.id)
 		}
 	}
-	if q := t.ix.qOther.top(); q != nil && q.kind == protocol.KindBrowser && q.cap > 0 {
-		if v := t.leafAbove(len(t.ix.leaves), q.cap); v != nil {
+	if q := t.ix.qOther.top(); q != nil && q.use > 0 {
+		if v := t.leafAbove(len(t.ix.leaves), q.use); v != nil {
 			return fmt.Errorf("compact: %q queued while it could take leaf %q's place", q.id, v.id)
 		}
 	}

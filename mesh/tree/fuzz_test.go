@@ -27,6 +27,7 @@ func runOps(t *testing.T, data []byte) {
 			GoMaxCapacity:      1 + int(b>>2%4),
 			BrowserMaxCapacity: int(b>>4%3) - 1 + boolInt(b>>4%3 == 1),
 			MaxBrowserHops:     int(b >> 6),
+			Prove:              len(data)%2 == 0,
 		}
 		data = data[1:]
 	}
@@ -69,6 +70,14 @@ func runOps(t *testing.T, data []byte) {
 				tr.SetSource(fmt.Sprintf("s%d", srcN), int(arg%6))
 			}
 		case 7:
+			if op&0x80 != 0 {
+				tr.SetTrust(id, Trust(op>>3%5))
+				break
+			}
+			if op&0x40 != 0 {
+				tr.Reattach(id)
+				break
+			}
 			tr.Standby(id)
 			tr.Snapshot()
 		}

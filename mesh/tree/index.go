@@ -8,10 +8,11 @@ package tree
 
 // Heap membership slots in a node: a node is in at most one heap of each kind.
 const (
-	hSlot  = iota // has a free slot and may relay
-	hLeaf         // has no children (relay leaves and other leaves apart)
-	hFront        // a non-relay node directly below the Go part of the tree
-	hQueue        // waiting for a place
+	hSlot   = iota // has a free slot and may relay
+	hLeaf          // has no children (relay leaves and other leaves apart)
+	hFront         // a non-relay node directly below the Go part of the tree
+	hQueue         // waiting for a place
+	hBarred        // a barred leaf, whose place a node with nowhere else to go takes
 	numHeaps
 )
 
@@ -109,15 +110,24 @@ func (h *nodeHeap) down(i int) bool {
 func slotLess(a, b *node) bool { return a.seq < b.seq }
 
 func cheapLess(a, b *node) bool {
-	if a.cap != b.cap {
-		return a.cap < b.cap
+	if a.use != b.use {
+		return a.use < b.use
 	}
 	return a.seq > b.seq
 }
 
+// barredLess orders barred leaves shallowest first (the most valuable
+// place to hand back), then the longest there.
+func barredLess(a, b *node) bool {
+	if a.depth != b.depth {
+		return a.depth < b.depth
+	}
+	return a.seq < b.seq
+}
+
 func queueLess(a, b *node) bool {
-	if a.cap != b.cap {
-		return a.cap > b.cap
+	if a.use != b.use {
+		return a.use > b.use
 	}
 	return a.seq < b.seq
 }
@@ -129,16 +139,23 @@ type index struct {
 	leaves  [][]*nodeHeap // [depth][hops]: non-relay nodes without children
 	rleaves []*nodeHeap   // [depth]: relay-class nodes without children
 	front   []*nodeHeap   // [depth]: non-relay nodes with no browser above them
+	barred  []*nodeHeap   // [hops]: barred leaves
 	qRelay  *nodeHeap     // queued relay-class nodes
 	qOther  *nodeHeap     // other queued nodes
+	qBarred *nodeHeap     // queued barred nodes: placed only in free slots
 }
 
 func newIndex(classes int) *index {
-	return &index{
+	ix := &index{
 		classes: classes,
 		qRelay:  newHeap(hQueue, queueLess),
 		qOther:  newHeap(hQueue, queueLess),
+		qBarred: newHeap(hQueue, queueLess),
 	}
+	for range classes {
+		ix.barred = append(ix.barred, newHeap(hBarred, barredLess))
+	}
+	return ix
 }
 
 // grow makes sure depth d has its heaps.
@@ -161,9 +178,12 @@ func (ix *index) grow(d int) {
 func (t *Tree) want(n *node) (w [numHeaps]*nodeHeap) {
 	ix := t.ix
 	if n.queued {
-		if t.relayClass(n) {
+		switch {
+		case n.trust == TrustBarred:
+			w[hQueue] = ix.qBarred
+		case t.relayClass(n):
 			w[hQueue] = ix.qRelay
-		} else {
+		default:
 			w[hQueue] = ix.qOther
 		}
 		return w
@@ -172,7 +192,7 @@ func (t *Tree) want(n *node) (w [numHeaps]*nodeHeap) {
 		return w
 	}
 	ix.grow(n.depth)
-	if c := t.below(n); len(n.children) < n.cap && c < ix.classes {
+	if c := t.below(n); len(n.children) < n.use && c < ix.classes {
 		w[hSlot] = ix.slots[n.depth][c]
 	}
 	if n == t.root {
@@ -190,6 +210,9 @@ func (t *Tree) want(n *node) (w [numHeaps]*nodeHeap) {
 		if n.hops == 0 {
 			w[hFront] = ix.front[n.depth]
 		}
+	}
+	if n.trust == TrustBarred && len(n.children) == 0 && n.hops < ix.classes {
+		w[hBarred] = ix.barred[n.hops]
 	}
 	return w
 }

@@ -26,7 +26,7 @@ func (t *Tree) SetSource(id string, capacity int) ([]Change, error) {
 		capacity = t.cfg.SourceCapacity
 	}
 	var ch []Change
-	t.root.cap = capacity
+	t.root.cap, t.root.use = capacity, capacity
 	t.reindex(t.root)
 	t.shed(t.root, &ch) // while the root is still vacant: moves report From ""
 	t.seq++
@@ -57,7 +57,7 @@ func (t *Tree) RemoveSource() []Change {
 // Join adds a relay or viewer and places it: at the shallowest free slot it
 // may use, or in the place of a cheaper node that then becomes its child
 // (a Go relay takes the place of the shallowest non-relay below the Go part
-// of the tree; a browser that can relay takes the place of a lower-capacity
+// of the tree; a browser or unproven Go viewer that can relay takes the place of a lower-capacity
 // leaf) when that puts it higher. The claimed capacity is clamped by policy.
 // When nothing fits, the node is queued (Queued reports it, Depth is -1) and
 // a later operation that frees room places it, reporting the Change then.
@@ -75,8 +75,14 @@ func (t *Tree) Join(id string, role Role, kind Kind, capacity int) ([]Change, er
 		return nil, fmt.Errorf("%w: %q", ErrExists, id)
 	}
 	t.seq++
-	n := &node{id: id, role: role, kind: kind, cap: t.clamp(kind, capacity), seq: t.seq}
-	n.hidx = [numHeaps]int{-1, -1, -1, -1}
+	n := &node{id: id, role: role, kind: kind, cap: t.clamp(kind, capacity), seq: t.seq, trust: TrustProven}
+	if t.cfg.Prove {
+		n.trust = TrustNew
+	}
+	n.use = t.usable(n)
+	for k := range n.hidx {
+		n.hidx[k] = -1
+	}
 	t.nodes[id] = n
 	var ch []Change
 	if !t.place(n, nil, &ch) {
@@ -138,32 +144,55 @@ func (t *Tree) SetCapacity(id string, capacity int) ([]Change, error) {
 	}
 	var ch []Change
 	n.cap = capacity
+	t.refit(n, &ch)
+	return ch, nil
+}
+
+// refit brings n's place in line with its usable capacity after its
+// capacity or trust changed: children beyond it move, a Go node that became
+// a relay below a browser moves up to the Go part of the tree, and freed or
+// added room is used.
+func (t *Tree) refit(n *node, ch *[]Change) {
+	n.use = t.usable(n)
 	t.reindex(n)
 	if n.placed {
-		t.shed(n, &ch)
-		if t.relayClass(n) && n.hops > 0 {
-			// No children: it had capacity 0 a moment ago.
-			from := n.parent
-			t.detach(n)
-			n.placed = false
-			t.reindex(n)
-			if !t.place(n, from, &ch) {
-				n.queued = true
-				t.reindex(n)
-				t.note(&ch, n, from, nil)
-			}
-		}
+		t.shed(n, ch)
+		t.rise(n, ch)
 	}
-	t.settle(&ch)
-	return ch, nil
+	t.settle(ch)
+}
+
+// rise moves a relay-class node that sits below a browser, with its
+// subtree, to the Go part of the tree (or queues it when nothing fits).
+func (t *Tree) rise(n *node, ch *[]Change) {
+	if !t.relayClass(n) || n.hops == 0 {
+		return
+	}
+	if len(n.children) == 0 {
+		from := n.parent
+		t.detach(n)
+		n.placed = false
+		t.reindex(n)
+		if !t.place(n, from, ch) {
+			n.queued = true
+			t.reindex(n)
+			t.note(ch, n, from, nil)
+		}
+		return
+	}
+	// A proven Go viewer with a child: carry the subtree along.
+	p := newPlanner(t)
+	p.pending[n] = true
+	p.placeAll([]*node{n}, nil)
+	t.apply(p, nil, ch)
 }
 
 // shed re-attaches n's lowest-ranked children beyond its capacity.
 func (t *Tree) shed(n *node, ch *[]Change) {
-	if len(n.children) <= n.cap {
+	if len(n.children) <= n.use {
 		return
 	}
-	excess := t.rank(n.children)[n.cap:]
+	excess := t.rank(n.children)[n.use:]
 	p := newPlanner(t)
 	for _, o := range excess {
 		p.pending[o] = true
@@ -224,8 +253,8 @@ func (t *Tree) place(n, from *node, ch *[]Change) bool {
 	switch {
 	case relay:
 		v = t.frontAbove(limit)
-	case n.cap > 0 && n.kind == protocol.KindBrowser:
-		v = t.leafAbove(limit, n.cap)
+	case n.use > 0: // a browser, or a Go viewer on trial
+		v = t.leafAbove(limit, n.use)
 	}
 	if v != nil {
 		p := v.parent
@@ -237,10 +266,36 @@ func (t *Tree) place(n, from *node, ch *[]Change) bool {
 		return true
 	}
 	if slot == nil {
-		return false
+		return t.displace(n, maxClass, from, ch)
 	}
 	t.attach(n, slot)
 	t.note(ch, n, from, slot)
+	return true
+}
+
+// displace gives n, which fits nowhere else, the place of the shallowest
+// barred leaf it may use; the barred node goes to the queue. A barred node
+// never displaces another.
+func (t *Tree) displace(n *node, maxClass int, from *node, ch *[]Change) bool {
+	if n.trust == TrustBarred {
+		return false
+	}
+	var b *node
+	for c := 0; c <= maxClass && c < t.ix.classes; c++ {
+		if v := t.ix.barred[c].top(); v != nil && (b == nil || barredLess(v, b)) {
+			b = v
+		}
+	}
+	if b == nil {
+		return false
+	}
+	p := b.parent
+	t.detach(b)
+	b.placed, b.queued = false, true
+	t.reindex(b)
+	t.attach(n, p)
+	t.note(ch, b, p, nil)
+	t.note(ch, n, from, p)
 	return true
 }
 
@@ -260,7 +315,7 @@ func (t *Tree) frontAbove(limit int) *node {
 func (t *Tree) leafAbove(limit, c int) *node {
 	for d := 1; d < limit && d < len(t.ix.leaves); d++ {
 		for h := 0; h < t.cfg.MaxBrowserHops; h++ {
-			if v := t.ix.leaves[d][h].top(); v != nil && v.cap < c {
+			if v := t.ix.leaves[d][h].top(); v != nil && v.use < c {
 				return v
 			}
 		}
@@ -278,7 +333,7 @@ func (t *Tree) settle(ch *[]Change) {
 
 func (t *Tree) drain(ch *[]Change) bool {
 	moved := false
-	for _, q := range []*nodeHeap{t.ix.qRelay, t.ix.qOther} {
+	for _, q := range []*nodeHeap{t.ix.qRelay, t.ix.qOther, t.ix.qBarred} {
 		for q.len() > 0 {
 			n := q.top()
 			q.remove(n)

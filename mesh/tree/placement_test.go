@@ -262,11 +262,11 @@ func TestSnapshotJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `[{"id":"a","parent":"r","role":"viewer","kind":"browser","capacity":0,"depth":2,"hops":0,"children":[]},` +
-		`{"id":"b","parent":"r","role":"viewer","kind":"browser","capacity":0,"depth":2,"hops":0,"children":[]},` +
-		`{"id":"q","parent":"","role":"viewer","kind":"browser","capacity":0,"depth":-1,"hops":-1,"queued":true,"children":[]},` +
-		`{"id":"r","parent":"src","role":"relay","kind":"go","capacity":2,"depth":1,"hops":0,"children":["a","b"]},` +
-		`{"id":"src","parent":"","role":"source","kind":"go","capacity":1,"depth":0,"hops":0,"children":["r"]}]`
+	want := `[{"id":"a","parent":"r","role":"viewer","kind":"browser","capacity":0,"usable":0,"trust":"proven","depth":2,"hops":0,"children":[]},` +
+		`{"id":"b","parent":"r","role":"viewer","kind":"browser","capacity":0,"usable":0,"trust":"proven","depth":2,"hops":0,"children":[]},` +
+		`{"id":"q","parent":"","role":"viewer","kind":"browser","capacity":0,"usable":0,"trust":"proven","depth":-1,"hops":-1,"queued":true,"children":[]},` +
+		`{"id":"r","parent":"src","role":"relay","kind":"go","capacity":2,"usable":2,"trust":"proven","depth":1,"hops":0,"children":["a","b"]},` +
+		`{"id":"src","parent":"","role":"source","kind":"go","capacity":1,"usable":1,"trust":"proven","depth":0,"hops":0,"children":["r"]}]`
 	if string(data) != want {
 		t.Fatalf("got  %s\nwant %s", data, want)
 	}

@@ -1,7 +1,5 @@
 package tree
 
-import "canopy/mesh/protocol"
-
 // A planner decides where orphaned subtrees go without touching the tree, so
 // that Leave and Standby share one rule. It sees the tree through the moves
 // it has planned so far: virtual parents, virtual child counts, and nodes
@@ -36,7 +34,7 @@ func (p *planner) parent(n *node) *node {
 	return n.parent
 }
 
-func (p *planner) free(n *node) int { return n.cap - len(n.children) - p.delta[n] }
+func (p *planner) free(n *node) int { return n.use - len(n.children) - p.delta[n] }
 
 func (p *planner) move(n, to *node) {
 	if old := p.parent(n); old != nil {
@@ -57,7 +55,7 @@ func (p *planner) locate(n, avoid *node) (ok bool, class int) {
 		if m == nil || m == avoid || p.gone[m] || p.pending[m] {
 			return false, 0
 		}
-		if m.kind == protocol.KindBrowser {
+		if reencodes(m) {
 			class++
 		}
 	}
@@ -69,27 +67,41 @@ func (t *Tree) allowedClass(o *node) int {
 	switch {
 	case t.relayClass(o):
 		return 0 // a Go relay, and everything below it, stays below Go only
+	case t.carriesRelay(o):
+		return 0 // a pass-through browser can carry a Go relay; it stays below Go only
 	case len(o.children) == 0:
 		return t.cfg.MaxBrowserHops
 	}
-	return t.cfg.MaxBrowserHops - inner(o)
+	in, relay := t.inner(o)
+	if relay {
+		return 0 // an unproven Go viewer feeding a Go relay: both stay in the Go part
+	}
+	return t.cfg.MaxBrowserHops - in
 }
 
 // inner is the largest number of re-encodes inside n's subtree on a path
-// from n to a descendant. Only called for browsers, whose subtrees are
-// small (capacity^hops).
-func inner(n *node) int {
+// from n to a descendant, and whether a relay-class node is in it. Only
+// called for non-relay nodes, whose subtrees are small (browsers:
+// capacity^hops; an unproven Go node has one child); it stops at a relay.
+func (t *Tree) inner(n *node) (int, bool) {
 	if len(n.children) == 0 {
-		return 0
+		return 0, false
 	}
 	best := 0
 	for _, c := range n.children {
-		best = max(best, inner(c))
+		if t.relayClass(c) {
+			return 0, true
+		}
+		in, relay := t.inner(c)
+		if relay {
+			return 0, true
+		}
+		best = max(best, in)
 	}
-	if n.kind == protocol.KindBrowser {
+	if reencodes(n) {
 		best++
 	}
-	return best
+	return best, false
 }
 
 // planLeave plans Leave(x): the heir takes x's slot, the other children

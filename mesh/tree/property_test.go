@@ -45,6 +45,22 @@ func (s *sim) randomJoin() string {
 	}
 }
 
+// randomTrust favours the way up (new, played, proven), as the server
+// drives it, with some holds and bars.
+func (s *sim) randomTrust() Trust {
+	switch r := s.rng.IntN(10); {
+	case r < 3:
+		return TrustPlayed
+	case r < 6:
+		return TrustProven
+	case r < 7:
+		return TrustNew
+	case r < 8:
+		return TrustHeld
+	}
+	return TrustBarred
+}
+
 func (s *sim) leave(i int) (string, []Change) {
 	id := s.ids[i]
 	s.ids = slices.Delete(s.ids, i, i+1)
@@ -71,7 +87,27 @@ func (s *sim) step(popTarget int) string {
 			s.t.Fatalf("set capacity %s: %v", id, err)
 		}
 		return "capacity " + id
-	case op < 10 && s.tr.Source() != "":
+	case op < 14 && len(s.ids) > 0:
+		id := s.ids[s.rng.IntN(len(s.ids))]
+		tr := s.randomTrust()
+		if _, err := s.tr.SetTrust(id, tr); err != nil {
+			s.t.Fatalf("set trust %s %s: %v", id, tr, err)
+		}
+		return "trust " + id + " " + tr.String()
+	case op < 16 && len(s.ids) > 0:
+		id := s.ids[s.rng.IntN(len(s.ids))]
+		old, _ := s.tr.Parent(id)
+		ch, err := s.tr.Reattach(id)
+		if err != nil {
+			s.t.Fatalf("reattach %s: %v", id, err)
+		}
+		for _, c := range ch {
+			if c.Node == id && c.To == old {
+				s.t.Fatalf("reattach %s put it back below %s", id, old)
+			}
+		}
+		return "reattach " + id
+	case op < 18 && s.tr.Source() != "":
 		if _, err := s.tr.SetCapacity(s.tr.Source(), s.rng.IntN(6)); err != nil {
 			s.t.Fatalf("source capacity: %v", err)
 		}
@@ -110,6 +146,8 @@ func TestRandomOperations(t *testing.T) {
 		{"default", Config{}, 300},
 		{"tight", Config{SourceCapacity: 2, BrowserMaxCapacity: 3, GoMaxCapacity: 4, MaxBrowserHops: 1}, 120},
 		{"no-browser-relay", Config{BrowserMaxCapacity: -1, GoMaxCapacity: 3}, 100},
+		{"prove", Config{Prove: true}, 300},
+		{"prove-tight", Config{Prove: true, SourceCapacity: 2, BrowserMaxCapacity: 3, GoMaxCapacity: 4, MaxBrowserHops: 1}, 120},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSim(t, tc.cfg, 1)

@@ -38,6 +38,10 @@ type Config struct {
 	GoMaxCapacity      int // clamp on a Go peer's claimed capacity
 	BrowserMaxCapacity int // clamp on a browser's claimed capacity
 	MaxBrowserHops     int // browsers that relay (re-encode) on any path from the source
+	// Prove makes every node earn its children (see Trust): none until it
+	// plays, one until a child plays from it, then its capacity. The server
+	// sets it; without it a node gets its clamped capacity at once.
+	Prove bool
 }
 
 func (c Config) withDefaults() Config {
@@ -76,10 +80,15 @@ type NodeInfo struct {
 	Role     Role     `json:"role"`
 	Kind     Kind     `json:"kind"`
 	Capacity int      `json:"capacity"` // after clamping by policy
-	Depth    int      `json:"depth"`    // 0 for the source, -1 while queued
-	Hops     int      `json:"hops"`     // browsers above this node that re-encode its stream
+	Usable   int      `json:"usable"`   // children placement may give it now (Capacity bounded by Trust)
+	Trust    Trust    `json:"trust"`
+	Depth    int      `json:"depth"` // 0 for the source, -1 while queued
+	Hops     int      `json:"hops"`  // browsers above this node that re-encode its stream
 	Queued   bool     `json:"queued,omitempty"`
 	Children []string `json:"children"` // sorted
+
+	// Passthrough: a browser that relays without re-encoding (SetPassthrough).
+	Passthrough bool `json:"passthrough,omitempty"`
 }
 
 // Errors returned by Tree methods.
@@ -98,7 +107,9 @@ type node struct {
 	id       string
 	role     Role
 	kind     Kind
-	cap      int
+	cap      int    // declared capacity, clamped by policy
+	use      int    // usable capacity: cap bounded by trust (see usable)
+	trust    Trust  // what it has shown of forwarding media
 	seq      uint64 // join order: the final tie-break everywhere
 	parent   *node
 	children []*node
@@ -106,6 +117,10 @@ type node struct {
 	hops     int  // browser ancestors, i.e. re-encodes above this node
 	placed   bool // in the tree (the root always is)
 	queued   bool
+
+	// passthrough: a browser that forwards the encoded frames it receives
+	// unchanged, so its children see no re-encode of its own (SetPassthrough).
+	passthrough bool
 
 	heap [numHeaps]*nodeHeap
 	hidx [numHeaps]int
@@ -124,7 +139,7 @@ type Tree struct {
 func New(cfg Config) *Tree {
 	cfg = cfg.withDefaults()
 	t := &Tree{cfg: cfg, nodes: make(map[string]*node), ix: newIndex(cfg.MaxBrowserHops + 1)}
-	t.root = &node{role: protocol.RoleSource, kind: protocol.KindGo, cap: cfg.SourceCapacity, placed: true}
+	t.root = &node{role: protocol.RoleSource, kind: protocol.KindGo, cap: cfg.SourceCapacity, use: cfg.SourceCapacity, trust: TrustProven, placed: true}
 	t.reindex(t.root)
 	return t
 }
@@ -132,13 +147,18 @@ func New(cfg Config) *Tree {
 // Config returns the effective policy (defaults filled in).
 func (t *Tree) Config() Config { return t.cfg }
 
+// relayClass reports whether n is placed as a Go relay, above every
+// browser: a Go node that may have children now and either joined as a
+// relay (which, with auth on, takes a relay grant) or has proven it
+// forwards. An unproven Go viewer is placed like any viewer.
 func (t *Tree) relayClass(n *node) bool {
-	return n != t.root && n.kind == protocol.KindGo && n.cap > 0
+	return n != t.root && n.kind == protocol.KindGo && n.use > 0 &&
+		(n.role == protocol.RoleRelay || n.trust == TrustProven)
 }
 
 // below is the number of re-encodes a child of n would see.
 func (t *Tree) below(n *node) int {
-	if n.kind == protocol.KindBrowser {
+	if reencodes(n) {
 		return n.hops + 1
 	}
 	return n.hops
@@ -169,8 +189,8 @@ func (t *Tree) rank(ns []*node) []*node {
 			}
 			return 1
 		}
-		if a.cap != b.cap {
-			return b.cap - a.cap
+		if a.use != b.use {
+			return b.use - a.use
 		}
 		if a.seq < b.seq {
 			return -1
@@ -242,7 +262,7 @@ func (t *Tree) Queued(id string) bool {
 func (t *Tree) Len() int { return len(t.nodes) }
 
 // QueueLen returns the number of queued nodes.
-func (t *Tree) QueueLen() int { return t.ix.qRelay.len() + t.ix.qOther.len() }
+func (t *Tree) QueueLen() int { return t.ix.qRelay.len() + t.ix.qOther.len() + t.ix.qBarred.len() }
 
 // MaxDepth returns the depth of the deepest placed node.
 func (t *Tree) MaxDepth() int {
@@ -265,12 +285,13 @@ func (t *Tree) Snapshot() []NodeInfo {
 	for _, n := range t.nodes {
 		info := NodeInfo{
 			ID: n.id, Parent: idOf(n.parent), Role: n.role, Kind: n.kind,
-			Capacity: n.cap, Depth: n.depth, Hops: n.hops, Queued: n.queued,
+			Capacity: n.cap, Usable: n.use, Trust: n.trust, Depth: n.depth, Hops: n.hops, Queued: n.queued,
 			Children: childIDs(n),
 		}
 		if !n.placed {
 			info.Depth, info.Hops = -1, -1
 		}
+		info.Passthrough = n.passthrough
 		out = append(out, info)
 	}
 	slices.SortFunc(out, func(a, b NodeInfo) int {

@@ -2,9 +2,11 @@
 // the directory server and one RTCPeerConnection to its current parent, which
 // offers send-only; the client answers, trickles ICE, and reconnects on its
 // own. With capacity it also relays: for each child the server attaches it
-// offers the tracks it receives (Chromium re-encodes them) and swaps them in
-// place with replaceTrack when its own parent changes, so its children stay
-// connected. The media never passes through the server.
+// offers what it receives. In Chromium it passes the encoded frames through
+// unchanged (relay-passthrough.js: no decode, no encode, and its hello says
+// so); elsewhere it sends the decoded tracks, re-encoding them, and swaps
+// them in place with replaceTrack when its own parent changes. Either way its
+// children stay connected. The media never passes through the server.
 
 import { Code, Kind, MAX_EDGE_CANDIDATES, Role, SERVER_TYPES, SignalKind, Type, VERSION, decode, encode } from './protocol.js';
 import { backoffDelay } from './backoff.js';
@@ -12,6 +14,7 @@ import { PlaybackMonitor } from './monitor.js';
 import { kbps } from './format.js';
 import { DEFAULT_RELAY_CAPACITY } from './relaypolicy.js';
 import { ChildLink, preferCodec } from './relay.js';
+import { PassthroughRelay, receivedCodecs, waitForCodecs } from './relay-passthrough.js';
 
 /** @typedef {import('./protocol.js').Message} Message */
 /** @typedef {import('./protocol.js').ICEServer} ICEServer */
@@ -46,7 +49,8 @@ export const REPORT_INTERVAL_MS = 5000;
 /**
  * What the client measured at its last sample: Stats plus rates.
  * @typedef {Stats & {state: State, parent: string|null, bitrateKbps: number,
- *   relayBitrateKbps: number, latencyMs?: number, stallMs: number, firstFrameMs?: number}} Snapshot
+ *   relayBitrateKbps: number, latencyMs?: number, stallMs: number, firstFrameMs?: number,
+ *   relayMode: 'pass-through'|'re-encode'}} Snapshot
  */
 
 /**
@@ -57,6 +61,7 @@ export const REPORT_INTERVAL_MS = 5000;
  * @property {string} [kind] 'browser' by default
  * @property {number} [capacity] children this tab offers to feed; DEFAULT_RELAY_CAPACITY by default, 0 opts out
  * @property {string} [token]
+ * @property {boolean} [passthrough] false relays by re-encoding even where pass-through works
  */
 
 /** Counters of one connection, summed over its RTP streams. */
@@ -89,6 +94,12 @@ export class CanopyClient extends EventTarget {
     this.kind = opts.kind ?? Kind.BROWSER;
     this.capacity = opts.capacity ?? DEFAULT_RELAY_CAPACITY;
     this.token = opts.token;
+    /**
+     * The pass-through relay (Chromium), null where this tab relays by
+     * re-encoding. Started at once so its worker runs before the first hello.
+     * @type {PassthroughRelay|null}
+     */
+    this.relay = opts.passthrough === false ? null : PassthroughRelay.create();
 
     /** @type {State} */
     this.state = 'connecting';
@@ -171,6 +182,7 @@ export class CanopyClient extends EventTarget {
     }
     this._closeChildren();
     this._closePC();
+    this.relay?.close();
     this._setState('closed', '');
   }
 
@@ -209,10 +221,12 @@ export class CanopyClient extends EventTarget {
     const ws = new WebSocket(this.url);
     this._ws = ws;
     ws.onopen = () => {
-      this._send({
+      // The hello says how this tab relays: wait for the relay's worker.
+      void (this.relay?.started ?? Promise.resolve()).then(() => this._send({
         type: Type.HELLO, v: VERSION, role: this.role, kind: this.kind,
         stream: this.streamName, capacity: this.capacity, token: this.token,
-      });
+        passthrough: this.relayMode === 'pass-through',
+      }, ws));
     };
     ws.onmessage = (ev) => {
       if (typeof ev.data !== 'string') return;
@@ -389,6 +403,8 @@ export class CanopyClient extends EventTarget {
    */
   _onTrack(pc, peer, track) {
     if (pc !== this.pc) return;
+    const receiver = pc.getReceivers().find((r) => r.track === track);
+    if (receiver) this.relay?.receive(pc, receiver);
     this._incoming.set(track.kind, track);
     track.addEventListener('unmute', () => {
       if (pc === this.pc && pc !== this._mediaPC) this._switchTo(pc, peer);
@@ -413,6 +429,7 @@ export class CanopyClient extends EventTarget {
     const old = this._mediaPC;
     this._mediaPC = pc;
     this._mediaParent = peer;
+    this.relay?.activate(pc);
     this.stream = new MediaStream();
     for (const t of this._incoming.values()) this._addTrack(t);
     if (old && old !== pc) this._dropPC(old);
@@ -484,6 +501,25 @@ export class CanopyClient extends EventTarget {
 
   // Relaying.
 
+  /** How this tab relays: 'pass-through' (encoded frames, Chromium) or 're-encode'. */
+  get relayMode() {
+    return this.relay?.ready ? 'pass-through' : 're-encode';
+  }
+
+  /**
+   * What a child's link needs to pass frames through, or undefined to
+   * re-encode. @param {string[]} kinds
+   * @returns {import('./relay.js').PassthroughLink|undefined}
+   */
+  _passthroughLink(kinds) {
+    const relay = this.relay;
+    if (!relay?.ready) return undefined;
+    return {
+      relay,
+      codecs: () => waitForCodecs(() => receivedCodecs(this._mediaPC, kinds), () => this.state === 'closed'),
+    };
+  }
+
   /** The tracks that play now, by kind. @returns {Map<string, MediaStreamTrack>} */
   _currentTracks() {
     /** @type {Map<string, MediaStreamTrack>} */
@@ -516,6 +552,7 @@ export class CanopyClient extends EventTarget {
         this.dispatchEvent(new CustomEvent('children', { detail: { count: this.children.size } }));
       },
       preferCodec,
+      passthrough: this._passthroughLink(kinds),
     });
     this.children.set(peer, child);
     this.dispatchEvent(new CustomEvent('children', { detail: { count: this.children.size } }));
@@ -645,6 +682,9 @@ export class CanopyClient extends EventTarget {
         if (this._firstFrameMs === undefined) this._firstFrameMs = now - this._startedAt;
         this._send({ type: Type.LIVE, peer: this.parentId });
       }
+      // Repeated every few seconds while the parent stays silent, and sent
+      // for a parent that never connects at all (monitor.js): the server
+      // moves this client only on a report.
       if (v.stalled && this.parentId) {
         this._send({ type: Type.STALLED, peer: this.parentId });
         this.dispatchEvent(new CustomEvent('stalled', { detail: { parent: this.parentId } }));
@@ -652,7 +692,7 @@ export class CanopyClient extends EventTarget {
 
       /** @type {Snapshot} */
       const snap = {
-        ...s, state: this.state, parent: this.parentId, bitrateKbps, relayBitrateKbps,
+        ...s, state: this.state, parent: this.parentId, bitrateKbps, relayBitrateKbps, relayMode: this.relayMode,
         stallMs: this._stallMs, firstFrameMs: this._firstFrameMs,
       };
       if (latencyMs !== undefined) snap.latencyMs = latencyMs;

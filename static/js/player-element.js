@@ -9,7 +9,9 @@
 // browsers may refuse), autoplay ("0" waits for a click), controls ("0" hides
 // them), relay ("0" opts out of relaying, "1" opts in; otherwise the viewer's
 // remembered choice or the connection decides), stats ("1" shows the
-// figures panel at start), token (a viewing token, for a private stream).
+// figures panel at start), token (a viewing token, for a private stream),
+// passthrough ("0" relays by re-encoding even in a browser that can pass
+// frames through; for comparisons).
 
 import { CanopyClient } from './client.js';
 import { validID } from './protocol.js';
@@ -69,6 +71,7 @@ const TEMPLATE = `
       <dt>depth</dt><dd id="p-depth">—</dd>
       <dt>video</dt><dd id="p-video">—</dd>
       <dt>relaying to</dt><dd id="p-relay">—</dd>
+      <dt>relay mode</dt><dd id="p-mode">—</dd>
     </dl>
   </div>
   <div class="controls" part="controls">
@@ -119,7 +122,7 @@ export class CanopyPlayer extends HTMLElement {
     this._ui = {
       title: $('title'), detail: $('detail'), badge: $('badge'), hint: $('hint'), panel: $('panel'),
       mute: $('mute'), stats: $('stats'), fullscreen: $('fullscreen'),
-      latency: $('p-latency'), bitrate: $('p-bitrate'), depth: $('p-depth'), res: $('p-video'), relay: $('p-relay'),
+      latency: $('p-latency'), bitrate: $('p-bitrate'), depth: $('p-depth'), res: $('p-video'), relay: $('p-relay'), mode: $('p-mode'),
       play: /** @type {HTMLElement} */ (root.querySelector('.play')),
     };
     /** The client playing the stream; null until started. @type {CanopyClient|null} */
@@ -200,7 +203,10 @@ export class CanopyPlayer extends HTMLElement {
         return;
       }
     }
-    const client = new CanopyClient({ server, stream, capacity: this.relayCapacity, token: this.getAttribute('token') || undefined });
+    const client = new CanopyClient({
+      server, stream, capacity: this.relayCapacity, token: this.getAttribute('token') || undefined,
+      passthrough: this.getAttribute('passthrough') !== '0',
+    });
     this.client = client;
     client.addEventListener('statechange', (ev) => {
       const { state, reason } = /** @type {CustomEvent} */ (ev).detail;
@@ -337,6 +343,7 @@ export class CanopyPlayer extends HTMLElement {
     const n = this.client ? [...this.client.children.values()].filter((c) => c.connected).length : s.children;
     ui.relay.textContent = relayLabel(n, s.capacity);
     ui.relay.classList.toggle('relay-on', n > 0);
+    ui.mode.textContent = s.relayMode; // 'pass-through' (encoded frames as received) or 're-encode'
   }
 
   /** @param {string} type @param {object} detail */

@@ -129,6 +129,7 @@ export const Code = Object.freeze({
  * @property {number} [capacity] hello
  * @property {string} [token] hello
  * @property {Track[]} [tracks] hello from a source; welcome
+ * @property {boolean} [passthrough] hello from a browser that relays encoded frames unchanged
  * @property {string} [id] welcome: this peer's id
  * @property {ICEServer[]} [iceServers] welcome
  * @property {string} [reclaim] welcome to a source: the secret that reclaims its stream name after a drop; hello from a source: that secret
@@ -183,13 +184,14 @@ function truncate(s, n) {
 
 // Field shapes of each JSON object, as the Go structs declare them. Go's
 // decoder is run with DisallowUnknownFields, so unknown keys are errors.
-/** @typedef {'string'|'int'|'uint'|'uint32'|'uint16'|'number'|'array'|'object'|'any'} FieldType */
+/** @typedef {'string'|'int'|'uint'|'uint32'|'uint16'|'number'|'bool'|'array'|'object'|'any'} FieldType */
 /** @type {Record<string, FieldType>} */
 const MESSAGE_FIELDS = {
   type: 'string', v: 'int', role: 'string', kind: 'string', stream: 'string',
   capacity: 'int', token: 'string', tracks: 'array', id: 'string', iceServers: 'array',
   peer: 'string', depth: 'int', signal: 'object', standby: 'string', stats: 'object',
   code: 'string', reason: 'string', reclaim: 'string',
+  passthrough: 'bool',
 };
 /** @type {Record<string, FieldType>} */
 const TRACK_FIELDS = {
@@ -240,6 +242,7 @@ function checkShape(obj, fields, where) {
       case 'number': ok = typeof v === 'number' && Number.isFinite(v); break;
       case 'uint32': ok = Number.isInteger(v) && /** @type {number} */ (v) >= 0 && /** @type {number} */ (v) <= 0xffffffff; break;
       case 'uint16': ok = Number.isInteger(v) && /** @type {number} */ (v) >= 0 && /** @type {number} */ (v) <= 0xffff; break;
+      case 'bool': ok = typeof v === 'boolean'; break;
       case 'array': ok = Array.isArray(v); break;
       case 'object': ok = isObject(v); break;
       default: ok = true;
@@ -329,6 +332,7 @@ function validateHello(m) {
   if (capacity < 0 || capacity > MAX_CAPACITY) throw invalid(`capacity must be 0-${MAX_CAPACITY}`);
   if (m.token && byteLength(m.token) > MAX_TOKEN_LENGTH) throw invalid(`token longer than ${MAX_TOKEN_LENGTH}`);
   if (m.reclaim && byteLength(m.reclaim) > MAX_RECLAIM_LENGTH) throw invalid(`reclaim longer than ${MAX_RECLAIM_LENGTH}`);
+  if (m.passthrough && (m.kind !== Kind.BROWSER || m.role === Role.SOURCE)) throw invalid('only a relaying browser declares passthrough');
   if (m.role === Role.SOURCE) return validateTracks(m.tracks ?? [], true);
   if ((m.tracks ?? []).length !== 0) throw invalid('only a source declares tracks');
 }
@@ -398,7 +402,7 @@ function omitEmpty(obj) {
   /** @type {Record<string, any>} */
   const out = {};
   for (const [k, v] of Object.entries(obj)) {
-    if (v === undefined || v === null || v === '' || v === 0 || (Array.isArray(v) && v.length === 0)) continue;
+    if (v === undefined || v === null || v === '' || v === 0 || v === false || (Array.isArray(v) && v.length === 0)) continue;
     out[k] = v;
   }
   return out;

@@ -1,10 +1,17 @@
 // ChildLink: one child this tab relays to. The parent offers: one send-only
-// transceiver per media kind, carrying the track this tab currently receives
-// (or nothing until it has one); SDP and ICE go through the server as signal
-// messages. When this tab's own parent changes, setTrack swaps the new track
-// into the same sender, so the child's connection and decoder carry on.
+// transceiver per media kind, SDP and ICE through the server as signal
+// messages. Two ways to fill it:
+// - pass-through (Chromium): the transceivers carry no track; their encoded
+//   streams go to the PassthroughRelay's worker, which writes the frames
+//   this tab receives into them unchanged; the offer uses the upstream's
+//   codec and payload type numbers (relay-passthrough.js);
+// - re-encode (elsewhere): they carry the track this tab receives (or
+//   nothing until it has one); when this tab's own parent changes, setTrack
+//   swaps the new track into the same sender.
+// Either way the child's connection and decoder carry on across the switch.
 
 import { MAX_EDGE_CANDIDATES, SignalKind } from './protocol.js';
+import { passthroughOffer } from './relay-passthrough.js';
 
 /** @typedef {import('./protocol.js').Signal} Signal */
 /** @typedef {import('./protocol.js').ICEServer} ICEServer */
@@ -51,6 +58,13 @@ export function orderCodecs(codecs, mime) {
  * @property {(signal: Signal) => void} send sends a signal to the child through the server
  * @property {(counters: {bytes: number, packets: number}) => void} onClosed called once when the link closes
  * @property {(tr: RTCRtpTransceiver, kind: string) => void} [preferCodec]
+ * @property {PassthroughLink} [passthrough] forward encoded frames instead of sending tracks
+ */
+
+/**
+ * @typedef {object} PassthroughLink
+ * @property {import('./relay-passthrough.js').PassthroughRelay} relay
+ * @property {() => Promise<Map<string, import('./relay-sdp.js').UpstreamCodec>>} codecs the upstream's, once negotiated
  */
 
 export class ChildLink {
@@ -69,6 +83,11 @@ export class ChildLink {
     this._counters = { bytes: 0, packets: 0 };
   }
 
+  /** How this link relays: 'pass-through' or 're-encode'. */
+  get mode() {
+    return this._opts.passthrough ? 'pass-through' : 're-encode';
+  }
+
   /** Whether media can flow to the child. */
   get connected() {
     const pc = this.pc;
@@ -80,7 +99,14 @@ export class ChildLink {
   start() {
     const pc = this.pc;
     const stream = new MediaStream();
+    const pass = this._opts.passthrough;
     for (const kind of this._opts.kinds) {
+      if (pass) {
+        const tr = pc.addTransceiver(kind, { direction: 'sendonly', streams: [stream] });
+        pass.relay.addSender(this.peer, kind, tr.sender); // at once: later is "too late"
+        this.senders.set(kind, tr.sender);
+        continue;
+      }
       const track = this._opts.tracks.get(kind);
       if (track) stream.addTrack(track);
       const tr = pc.addTransceiver(track ?? kind, { direction: 'sendonly', streams: [stream] });
@@ -95,9 +121,16 @@ export class ChildLink {
       // A child that cannot be reached is the server's to re-place; it
       // reports the stall itself. Free the slot's resources here.
       if (pc.connectionState === 'failed') this.close();
+      if (pc.connectionState === 'connected' && pass) pass.relay.childLive(this.peer, pc);
     };
     this._run(async () => {
-      await pc.setLocalDescription(await pc.createOffer());
+      if (pass) {
+        const sdp = await passthroughOffer(pc, await pass.codecs());
+        if (this._closed) return;
+        await pc.setLocalDescription({ type: 'offer', sdp });
+      } else {
+        await pc.setLocalDescription(await pc.createOffer());
+      }
       if (!this._closed && pc.localDescription) {
         this._opts.send({ kind: SignalKind.OFFER, sdp: pc.localDescription.sdp });
       }
@@ -124,6 +157,7 @@ export class ChildLink {
    * @param {MediaStreamTrack} track
    */
   setTrack(track) {
+    if (this._opts.passthrough) return; // the worker follows the tab's new parent
     const sender = this.senders.get(track.kind);
     if (!sender || this._closed || sender.track === track) return;
     sender.replaceTrack(track).catch((err) => {
@@ -160,6 +194,7 @@ export class ChildLink {
     const pc = this.pc;
     pc.onicecandidate = pc.onconnectionstatechange = null;
     pc.close();
+    this._opts.passthrough?.relay.removeChild(this.peer);
     this._opts.onClosed(this._counters);
   }
 

@@ -90,6 +90,7 @@ function main() {
   player.id = 'player';
   const params = new URLSearchParams(location.search);
   if (params.get('stats') === '1') player.setAttribute('stats', '1');
+  if (params.get('passthrough') === '0') player.setAttribute('passthrough', '0');
   if (!stream) {
     $('stream-name').textContent = 'Invalid stream name';
     $('stage').append(player); // shows the error state

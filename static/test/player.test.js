@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FIRST_FRAME_TIMEOUT_MS, PlaybackMonitor, STALL_AFTER_MS } from '../js/monitor.js';
+import { CONNECT_TIMEOUT_MS, FIRST_FRAME_TIMEOUT_MS, PlaybackMonitor, STALL_AFTER_MS, STALL_REPEAT_MS } from '../js/monitor.js';
 import { DEFAULT_RELAY_CAPACITY, looksMetered, relayCapacity } from '../js/relaypolicy.js';
 import { orderCodecs } from '../js/relay.js';
 import { formatBitrate, formatMs, kbps, relayLabel, sentence } from '../js/format.js';
@@ -30,7 +30,7 @@ test('monitor reports live once per parent, when frames first advance', () => {
   assert.deepEqual(w.map((x) => x.live), [false, true, false]);
 });
 
-test('monitor reports a stall once frames stop for more than 2 s, once per stall', () => {
+test('monitor reports a stall once frames stop for more than 2 s, again only after 3 s', () => {
   const m = new PlaybackMonitor();
   m.setParent('p1', 0);
   const v = run(m, [[1000, 10], [2000, 40], [3000, 40], [4000, 40], [5000, 40], [6000, 40], [7000, 70], [8000, 70], [9000, 70], [10000, 70]]);
@@ -67,6 +67,29 @@ test('monitor says nothing while disconnected, offline, or without a parent', ()
   assert.ok(v.every((x) => !x.stalled));
   m.setParent(null, 9000);
   assert.ok(run(m, [[20000, 0], [40000, 0]]).every((x) => !x.stalled && !x.live));
+});
+
+test('monitor reports a parent that never connects, and repeats while it stays silent', () => {
+  const m = new PlaybackMonitor();
+  m.setParent('p1', 0);
+  const samples = [];
+  for (let t = 1000; t <= 16000; t += 1000) samples.push(/** @type {[number, number, boolean]} */ ([t, 0, false]));
+  const v = run(m, samples);
+  const at = samples.filter((_, i) => v[i].stalled).map(([t]) => t);
+  // Not connected more than 5 s after the parent was assigned, then every 3 s.
+  assert.deepEqual(at, [6000, 9000, 12000, 15000]);
+  assert.equal(CONNECT_TIMEOUT_MS, 5000);
+  assert.equal(STALL_REPEAT_MS, 3000);
+  // A new parent starts the clock again; one that connects and plays is not reported.
+  m.setParent('p2', 16000);
+  assert.ok(run(m, [[17000, 0, false], [18000, 5], [19000, 30], [20000, 60]]).every((x) => !x.stalled));
+});
+
+test('monitor repeats a stall report while frames stay stopped', () => {
+  const m = new PlaybackMonitor();
+  m.setParent('p1', 0);
+  const v = run(m, [[1000, 10], [2000, 40], [5000, 40], [6000, 40], [8000, 40], [9000, 40], [10000, 70]]);
+  assert.deepEqual(v.map((x) => x.stalled), [false, false, true, false, true, false, false]);
 });
 
 test('relay policy: page parameter, then remembered choice, then the connection', () => {

@@ -29,6 +29,8 @@ test('encode omits empty fields as Go omitempty does', () => {
   assert.equal(withToken.capacity, 3);
   assert.equal(withToken.token, 't0k');
   assert.equal(encode({ type: 'leave' }), '{"type":"leave"}');
+  assert.equal(encode({ ...hello, passthrough: false }), encode(hello));
+  assert.equal(JSON.parse(encode({ ...hello, capacity: 2, passthrough: true })).passthrough, true);
 });
 
 test('encode validates what the browser sends', () => {
@@ -40,6 +42,9 @@ test('encode validates what the browser sends', () => {
   rejects(() => encode({ ...hello, capacity: -1 }));
   rejects(() => encode({ ...hello, token: 'x'.repeat(4097) }));
   rejects(() => encode({ ...hello, tracks: [{ id: 'v', kind: 'video', mimeType: 'video/VP8', clockRate: 90000 }] }));
+  rejects(() => encode({ ...hello, kind: 'go', passthrough: true }));
+  rejects(() => encode({ ...hello, role: 'source', passthrough: true, tracks: [{ id: 'v', kind: 'video', mimeType: 'video/VP8', clockRate: 90000 }] }));
+  rejects(() => decode('{"type":"hello","v":1,"role":"viewer","kind":"browser","stream":"demo","passthrough":1}'));
   rejects(() => encode({ type: 'signal', peer: 'p1', signal: { kind: 'answer', sdp: '' } }));
   rejects(() => encode(/** @type {any} */ ({ type: 'signal', peer: 'p1', signal: { kind: 'answer', sdp: 'v=0', extra: 1 } })));
   const answer = { type: 'signal', peer: 'p1', signal: { kind: 'answer', sdp: 'v=0\r\n' } };

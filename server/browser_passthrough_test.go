@@ -1,0 +1,406 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"canopy/mesh/protocol"
+	"canopy/mesh/tree"
+)
+
+// Browser tests of the pass-through relay (static/js/relay-passthrough.js):
+// real Chromium processes, one per viewer (a background tab of a shared
+// headless browser stops presenting frames), relaying to each other.
+
+// logConsole copies a tab's console warnings and errors into the test log,
+// so a failing relay says why.
+func logConsole(t *testing.T, ctx context.Context, name string) {
+	var done atomic.Bool
+	t.Cleanup(func() { done.Store(true) }) // runs before the browser's own cleanup stops it
+	err := chromedp.Listen(ctx, func(ev any) {
+		if done.Load() {
+			return
+		}
+		switch e := ev.(type) {
+		case *runtime.EventConsoleAPICalled:
+			if e.Type != runtime.ConsoleAPICalledTypeWarning && e.Type != runtime.ConsoleAPICalledTypeError && e.Type != runtime.ConsoleAPICalledTypeInfo {
+				return
+			}
+			var parts []string
+			for _, a := range e.Args {
+				if len(a.Value) > 0 {
+					parts = append(parts, string(a.Value))
+				} else {
+					parts = append(parts, a.Description)
+				}
+			}
+			t.Logf("%s console.%s: %s", name, e.Type, strings.Join(parts, " "))
+		case *runtime.EventExceptionThrown:
+			d := e.ExceptionDetails.Text
+			if e.ExceptionDetails.Exception != nil {
+				d += " " + e.ExceptionDetails.Exception.Description
+			}
+			t.Logf("%s exception: %s", name, d)
+		}
+	})
+	if err != nil {
+		t.Fatalf("listen to %s: %v", name, err)
+	}
+}
+
+// openViewer starts a Chromium of its own on /watch/<stream><query> and
+// waits until it plays.
+func openViewer(t *testing.T, srvURL, stream, query, name string) context.Context {
+	t.Helper()
+	ctx := newBrowser(t)
+	logConsole(t, ctx, name)
+	if err := chromedp.Do(ctx, chromedp.Navigate(srvURL+"/watch/"+stream+query)); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("viewer %s opened", name)
+	waitPlaying(t, ctx, 10, 90*time.Second)
+	t.Logf("viewer %s plays", name)
+	return ctx
+}
+
+// hashedFrame is one frame a tab's relay worker saw: type letter, FNV-1a
+// and length of the payload, and when (ms since the epoch).
+type hashedFrame struct {
+	Hash string
+	At   float64
+}
+
+// relayWorkerStats is what PassthroughRelay.stats() returns, in part.
+type relayWorkerStats struct {
+	Received  float64 `json:"received"`
+	Forwarded float64 `json:"forwarded"`
+	Keyframes float64 `json:"keyframeRequests"`
+	Hashes    struct {
+		Video [][2]any `json:"video"`
+		Audio [][2]any `json:"audio"`
+	} `json:"hashes"`
+}
+
+func readWorker(t *testing.T, ctx context.Context) relayWorkerStats {
+	t.Helper()
+	s, err := evalJS[relayWorkerStats](ctx, `window.canopy.client.relay.stats()`)
+	if err != nil {
+		t.Fatalf("read relay worker: %v", err)
+	}
+	return s
+}
+
+func frames(list [][2]any) []hashedFrame {
+	out := make([]hashedFrame, 0, len(list))
+	for _, e := range list {
+		h, _ := e[0].(string)
+		at, _ := e[1].(float64)
+		out = append(out, hashedFrame{h, at})
+	}
+	return out
+}
+
+// maxChainDelayMs bounds how much later than up a downstream tab may get a
+// frame: hops measured here take tens of ms, and up to ~1 s while a new
+// link's bandwidth estimate ramps up.
+const maxChainDelayMs = 3000
+
+// compareFrames checks that every frame of down after its first one that up
+// also has appears in up, in order and byte-identical (same hash), and
+// returns how many matched and the delays from up to down.
+func compareFrames(up, down []hashedFrame) (matched, missing int, delays []float64) {
+	index := map[string][]int{}
+	for i, f := range up {
+		index[f.Hash] = append(index[f.Hash], i)
+	}
+	last := -1
+	for _, f := range down {
+		next := -1
+		for _, i := range index[f.Hash] {
+			// A looping clip repeats frames, and a steady tone repeats
+			// identical Opus frames back to back: take the earliest copy
+			// not yet matched that up had within a hop chain's plausible
+			// delay before down did (50 ms allows for the two processes'
+			// clocks).
+			if i > last && up[i].At <= f.At+50 && up[i].At >= f.At-maxChainDelayMs {
+				next = i
+				break
+			}
+		}
+		switch {
+		case next >= 0:
+			matched++
+			delays = append(delays, f.At-up[next].At)
+			last = next
+		case matched > 0 && f.At < up[len(up)-1].At:
+			// down got it while up was still recording, so up got it
+			// earlier still: unless it is not up's frame.
+			missing++
+		}
+	}
+	return matched, missing, delays
+}
+
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+// senderReport is what a relaying tab's links to its children report.
+type senderReport struct {
+	Kind          string  `json:"kind"`
+	FramesEncoded float64 `json:"framesEncoded"`
+	FramesSent    float64 `json:"framesSent"`
+	BytesSent     float64 `json:"bytesSent"`
+	Encoder       string  `json:"encoder"`
+}
+
+const sendersJS = `(async () => {
+  const out = [];
+  for (const child of window.canopy.client.children.values()) {
+    (await child.pc.getStats()).forEach((r) => {
+      if (r.type === 'outbound-rtp') out.push({kind: r.kind, framesEncoded: r.framesEncoded || 0,
+        framesSent: r.framesSent || 0, bytesSent: r.bytesSent || 0, encoder: r.encoderImplementation || ''});
+    });
+  }
+  return out;
+})()`
+
+func relayMode(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	m, err := evalJS[string](ctx, `window.canopy.client.relayMode`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestBrowserPassthroughChain builds Go source → Chromium A → Chromium B →
+// Chromium C with a re-encode bound of one (so the chain exists only because
+// A and B pass frames through), and checks that C's video and audio frames
+// are byte-identical to what A received, and that A's and B's senders to
+// their children encode nothing.
+func TestBrowserPassthroughChain(t *testing.T) {
+	passthroughChain(t, "passchain", func(srvURL, stream string) { startSource(t, srvURL, stream, 1) })
+}
+
+// TestBrowserPassthroughChainH264 is the same chain with an H264 source
+// (Constrained Baseline, packetization mode 1, from mesh/media's test clip):
+// the relays' offers carry the Go peers' H264 payload type, not Chromium's.
+func TestBrowserPassthroughChainH264(t *testing.T) {
+	passthroughChain(t, "passchain264", func(srvURL, stream string) {
+		startClipSource(t, srvURL, stream, 1, filepath.Join("..", "mesh", "media", "testdata", "short.h264"))
+	})
+}
+
+func passthroughChain(t *testing.T, stream string, source func(srvURL, stream string)) {
+	_, srvURL := startServer(t, tree.Config{SourceCapacity: 1, BrowserMaxCapacity: 1, MaxBrowserHops: 1})
+	source(srvURL, stream)
+
+	a := openViewer(t, srvURL, stream, "?stats=1", "A")
+	aState := readRelayState(t, a)
+	b := openViewer(t, srvURL, stream, "", "B")
+	bState := readRelayState(t, b)
+	if bState.Parent != aState.ID {
+		t.Fatalf("B's parent is %q, want A %s", bState.Parent, aState.ID)
+	}
+	c := openViewer(t, srvURL, stream, "?relay=0", "C")
+	if cs := readRelayState(t, c); cs.Parent != bState.ID {
+		t.Fatalf("C's parent is %q, want B %s", cs.Parent, bState.ID)
+	}
+	for name, ctx := range map[string]context.Context{"A": a, "B": b} {
+		if m := relayMode(t, ctx); m != "pass-through" {
+			t.Errorf("%s relays in mode %q, want pass-through", name, m)
+		}
+	}
+	var tr treeResponse
+	getJSON(t, srvURL+"/api/streams/"+stream+"/tree", &tr)
+	for _, n := range tr.Nodes {
+		if n.Kind == "browser" && (!n.Passthrough || n.Hops != 0) {
+			t.Errorf("tree node %s: passthrough %v hops %d, want pass-through with no re-encode above", n.ID, n.Passthrough, n.Hops)
+		}
+	}
+
+	// Past C's first seconds (its link's bandwidth estimate ramps up from
+	// Chromium's 300 kbps start; a pass-through sender cannot slow down, so
+	// frames queue in the pacer meanwhile), record what each worker
+	// receives, for a few seconds of stream.
+	settle := waitPlaying(t, c, 0, 5*time.Second).FramesDecoded
+	waitPlaying(t, c, settle+300, 60*time.Second)
+	for _, ctx := range []context.Context{c, b, a} {
+		if _, err := evalJS[any](ctx, `window.canopy.client.relay.recordHashes(900)`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	framesC := waitPlaying(t, c, 0, 5*time.Second).FramesDecoded
+	waitPlaying(t, c, framesC+120, 60*time.Second)
+	sa, sb, sc := readWorker(t, a), readWorker(t, b), readWorker(t, c)
+
+	for _, kind := range []string{"video", "audio"} {
+		pick := func(s relayWorkerStats) []hashedFrame {
+			if kind == "video" {
+				return frames(s.Hashes.Video)
+			}
+			return frames(s.Hashes.Audio)
+		}
+		fa, fb, fc := pick(sa), pick(sb), pick(sc)
+		matched, missing, _ := compareFrames(fa, fc)
+		t.Logf("%s: A recorded %d frames, B %d, C %d; C matched %d of A's in order, %d not in A", kind, len(fa), len(fb), len(fc), matched, missing)
+		if matched < 60 || missing > 0 {
+			t.Errorf("%s: C's frames are not A's byte for byte: %d matched, %d C frames A never had", kind, matched, missing)
+		}
+		if kind == "video" {
+			_, _, dAB := compareFrames(fa, fb)
+			_, _, dBC := compareFrames(fb, fc)
+			t.Logf("video delay per pass-through hop (worker to worker): A→B p50 %.1f ms p99 %.1f ms (%d frames); B→C p50 %.1f ms p99 %.1f ms (%d frames)",
+				quantile(dAB, 0.5), quantile(dAB, 0.99), len(dAB), quantile(dBC, 0.5), quantile(dBC, 0.99), len(dBC))
+		}
+	}
+
+	for name, ctx := range map[string]context.Context{"A": a, "B": b} {
+		reports, err := evalJS[[]senderReport](ctx, sendersJS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds := map[string]bool{}
+		for _, r := range reports {
+			kinds[r.Kind] = true
+			if r.FramesEncoded != 0 || r.Encoder != "" {
+				t.Errorf("%s's %s sender to its child encodes: %+v", name, r.Kind, r)
+			}
+			if r.BytesSent == 0 {
+				t.Errorf("%s's %s sender sent nothing: %+v", name, r.Kind, r)
+			}
+		}
+		if !kinds["video"] || !kinds["audio"] {
+			t.Errorf("%s's child link reports %v, want video and audio", name, reports)
+		}
+		t.Logf("%s sends: %+v", name, reports)
+	}
+	if s := waitPlaying(t, c, 0, 5*time.Second); s.AudioPacketsReceived == 0 {
+		t.Error("C received no audio")
+	}
+	t.Logf("workers: A %s, B %s", workerLine(sa), workerLine(sb))
+}
+
+func workerLine(s relayWorkerStats) string {
+	return fmt.Sprintf("received %.0f forwarded %.0f keyframe requests %.0f", s.Received, s.Forwarded, s.Keyframes)
+}
+
+// childPlayback is what a watching tab says about its picture and its
+// connection to its parent.
+type childPlayback struct {
+	Frames     float64 `json:"frames"`
+	Marked     bool    `json:"marked"`
+	Freezes    float64 `json:"freezes"`
+	FreezeSecs float64 `json:"freezeSecs"`
+	Parent     string  `json:"parent"`
+}
+
+const childPlaybackJS = `(async () => {
+  const c = window.canopy.client;
+  const out = {frames: 0, marked: !!(c.pc && c.pc.__canopyMark), freezes: 0, freezeSecs: 0, parent: c.parentId || ''};
+  if (c.pc) (await c.pc.getStats()).forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video') {
+      out.frames = r.framesDecoded || 0; out.freezes = r.freezeCount || 0; out.freezeSecs = r.totalFreezesDuration || 0;
+    }
+  });
+  return out;
+})()`
+
+// TestBrowserPassthroughParentSwitch: source → Go relay → Chromium A →
+// Chromium B. The Go relay crashes and A moves to the source (Go → Go); A's
+// link to B stays the same connection with the same description (no
+// re-negotiation), and B's picture keeps moving: its decoded-frame count
+// never stops for long and grows well past the switch.
+func TestBrowserPassthroughParentSwitch(t *testing.T) {
+	const stream = "passswitch"
+	_, srvURL := startServer(t, tree.Config{SourceCapacity: 1, BrowserMaxCapacity: 1})
+	src := startSource(t, srvURL, stream, 1)
+	proxy := startProxy(t, srvURL)
+	relay := startPeer(t, proxy.url(), stream, protocol.RoleRelay, 1, nil)
+	waitFor(t, 10*time.Second, "Go relay placed under the source", func() bool { return relay.node.Parent() == src.node.ID() })
+
+	a := openViewer(t, srvURL, stream, "", "A")
+	if s := readRelayState(t, a); s.Parent != relay.node.ID() {
+		t.Fatalf("A's parent is %q, want the Go relay", s.Parent)
+	}
+	b := openViewer(t, srvURL, stream, "?relay=0", "B")
+	if m := relayMode(t, a); m != "pass-through" {
+		t.Fatalf("A relays in mode %q", m)
+	}
+	const markJS = `(() => { const c = window.canopy.client; c.pc.__canopyMark = 1;
+	  const [child] = c.children.values(); if (!child) return '';
+	  child.pc.__canopyMark = 1; return child.pc.localDescription.sdp; })()`
+	if _, err := evalJS[string](b, markJS); err != nil {
+		t.Fatal(err)
+	}
+	sdpBefore, err := evalJS[string](a, markJS)
+	if err != nil || sdpBefore == "" {
+		t.Fatalf("A has no child link: %v", err)
+	}
+	// Past the first seconds of B's link (its bandwidth estimate ramps up).
+	steady := waitPlaying(t, b, 0, 5*time.Second).FramesDecoded
+	waitPlaying(t, b, steady+150, 60*time.Second)
+	before, err := evalJS[childPlayback](b, childPlaybackJS)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	proxy.cutAll() // the Go relay's signaling drops: a crash to the server
+	var longest, stalledFor time.Duration
+	last := before
+	lastMove := time.Now()
+	deadline := time.Now().Add(60 * time.Second)
+	switched := false
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		p, err := evalJS[childPlayback](b, childPlaybackJS)
+		if err != nil {
+			continue
+		}
+		if p.Frames > last.Frames {
+			lastMove = time.Now()
+		}
+		stalledFor = time.Since(lastMove)
+		longest = max(longest, stalledFor)
+		last = p
+		if !switched {
+			switched = readRelayState(t, a).Parent == src.node.ID()
+		}
+		if switched && p.Frames > before.Frames+150 {
+			break
+		}
+	}
+	if !switched {
+		t.Fatal("A never moved to the source")
+	}
+	t.Logf("B across A's parent switch: frames %v → %v, longest stall %v, freezes %v (%.2f s) before %v (%.2f s)",
+		before.Frames, last.Frames, longest, last.Freezes, last.FreezeSecs, before.Freezes, before.FreezeSecs)
+	if last.Frames <= before.Frames+150 {
+		t.Errorf("B decoded %v frames after the switch, want more than 150 (a frozen picture)", last.Frames-before.Frames)
+	}
+	if !last.Marked || last.Parent != readRelayState(t, a).ID {
+		t.Errorf("B's connection changed (marked %v, parent %q): A's parent switch reached it", last.Marked, last.Parent)
+	}
+	sdpAfter, err := evalJS[string](a, `(() => { const [child] = window.canopy.client.children.values();
+	  return child && child.pc.__canopyMark ? child.pc.localDescription.sdp : ''; })()`)
+	if err != nil || sdpAfter != sdpBefore {
+		t.Errorf("A's link to B was re-negotiated or replaced (err %v)", err)
+	}
+	w := readWorker(t, a)
+	t.Logf("A's worker: %s", workerLine(w))
+}

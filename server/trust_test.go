@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/pion/rtp"
+
+	"canopy/mesh"
+	"canopy/mesh/media"
+	"canopy/mesh/media/demo"
+	"canopy/mesh/protocol"
+	"canopy/mesh/tree"
+)
+
+// Attacks on the tree's trust (issue 11, findings 3 and 4), each through the
+// real server with real Go peers or Chromium, asserting the honest peers
+// keep playing.
+
+// blackHole is an anonymous peer that answers pings and never connects
+// media; if it lies, it says it plays from every parent it is given.
+func blackHole(t *testing.T, s *Server, url, stream string, role protocol.Role, capacity int, lies bool) string {
+	t.Helper()
+	p := dialLive(t, url, nil)
+	p.send(hello(role, protocol.KindGo, stream, capacity, ""))
+	id := p.next(protocol.TypeWelcome).ID
+	go func() {
+		for {
+			select {
+			case m := <-p.in:
+				if lies && m.Type == protocol.TypeParent {
+					_ = p.conn.WriteMessage(1, []byte(liveMsg(m.Peer)))
+				}
+			case <-p.done:
+				return
+			}
+		}
+	}()
+	waitFor(t, 10*time.Second, "black hole placed", func() bool { return parentOf(s, stream, id) != "" })
+	return id
+}
+
+// playsOn waits until each viewer has played more frames, checked against
+// the source, and is not below any of the given peers.
+func playsOn(t *testing.T, viewers []*testViewer, frames int, timeout time.Duration, not ...string) {
+	t.Helper()
+	for _, v := range viewers {
+		f0, _, _ := v.counts()
+		waitFor(t, timeout, "honest viewer plays", func() bool { f, _, _ := v.counts(); return f >= f0+frames })
+		if _, mismatch, _ := v.counts(); mismatch != 0 {
+			t.Errorf("viewer %s: %d frames not from the source", v.node.ID(), mismatch)
+		}
+		for _, id := range not {
+			if v.node.Parent() == id {
+				t.Errorf("viewer %s plays below %s", v.node.ID(), id)
+			}
+		}
+	}
+}
+
+// TestTrustAnonymousPeersCannotCaptureTree: four anonymous connections
+// claiming kind go and capacity 64 (two as relays, two as viewers; two of
+// them lie that they play) take the source's four slots first. Four honest
+// Go viewers that join after them (no relay to fall back on: the black holes
+// hold every slot there is) all play, and no black hole keeps a child.
+func TestTrustAnonymousPeersCannotCaptureTree(t *testing.T) {
+	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 4}})
+	src := startSource(t, url, "capture", 4)
+	var holes []string
+	for i, role := range []protocol.Role{protocol.RoleRelay, protocol.RoleRelay, protocol.RoleViewer, protocol.RoleViewer} {
+		holes = append(holes, blackHole(t, s, url, "capture", role, 64, i%2 == 0))
+	}
+	for _, h := range holes {
+		if p := parentOf(s, "capture", h); p != src.node.ID() {
+			t.Fatalf("black hole %s under %q, want the source", h, p)
+		}
+	}
+	var viewers []*testViewer
+	for range 4 {
+		viewers = append(viewers, startPeer(t, url, "capture", protocol.RoleViewer, 0, src))
+	}
+	start := time.Now()
+	playsOn(t, viewers, 30, 90*time.Second, holes...)
+	t.Logf("every honest peer played %v after joining", time.Since(start).Round(100*time.Millisecond))
+	// A black hole whose probation ends gets one more child on trial, whose
+	// report bars it for good: wait until each has none, then the honest
+	// peers keep playing.
+	defer func() {
+		if !t.Failed() {
+			return
+		}
+		for _, n := range s.hub.get("capture").snapshot() {
+			t.Logf("%s %s/%s trust %s usable %d parent %q queued %v children %v", n.ID, n.Role, n.Kind, n.Trust, n.Usable, n.Parent, n.Queued, n.Children)
+		}
+	}()
+	waitFor(t, 60*time.Second, "no black hole feeds anyone", func() bool {
+		for _, h := range holes {
+			if n, ok := nodeOf(s, "capture", h); ok && (len(n.Children) > 0 || n.Usable > 0) {
+				return false
+			}
+		}
+		return true
+	})
+	playsOn(t, viewers, 60, 30*time.Second, holes...)
+	for _, h := range holes {
+		n, _ := nodeOf(s, "capture", h)
+		t.Logf("black hole %s: trust %s, parent %q", h, n.Trust, n.Parent)
+	}
+}
+
+// TestTrustBrowserLeavesParentThatNeverConnects: the only free slot is
+// below a peer that claims to play and never answers an offer. Chromium
+// placed there reports it (the parent never connects) and plays from the
+// source instead.
+func TestTrustBrowserLeavesParentThatNeverConnects(t *testing.T) {
+	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
+	src := startSource(t, url, "blackhole", 1)
+	hole := blackHole(t, s, url, "blackhole", protocol.RoleViewer, 8, true)
+	waitFor(t, 10*time.Second, "black hole on trial", func() bool { n, _ := nodeOf(s, "blackhole", hole); return n.Usable > 0 })
+
+	ctx := newBrowser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(url+"/watch/blackhole")); err != nil {
+		t.Fatal(err)
+	}
+	var browser string
+	waitFor(t, 20*time.Second, "browser placed below the black hole", func() bool {
+		for _, n := range s.hub.get("blackhole").snapshot() {
+			if n.Kind == protocol.KindBrowser && n.Parent == hole {
+				browser = n.ID
+				return true
+			}
+		}
+		return false
+	})
+	start := time.Now()
+	first := waitPlaying(t, ctx, 10, 60*time.Second)
+	waitPlaying(t, ctx, first.FramesDecoded+30, 30*time.Second)
+	t.Logf("browser %s played %v after it was placed below the black hole", browser, time.Since(start).Round(100*time.Millisecond))
+	if p := parentOf(s, "blackhole", browser); p != src.node.ID() {
+		t.Errorf("browser under %q, want the source", p)
+	}
+	if n, _ := nodeOf(s, "blackhole", hole); len(n.Children) != 0 || n.Usable != 0 {
+		t.Errorf("black hole: trust %s, usable %d, children %v", n.Trust, n.Usable, n.Children)
+	}
+}
+
+// TestTrustSockpuppetStallsCannotStripRelay: three anonymous viewers below
+// an honest relay report it stalled, again and again. They never received
+// anything from it, so it keeps its capacity and its honest children keep
+// playing from it.
+func TestTrustSockpuppetStallsCannotStripRelay(t *testing.T) {
+	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
+	src := startSource(t, url, "puppets", 1)
+	relay := startPeer(t, url, "puppets", protocol.RoleRelay, 8, src)
+	waitFor(t, 10*time.Second, "relay placed", func() bool { return relay.node.Parent() == src.node.ID() })
+	viewers := startViewers(t, url, "puppets", 3, 30, src)
+	waitFor(t, 10*time.Second, "relay proven", func() bool {
+		n, _ := nodeOf(s, "puppets", relay.node.ID())
+		return n.Trust == tree.TrustProven
+	})
+	rid := relay.node.ID()
+	var puppets []*livePeer
+	for range 3 {
+		p, id := join(t, url, protocol.RoleViewer, protocol.KindBrowser, "puppets", 0)
+		waitFor(t, 10*time.Second, "puppet below the relay", func() bool { return parentOf(s, "puppets", id) == rid })
+		puppets = append(puppets, p)
+	}
+	for range 8 {
+		for _, p := range puppets {
+			p.send(`{"type":"stalled","peer":"` + rid + `"}`)
+		}
+		time.Sleep(time.Second) // the pace of a real peer's reports, for long enough to pass stallGrace and blameDelay
+	}
+	playsOn(t, viewers, 30, 30*time.Second)
+	n, _ := nodeOf(s, "puppets", rid)
+	if n.Usable != 8 || n.Trust != tree.TrustProven {
+		t.Errorf("relay after sockpuppet reports: trust %s, usable %d (want proven, 8)", n.Trust, n.Usable)
+	}
+	for _, v := range viewers {
+		if v.node.Parent() != rid {
+			t.Errorf("viewer %s moved off the honest relay to %s", v.node.ID(), v.node.Parent())
+		}
+	}
+}
+
+// pausableSource is testSource whose frames can be withheld while its
+// signaling stays up: the first hop of the tree breaks.
+type pausableSource struct {
+	*testSource
+	paused atomic.Bool
+}
+
+func startPausableSource(t *testing.T, server, stream string, capacity int) *pausableSource {
+	t.Helper()
+	video, audio, err := demo.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	node, err := mesh.Dial(ctx, mesh.Config{
+		Server: server, Stream: stream, Role: protocol.RoleSource, Capacity: capacity,
+		Tracks: mesh.TracksFor(video, audio), LoopbackOnly: true, Logger: testLogger(),
+	})
+	if err != nil {
+		cancel()
+		t.Fatalf("source: %v", err)
+	}
+	ps := &pausableSource{testSource: &testSource{node: node, cancel: cancel, done: make(chan struct{})}}
+	var wg sync.WaitGroup
+	for _, tr := range []struct {
+		id string
+		r  media.FrameReader
+	}{{"video", video}, {"audio", audio}} {
+		pk, err := media.NewPacketizer(tr.r.Codec())
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			_ = media.Play(ctx, tr.r, pk, func(pkts []*rtp.Packet, f media.Frame) error {
+				if ps.paused.Load() {
+					return nil
+				}
+				if tr.id == "video" {
+					ps.sent.add(f.Data)
+				}
+				return node.WriteFrame(tr.id, pkts, time.Now())
+			})
+		})
+	}
+	go func() { wg.Wait(); close(ps.done) }()
+	t.Cleanup(ps.stop)
+	return ps
+}
+
+// TestTrustStallBlamedAtFirstBrokenHop: the source's media stops for 5 s
+// while its signaling stays up. The relay below it reports the source, its
+// children report the relay; the break is above the relay, so it keeps its
+// children and capacity, and they play on when the media returns.
+func TestTrustStallBlamedAtFirstBrokenHop(t *testing.T) {
+	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
+	src := startPausableSource(t, url, "upstream", 1)
+	relay := startPeer(t, url, "upstream", protocol.RoleRelay, 8, src.testSource)
+	waitFor(t, 10*time.Second, "relay placed", func() bool { return relay.node.Parent() == src.node.ID() })
+	viewers := startViewers(t, url, "upstream", 3, 30, src.testSource)
+	rid := relay.node.ID()
+	waitFor(t, 10*time.Second, "relay proven", func() bool { n, _ := nodeOf(s, "upstream", rid); return n.Trust == tree.TrustProven })
+
+	src.paused.Store(true)
+	time.Sleep(5 * time.Second) // the outage itself: reports flow meanwhile
+	src.paused.Store(false)
+	playsOn(t, viewers, 30, 30*time.Second)
+	n, _ := nodeOf(s, "upstream", rid)
+	if n.Trust != tree.TrustProven || n.Usable != 8 {
+		t.Errorf("relay below the broken hop: trust %s, usable %d (want proven, 8)", n.Trust, n.Usable)
+	}
+	for _, v := range viewers {
+		if v.node.Parent() != rid {
+			t.Errorf("viewer %s moved off the relay to %s", v.node.ID(), v.node.Parent())
+		}
+	}
+}
+
+// TestTrustStrippedRelayRestoredAfterProbation: media stops above a relay
+// for long enough that its children's reports outlast its own excuse: it is
+// stripped. Once the media is back, after its probation it is given one
+// child, that child plays, and its capacity returns: every viewer plays
+// again and the relay feeds children.
+func TestTrustStrippedRelayRestoredAfterProbation(t *testing.T) {
+	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
+	src := startPausableSource(t, url, "probation", 1)
+	relay := startPeer(t, url, "probation", protocol.RoleRelay, 8, src.testSource)
+	waitFor(t, 10*time.Second, "relay placed", func() bool { return relay.node.Parent() == src.node.ID() })
+	viewers := startViewers(t, url, "probation", 3, 30, src.testSource)
+	rid := relay.node.ID()
+	waitFor(t, 10*time.Second, "relay proven", func() bool { n, _ := nodeOf(s, "probation", rid); return n.Trust == tree.TrustProven })
+
+	src.paused.Store(true)
+	waitFor(t, 40*time.Second, "relay stripped", func() bool { n, _ := nodeOf(s, "probation", rid); return n.Trust == tree.TrustHeld })
+	src.paused.Store(false)
+	stripped := time.Now()
+	waitFor(t, 60*time.Second, "relay restored", func() bool {
+		n, _ := nodeOf(s, "probation", rid)
+		return n.Trust == tree.TrustProven && n.Usable == 8
+	})
+	t.Logf("relay restored %v after it was stripped", time.Since(stripped).Round(100*time.Millisecond))
+	playsOn(t, viewers, 30, 60*time.Second)
+	waitFor(t, 30*time.Second, "relay feeds children again", func() bool { return relay.node.Children() > 0 })
+}

@@ -1,0 +1,145 @@
+// What the pass-through relay decides per frame, apart from the browser APIs
+// that carry it (relay-worker.js): which RTP timestamp a frame gets on each
+// child's link, which frames a child must not get yet, and how keyframe
+// requests are merged before they go upstream. Pure: node --test runs it.
+
+/** Keyframe requests go upstream at most once per this many ms per relay (issue 13). */
+export const KEYFRAME_REQUEST_GAP_MS = 300;
+
+/**
+ * While a child waits for its first keyframe, the relay asks again this
+ * often: the request may be lost, or answered before the child's link was
+ * up. The source's GOP (2 s for the demo) bounds the wait anyway.
+ */
+export const KEYFRAME_RETRY_MS = 1000;
+
+/**
+ * A new parent whose timestamps land within this many seconds of what the
+ * child was sent carries the same timeline (Go relays forward the source's
+ * timestamps unchanged, and a relay's GOP burst repeats up to a GOP, 10 s
+ * at most in the tests): keep the offset and skip what was sent already.
+ * Further away it is another timeline (the source restarted): re-base.
+ */
+export const SAME_TIMELINE_S = 30;
+
+/** @param {number} x @returns {number} x as a signed 32-bit difference */
+function i32(x) {
+  return x | 0;
+}
+
+/**
+ * One child's timeline for one media kind. The child's sender keeps its own
+ * SSRC and sequence numbers across parent switches, so the child sees one
+ * stream; only the timestamps must stay continuous and increasing, which is
+ * what this keeps (FIELD-NOTES: without it the child froze in 3 of 9
+ * switches; with it, 0 of 8).
+ */
+export class Timeline {
+  /**
+   * @param {number} clockRate RTP clock: 90000 for video, 48000 for Opus
+   * @param {boolean} needKey whether the child must start at a keyframe (video)
+   */
+  constructor(clockRate, needKey) {
+    this.clockRate = clockRate;
+    this.needKey = needKey;
+    /** Whether delta frames are held back until a keyframe passes. */
+    this.waitKey = needKey;
+    /** Added to upstream timestamps, modulo 2^32. */
+    this.offset = 0;
+    /** Timestamp of the last frame sent. @type {number|null} */
+    this.last = null;
+    /** When it was sent, ms. */
+    this.lastAt = 0;
+    /** Usual spacing of frames, in clock ticks (30 fps or 20 ms until measured). */
+    this.step = needKey ? Math.round(clockRate / 30) : Math.round(clockRate / 50);
+    /** Id of the upstream the last frame came from. @type {number|null} */
+    this.upstream = null;
+    this._rebase = false;
+  }
+
+  /**
+   * Decides one frame of the active upstream.
+   * @param {number} upstream id of the connection it came from
+   * @param {number} ts its RTP timestamp
+   * @param {boolean} key whether it is a keyframe (audio frames all are)
+   * @param {number} now ms, monotonic
+   * @returns {number|null} the timestamp to send it with, or null to hold it back
+   */
+  map(upstream, ts, key, now) {
+    if (upstream !== this.upstream) {
+      this.upstream = upstream;
+      if (this.last !== null) {
+        const d = i32(((ts + this.offset) >>> 0) - this.last);
+        if (Math.abs(d) > SAME_TIMELINE_S * this.clockRate) {
+          this._rebase = true;
+          if (this.needKey) this.waitKey = true;
+        }
+      }
+    }
+    if (this.waitKey && !key) return null;
+    if (this._rebase && this.last !== null) {
+      // Continue where the child is, advanced by the time that passed.
+      const elapsed = Math.round(((now - this.lastAt) * this.clockRate) / 1000);
+      this.offset = (this.last + Math.max(this.step, elapsed) - ts) >>> 0;
+    }
+    this._rebase = false;
+    const out = (ts + this.offset) >>> 0;
+    if (this.last !== null) {
+      const d = i32(out - this.last);
+      if (d <= 0) return null; // sent already: a new parent's first frames repeat the old one's
+      if (d <= this.clockRate / 5) this.step = d;
+    }
+    this.waitKey = false;
+    this.last = out;
+    this.lastAt = now;
+    return out;
+  }
+}
+
+/**
+ * Merges keyframe requests: the first goes at once, later ones within
+ * KEYFRAME_REQUEST_GAP_MS become one request at the end of the gap. Joins
+ * and children's PLIs would otherwise become a keyframe storm up the tree.
+ */
+export class KeyframeRequests {
+  /**
+   * @param {() => void} send sends one request upstream
+   * @param {{gapMs?: number, now?: () => number, schedule?: (fn: () => void, ms: number) => unknown}} [opts]
+   */
+  constructor(send, opts = {}) {
+    this._send = send;
+    this._gap = opts.gapMs ?? KEYFRAME_REQUEST_GAP_MS;
+    this._now = opts.now ?? (() => performance.now());
+    this._schedule = opts.schedule ?? ((fn, ms) => setTimeout(fn, ms));
+    this._last = -Infinity;
+    this._due = false;
+    /** Requests sent upstream. */
+    this.sent = 0;
+    /** Requests folded into another. */
+    this.merged = 0;
+  }
+
+  /** Asks for a keyframe, now or at the end of the current gap. */
+  request() {
+    if (this._due) {
+      this.merged++;
+      return;
+    }
+    const wait = this._last + this._gap - this._now();
+    if (wait <= 0) {
+      this._fire();
+      return;
+    }
+    this._due = true;
+    this._schedule(() => {
+      this._due = false;
+      this._fire();
+    }, wait);
+  }
+
+  _fire() {
+    this._last = this._now();
+    this.sent++;
+    this._send();
+  }
+}
