@@ -310,6 +310,18 @@ func (c *coordinator) moveDone(child, from string) {
 // edge's and the receiver's budgets (budget.go). A signal along an edge
 // that just ended is errSignalLate, for the caller to drop quietly.
 func (c *coordinator) signal(p *peerConn, m *protocol.Message) error {
+	// Encoded before taking the stream's lock: an SDP is kilobytes of
+	// JSON, and every peer of the stream waits on that lock (`client load`
+	// found signals holding it for 93 % of its contention).
+	out := privateSignal(p, m.Sig) // privacy.go: only relay candidates leave a private peer
+	var data []byte
+	if out != nil {
+		var err error
+		if data, err = protocol.Encode(&protocol.Message{Type: protocol.TypeSignal, Peer: p.id, Sig: out}); err != nil {
+			p.log.Error("encode", "type", m.Type, "err", err)
+			return nil
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
@@ -323,10 +335,13 @@ func (c *coordinator) signal(p *peerConn, m *protocol.Message) error {
 	if err := forward(p, to, m.Sig, now); err != nil {
 		return err
 	}
-	if m.Sig = outgoingSignal(p, to, m.Sig); m.Sig == nil { // privacy.go: only relay candidates leave a private peer
-		return nil
+	if out == nil {
+		return nil // a private peer's non-relay candidate: dropped, counted above
 	}
-	to.send(&protocol.Message{Type: protocol.TypeSignal, Peer: p.id, Sig: m.Sig})
+	if p.onForward != nil {
+		p.onForward(p.id, to.id, out)
+	}
+	to.sendData(data)
 	return nil
 }
 

@@ -12,7 +12,7 @@ import (
 	"canopy/mesh/protocol"
 )
 
-// wireConn is what a peer's session reads and the peer's writeLoop writes:
+// wireConn is what a peer's session reads and the peer's flush goroutine (sendq.go) writes:
 // the WebSocket of a remote peer, or the in-process pipe of a node the
 // server hosts itself (localPipe). It is the part of *websocket.Conn the
 // session uses, so the session is the same code for both.
@@ -83,7 +83,7 @@ type serverEnd struct {
 	readLimit    int64
 	readDeadline time.Time
 	onPong       func(string) error
-	// Write side: touched only by the writeLoop.
+	// Write side: touched only by the flush goroutine (sendq.go).
 	writeDeadline time.Time
 }
 
@@ -214,14 +214,13 @@ func (s *Server) LocalTransport(gr *grant) mesh.Transport {
 	p := &peerConn{
 		id:         newPeerID(),
 		conn:       &serverEnd{p: pipe},
-		out:        make(chan []byte, sendBuffer),
 		closed:     make(chan struct{}),
 		lim:        s.guard.lim,
 		grant:      gr,
 		iceServers: s.cfg.ICEServers,
 	}
 	p.log = s.log.With("peer", p.id, "remote", "in-process")
-	go p.writeLoop()
+	p.startPings()
 	// A hosted node takes one of the server's -max-peers slots like any
 	// peer: what the cap bounds (sessions, goroutines, memory) it uses too.
 	release, ok := s.peers.acquire()

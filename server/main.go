@@ -46,6 +46,7 @@ func run(args []string) error {
 	loopback := fs.Bool("loopback-only", false, "restrict the in-process peers' ICE to loopback (tests, demos without a network)")
 	udpPort := fs.Int("udp-port", 0, "serve all of the server's in-process peers (the demo source) on this one UDP port (0: any ports)")
 	allowOrigin := fs.String("allow-origin", "", "comma-separated origins (https://site.example) trusted like the server's own pages: their pages may publish, relay and watch private streams; * allows any")
+	debugAddr := fs.String("debug-addr", "", "serve Go's profiler (/debug/pprof) on this address, e.g. 127.0.0.1:6060 (no auth: keep it private)")
 	embedOrigins := fs.String("embed-origins", "", "comma-separated origins where the player may be embedded (iframe frame-ancestors, the component's WebSocket origin); empty: any site, as a viewer that does not relay")
 	privacy := fs.String("privacy", "", "private mode by default: relay (every viewer) or relay:stream,… (those streams' viewers) connect through TURN only and relay to nobody; needs TURN")
 	sec := registerSecurityFlags(fs)
@@ -131,6 +132,13 @@ func run(args []string) error {
 	cfg.Hosted = peer.Config{LoopbackOnly: *loopback, UDPMux: udpMux, PublicIPs: publicIPs,
 		ICEServers: webrtcICEServers(cfg.ICEServers), RemoteCandidateFilter: candidates.allow}
 	srv := NewServer(cfg)
+	if *debugAddr != "" {
+		dbg, err := serveDebug(*debugAddr, log)
+		if err != nil {
+			return fmt.Errorf("-debug-addr: %w", err)
+		}
+		defer dbg.Close()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -231,7 +239,7 @@ func registerSecurityFlags(fs *flag.FlagSet) *securityFlags {
 		httpConnsPerIP: fs.Int("max-http-conns-per-ip", DefaultHTTPConnsPerIP, "open TCP connections per client address, WebSockets included (-1: no limit)"),
 		httpConns:      fs.Int("max-http-conns", 0, "open TCP connections in all (0: half the process's file limit; -1: no limit)"),
 		maxStreams:     fs.Int("max-streams", DefaultMaxStreams, "streams this server hosts at once; a new stream past it is refused (-1: no limit)"),
-		maxPeers:       fs.Int("max-peers", DefaultMaxPeers, "signaling connections (peers) in all, about 42.5 KB each; past it a peer is told the server is full (-1: no limit)"),
+		maxPeers:       fs.Int("max-peers", DefaultMaxPeers, "signaling connections (peers) in all, about 16 KB each when idle; past it a peer is told the server is full (-1: no limit)"),
 	}
 	l := &f.turnLimits
 	fs.IntVar(&l.MaxAllocations, "turn-max-allocations", 0, "allocations the embedded TURN relay holds in all (0: a quarter of the file limit, within 64-16384)")

@@ -114,16 +114,6 @@ func privateCapacity(p *peerConn, capacity int) int {
 	return capacity
 }
 
-// outgoingSignal is what the server forwards of a signal from p to `to`
-// (privateSignal), shown to Config.onForward.
-func outgoingSignal(p, to *peerConn, sig *protocol.Signal) *protocol.Signal {
-	sig = privateSignal(p, sig)
-	if sig != nil && p.onForward != nil {
-		p.onForward(p.id, to.id, sig)
-	}
-	return sig
-}
-
 // privateSignal is what the server forwards of a signal from p: the signal
 // itself, or for a private peer its relay candidates only (nil when
 // nothing is left to forward). Called from coordinator.signal.

@@ -98,9 +98,13 @@ func NewServer(cfg Config) *Server {
 		log:     cfg.Logger,
 		hub:     newHub(cfg.Policy, cfg.Logger),
 		started: time.Now(),
+		// A small read buffer (a larger message is read through it in
+		// pieces) and a write buffer lent per write (sendq.go): an idle
+		// connection held 8 KiB of gorilla's buffers before.
 		upgrader: websocket.Upgrader{
-			ReadBufferSize:  4096,
+			ReadBufferSize:  1024,
 			WriteBufferSize: 4096,
+			WriteBufferPool: newWriteBufferPool(),
 		},
 	}
 	s.upgrader.CheckOrigin = s.originOK
