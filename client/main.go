@@ -6,6 +6,7 @@
 //	client broadcast -server URL -stream NAME (-rtp ADDR [-codec h264|vp8] [-rtp-audio ADDR] | -sdp FILE)
 //	client relay     -server URL -stream NAME [-capacity N]
 //	client watch     -server URL -stream NAME [-frames N] [-timeout D] [-json] [-capacity N]
+//	client load      -server URL[,URL…] -stream NAME -viewers N -rate R [-churn P/min] [-media M] [-duration D]
 package main
 
 import (
@@ -21,7 +22,7 @@ import (
 	"time"
 )
 
-const usage = `usage: client <broadcast|relay|watch> [flags]
+const usage = `usage: client <broadcast|relay|watch|load> [flags]
 
   broadcast  publish a stream: the demo clip, or -video FILE (.ivf VP8, .h264 Annex-B)
              and/or -audio FILE (.ogg Opus), looped; or live: -video - (IVF/H264
@@ -29,6 +30,9 @@ const usage = `usage: client <broadcast|relay|watch> [flags]
              from ffmpeg or GStreamer)
   relay      join a stream as a Go relay that forwards to -capacity children
   watch      watch headless; exits 0 after -frames complete video frames
+  load       simulate an audience: -viewers signaling-level peers at -rate joins/s
+             with -churn, and -media real viewers that must get complete frames;
+             prints joins/s, latencies, errors, the servers' memory and CPU
 
 Run 'client <command> -h' for the command's flags.`
 
@@ -47,6 +51,8 @@ func main() {
 		err = relay(ctx, os.Args[2:], os.Stderr)
 	case "watch":
 		err = watch(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	case "load":
+		err = loadTest(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Println(usage)
 		return

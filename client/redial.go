@@ -131,8 +131,8 @@ func finalError(err error, stream string, everJoined, retryNotFound bool) error 
 		if !everJoined {
 			return fmt.Errorf("stream %q already has a source: %w", stream, err)
 		}
-	case protocol.CodeBadMessage, protocol.CodeTooLarge, protocol.CodeState:
-		return err // this client and the server disagree: retrying repeats it
+	case protocol.CodeBadMessage, protocol.CodeTooLarge, protocol.CodeState, protocol.CodeUnavailable:
+		return err // this client and the server disagree, or it cannot serve us: retrying repeats it
 	}
 	return nil
 }

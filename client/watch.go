@@ -45,6 +45,7 @@ type watchReport struct {
 	DelayP99Millis   float64 `json:"delayP99Ms"`
 	ParentChanges    int     `json:"parentChanges"`
 	Seconds          float64 `json:"seconds"`
+	Private          bool    `json:"private"` // watched in private mode (asked for, or the server's -privacy)
 }
 
 func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -55,6 +56,7 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	timeout := fs.Duration("timeout", 30*time.Second, "give up if the frames have not arrived by then (0: no limit)")
 	asJSON := fs.Bool("json", false, "print the report as one JSON object")
 	record := fs.String("record", "", "write the video track to this file (.ivf for VP8, .h264 for H264)")
+	private := fs.Bool("private", false, "private mode: connect through the server's TURN relay only, so no other peer learns this host's address, and relay to nobody")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,7 +79,7 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		n, err := mesh.Dial(ctx, mesh.Config{
 			Server: c.server, Stream: c.stream, Role: protocol.RoleViewer, Capacity: c.capacity,
 			Token: c.token, LoopbackOnly: c.loopback, Logger: log, OnPacket: w.onPacket,
-			OnStats: w.addStats,
+			OnStats: w.addStats, Private: *private,
 			OnEvent: func(e mesh.Event) {
 				s.onEvent(e)
 				if e.Kind == mesh.EventParent {
@@ -125,7 +127,7 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	r := w.report()
-	r.Stream, r.Peer, r.Depth = c.stream, node.ID(), node.Depth()
+	r.Stream, r.Peer, r.Depth, r.Private = c.stream, node.ID(), node.Depth(), node.Private()
 	var s protocol.Stats
 	node.CollectStats(&s)
 	r.PacketsReceived, r.BytesReceived = s.PacketsReceived, s.BytesReceived
@@ -136,9 +138,13 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(r)
 	}
-	_, err = fmt.Fprintf(stdout, "stream %s: first frame %.0f ms, depth %d, %d frames (%d keyframes), %d audio packets, "+
+	mode := ""
+	if r.Private {
+		mode = " (private mode: through TURN only)"
+	}
+	_, err = fmt.Fprintf(stdout, "stream %s%s: first frame %.0f ms, depth %d, %d frames (%d keyframes), %d audio packets, "+
 		"%d packets lost, delay p50 %.1f ms p99 %.1f ms, stalled %.0f ms\n",
-		r.Stream, r.FirstFrameMillis, r.Depth, r.Frames, r.Keyframes, r.AudioPackets, r.PacketsLost,
+		r.Stream, mode, r.FirstFrameMillis, r.Depth, r.Frames, r.Keyframes, r.AudioPackets, r.PacketsLost,
 		r.DelayP50Millis, r.DelayP99Millis, r.StallMillis)
 	return err
 }

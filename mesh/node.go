@@ -64,6 +64,10 @@ func (e *ServerError) Error() string { return fmt.Sprintf("server: %s: %s", e.Co
 type Config struct {
 	// Server is the Canopy server's address, e.g. http://localhost:8080.
 	Server string
+	// Transport, if set, carries the node's signaling instead of a
+	// WebSocket to Server's /ws: how a server hosts nodes of its own over
+	// an in-process connection to its coordinator. The node closes it.
+	Transport Transport
 	// Stream is the stream to publish or join.
 	Stream string
 	// Role is source, relay or viewer (default viewer).
@@ -90,6 +94,12 @@ type Config struct {
 	// it refuses (see peer.Config.RemoteCandidateFilter); the server's own
 	// peers use it.
 	RemoteCandidateFilter func(addr netip.Addr, port int) bool
+	// Private, on a viewer, watches in private mode: every connection uses
+	// TURN relay candidates only, so no other peer learns this host's
+	// address, and the node feeds no children. The server must hand out
+	// TURN (it refuses the hello otherwise); a server whose -privacy
+	// covers the stream makes a viewer private even without it.
+	Private bool
 	// Forwarder tunes the GOP cache and burst for this node's children;
 	// the zero value is the default (4 MiB cache, 50 Mbps burst).
 	Forwarder peer.ForwarderOptions
@@ -151,6 +161,7 @@ type Node struct {
 	current  atomic.Pointer[upstreamConn] // n.cur, for other goroutines (Parent, keyframe requests)
 	offline  atomic.Bool
 	relayed  atomic.Uint64 // bytes handed to children's queues
+	private  bool          // private mode: relay candidates only (Config.Private or the welcome)
 	liveCh   chan *upstreamConn
 
 	// Owned by the run goroutine.
@@ -179,13 +190,21 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	sig, err := dialSignaling(ctx, cfg.Server)
-	if err != nil {
-		return nil, err
+	var sig *signaling
+	if cfg.Transport != nil {
+		sig = newSignaling(cfg.Transport)
+	} else {
+		var err error
+		if sig, err = dialSignaling(ctx, cfg.Server); err != nil {
+			return nil, err
+		}
 	}
 	hello := &protocol.Message{
 		Type: protocol.TypeHello, Version: protocol.Version, Role: cfg.Role, Kind: protocol.KindGo,
-		Stream: cfg.Stream, Capacity: cfg.Capacity, Token: cfg.Token,
+		Stream: cfg.Stream, Capacity: cfg.Capacity, Token: cfg.Token, Private: cfg.Private,
+	}
+	if cfg.Private {
+		hello.Capacity = 0 // the server would clamp it anyway
 	}
 	if cfg.Role == protocol.RoleSource {
 		hello.Tracks = cfg.Tracks
@@ -222,6 +241,7 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 		PublicIPs:    cfg.PublicIPs,
 
 		RemoteCandidateFilter: cfg.RemoteCandidateFilter,
+		RelayOnly:             cfg.Private || welcome.Private,
 	})
 	if err != nil {
 		sig.close()
@@ -238,6 +258,7 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 		leaveReq:    make(chan struct{}),
 		done:        make(chan struct{}),
 	}
+	n.private = cfg.Private || welcome.Private
 	n.setTracks(welcome.Tracks)
 	cfg.Reclaim.set(welcome.Reclaim)
 	n.wg.Add(1)
@@ -290,6 +311,10 @@ func (n *Node) setTracks(tracks []protocol.Track) {
 
 // ID is the node's peer id, assigned by the server.
 func (n *Node) ID() string { return n.id }
+
+// Private reports whether the node watches in private mode: asked for in
+// Config.Private, or made so by the server's policy.
+func (n *Node) Private() bool { return n.private }
 
 // Depth is the node's distance from the source (the source is 0).
 func (n *Node) Depth() int { return int(n.depth.Load()) }
@@ -368,7 +393,7 @@ func (n *Node) Close() error {
 // would. Tools and tests use it to exercise recovery.
 func (n *Node) Kill() {
 	n.stop(nil)
-	_ = n.sig.conn.Close()
+	abort(n.sig.conn)
 	n.wg.Wait()
 }
 

@@ -13,10 +13,11 @@ import (
 	"canopy/mesh/protocol"
 )
 
-// signaling is a peer's WebSocket to the server: one goroutine reads into
-// in, one writes from out, so callers never touch the socket.
+// signaling is a peer's connection to the server (a WebSocket, or the
+// Transport in Config): one goroutine reads into in, one writes from out,
+// so callers never touch the connection.
 type signaling struct {
-	conn *websocket.Conn
+	conn Transport
 	in   chan *protocol.Message
 	out  chan []byte
 
@@ -58,21 +59,26 @@ func dialSignaling(ctx context.Context, server string) (*signaling, error) {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
 	conn.SetReadLimit(protocol.MaxMessageSize)
+	return newSignaling(wsTransport{conn}), nil
+}
+
+// newSignaling starts the read and write loops over t.
+func newSignaling(t Transport) *signaling {
 	s := &signaling{
-		conn:   conn,
+		conn:   t,
 		in:     make(chan *protocol.Message, 64),
 		out:    make(chan []byte, 256),
 		closed: make(chan struct{}),
 	}
 	go s.readLoop()
 	go s.writeLoop()
-	return s, nil
+	return s
 }
 
 func (s *signaling) readLoop() {
 	defer close(s.in)
 	for {
-		_, data, err := s.conn.ReadMessage()
+		data, err := s.conn.Receive()
 		if err != nil {
 			s.err = err
 			s.close()
@@ -95,8 +101,7 @@ func (s *signaling) writeLoop() {
 	for {
 		select {
 		case data := <-s.out:
-			_ = s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if s.conn.WriteMessage(websocket.TextMessage, data) != nil {
+			if s.conn.Send(data) != nil {
 				s.close()
 				return
 			}
@@ -104,13 +109,10 @@ func (s *signaling) writeLoop() {
 			for {
 				select {
 				case data := <-s.out:
-					_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-					if s.conn.WriteMessage(websocket.TextMessage, data) != nil {
+					if s.conn.Send(data) != nil {
 						return
 					}
 				default:
-					_ = s.conn.WriteControl(websocket.CloseMessage,
-						websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 					return
 				}
 			}

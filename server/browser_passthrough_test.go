@@ -109,6 +109,11 @@ func frames(list [][2]any) []hashedFrame {
 	return out
 }
 
+// maxChainDelayMs bounds how much later than up a downstream tab may get a
+// frame: hops measured here take tens of ms, and up to ~1 s while a new
+// link's bandwidth estimate ramps up.
+const maxChainDelayMs = 3000
+
 // compareFrames checks that every frame of down after its first one that up
 // also has appears in up, in order and byte-identical (same hash), and
 // returns how many matched and the delays from up to down.
@@ -121,10 +126,14 @@ func compareFrames(up, down []hashedFrame) (matched, missing int, delays []float
 	for _, f := range down {
 		next := -1
 		for _, i := range index[f.Hash] {
-			// A looping clip repeats frames: take the latest copy up had
-			// before down did (50 ms allows for the two processes' clocks).
-			if i > last && up[i].At <= f.At+50 {
+			// A looping clip repeats frames, and a steady tone repeats
+			// identical Opus frames back to back: take the earliest copy
+			// not yet matched that up had within a hop chain's plausible
+			// delay before down did (50 ms allows for the two processes'
+			// clocks).
+			if i > last && up[i].At <= f.At+50 && up[i].At >= f.At-maxChainDelayMs {
 				next = i
+				break
 			}
 		}
 		switch {

@@ -32,8 +32,8 @@ func chromiumPath(t *testing.T) string {
 }
 
 // newBrowser starts a headless Chromium with the flags FIELD-NOTES verified
-// for WebRTC on loopback, and returns a tab context.
-func newBrowser(t *testing.T) context.Context {
+// for WebRTC on loopback, plus extra ones, and returns a tab context.
+func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath(t)),
@@ -51,6 +51,7 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
 		chromedp.WindowSize(1280, 800),
 	}
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelTab(); cancelAlloc() })

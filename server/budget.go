@@ -148,7 +148,7 @@ func forward(p, to *peerConn, sig *protocol.Signal, now time.Time) error {
 			return errEdgeBudget
 		}
 	}
-	if len(to.out) >= forwardHeadroom {
+	if to.out.len() >= forwardHeadroom {
 		return errPeerBusy
 	}
 	if to.budgets.inbound == nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/stun/v4"
 
+	"canopy/mesh"
 	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
@@ -148,7 +149,7 @@ func TestDemoIgnoresHostileCandidates(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			trap := newSTUNTrap(t)
-			_, url := startServer(t, tree.Config{SourceCapacity: 4})
+			srv, url := startServer(t, tree.Config{SourceCapacity: 4})
 			var own []int
 			if c.ownPort {
 				own = append(own, trap.port()) // stands for the server's TURN or mux port
@@ -157,7 +158,7 @@ func TestDemoIgnoresHostileCandidates(t *testing.T) {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				runDemo(ctx, demoConfig{server: url, stream: "demo", capacity: 4, loopbackOnly: c.loopbackOnly,
+				runDemo(ctx, demoConfig{connect: func() mesh.Transport { return srv.LocalTransport(nil) }, stream: "demo", capacity: 4, loopbackOnly: c.loopbackOnly,
 					candidates: newCandidatePolicy(c.loopbackOnly, own...), log: testLogger()})
 			}()
 			defer func() { cancel(); <-done }()

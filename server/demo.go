@@ -16,7 +16,9 @@ import (
 
 // demoConfig is what the built-in demo source needs.
 type demoConfig struct {
-	server       string
+	// connect opens the source's signaling: an in-process connection to the
+	// server's own coordinator (Server.LocalTransport).
+	connect      func() mesh.Transport
 	stream       string
 	capacity     int
 	loopbackOnly bool
@@ -36,7 +38,8 @@ type demoConfig struct {
 const demoStable = 10 * time.Second
 
 // runDemo publishes the embedded clip as a stream, through the server's own
-// signaling like any other source, and starts over if it is cut off.
+// signaling like any other source (in-process, so it counts against no
+// client address's limits), and starts over if it is cut off.
 func runDemo(ctx context.Context, cfg demoConfig) {
 	if cfg.reclaim == nil {
 		cfg.reclaim = new(mesh.Reclaim)
@@ -69,7 +72,7 @@ func publishDemo(ctx context.Context, cfg demoConfig) (up bool, err error) {
 		return false, err
 	}
 	mc := mesh.Config{
-		Server:       cfg.server,
+		Transport:    cfg.connect(),
 		Stream:       cfg.stream,
 		Role:         protocol.RoleSource,
 		Capacity:     cfg.capacity,

@@ -16,6 +16,7 @@ import (
 	"canopy/mesh"
 	"canopy/mesh/media"
 	"canopy/mesh/media/demo"
+	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
 )
@@ -32,7 +33,7 @@ func testLogger() *slog.Logger {
 // startServer runs a Canopy server on a loopback port for the test.
 func startServer(t testing.TB, policy tree.Config) (*Server, string) {
 	t.Helper()
-	s := NewServer(Config{Policy: policy, Logger: testLogger()})
+	s := NewServer(Config{Policy: policy, Logger: testLogger(), Hosted: peer.Config{LoopbackOnly: true}})
 	return s, serve(t, s)
 }
 

@@ -74,8 +74,9 @@ const (
 	// is more than one directory serves, and bounds what dev mode, where
 	// anyone may publish, lets an address-hopping client create.
 	DefaultMaxStreams = 1000
-	// DefaultMaxPeers: a connected viewer costs ~42.5 KB of signaling state
-	// (measured), so 20 000 is ~0.85 GB, and re-joining them all after a
+	// DefaultMaxPeers: an idle viewer's connection costs ~16 KB of heap and
+	// stacks (~24 KB resident; `client load`, README "Load"; ~46 KB before
+	// the send queue), so 20 000 is ~0.5 GB, and re-joining them all after a
 	// restart takes ~7 s at the measured ~3 k joins/s.
 	DefaultMaxPeers = 20_000
 	// DefaultReclaimGrace covers a source's reconnect back-off (0.5, 1, 2,

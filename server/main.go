@@ -21,6 +21,7 @@ import (
 
 	"github.com/pion/ice/v4"
 
+	"canopy/mesh"
 	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
@@ -45,7 +46,9 @@ func run(args []string) error {
 	loopback := fs.Bool("loopback-only", false, "restrict the in-process peers' ICE to loopback (tests, demos without a network)")
 	udpPort := fs.Int("udp-port", 0, "serve all of the server's in-process peers (the demo source) on this one UDP port (0: any ports)")
 	allowOrigin := fs.String("allow-origin", "", "comma-separated origins (https://site.example) trusted like the server's own pages: their pages may publish, relay and watch private streams; * allows any")
+	debugAddr := fs.String("debug-addr", "", "serve Go's profiler (/debug/pprof) on this address, e.g. 127.0.0.1:6060 (no auth: keep it private)")
 	embedOrigins := fs.String("embed-origins", "", "comma-separated origins where the player may be embedded (iframe frame-ancestors, the component's WebSocket origin); empty: any site, as a viewer that does not relay")
+	privacy := fs.String("privacy", "", "private mode by default: relay (every viewer) or relay:stream,… (those streams' viewers) connect through TURN only and relay to nobody; needs TURN")
 	sec := registerSecurityFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -74,27 +77,29 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Privacy, err = parsePrivacy(*privacy); err != nil {
+		return err
+	}
+	// A loopback-only server's peers are all on the host: its TURN relay
+	// must reach 127.0.0.1, or private viewers reach nobody (turnloopback.go).
+	sec.turnLimits.AllowLoopback = *loopback
+	// The in-process peers' one ICE port is the only place on the host the
+	// relay may reach: a private viewer under the demo source needs it.
+	sec.turnLimits.SelfPorts = []int{*udpPort}
 	turnSrv, err := sec.startTURN(fs, &cfg, log)
 	if err != nil {
 		return err
+	}
+	if cfg.Privacy.enabled() && cfg.TURN == nil {
+		return errors.New("-privacy needs TURN: the embedded relay (-turn, its port free) or -turn-url")
+	}
+	if cfg.Privacy.enabled() && *demo && *udpPort == 0 && !*loopback && turnSrv != nil {
+		log.Warn("-privacy without -udp-port: the embedded TURN relay cannot reach the demo source, so private viewers need a Go relay (client relay) to be fed")
 	}
 	if turnSrv != nil {
 		defer turnSrv.Close()
 		cfg.Collectors = append(cfg.Collectors, turnSrv.Collector())
 	}
-	srv := NewServer(cfg)
-
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("canopy listening", "addr", ln.Addr().String(), "url", "http://"+localURLHost(ln.Addr()))
-
 	var udpMux ice.UDPMux
 	if *udpPort != 0 {
 		opts := []ice.UDPMuxFromPortOption{ice.UDPMuxFromPortWithLoopback(), ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4)}
@@ -112,18 +117,41 @@ func run(args []string) error {
 	if *sec.publicIP != "" {
 		publicIPs = []string{*sec.publicIP}
 	}
-	if *demo {
-		// The demo's ICE never checks candidates that point into the
-		// server's network or at its own ports (candidates.go).
-		own := []int{portOf(ln.Addr()), *udpPort}
-		if turnSrv != nil {
-			own = append(own, portOf(turnSrv.Addr()))
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	// The server's own peers (the demo, WHIP and WHEP nodes) never check
+	// candidates that point into the server's network or at its own ports
+	// (candidates.go).
+	own := []int{portOf(ln.Addr()), *udpPort}
+	if turnSrv != nil {
+		own = append(own, portOf(turnSrv.Addr()))
+	}
+	candidates := newCandidatePolicy(*loopback, own...)
+	cfg.Hosted = peer.Config{LoopbackOnly: *loopback, UDPMux: udpMux, PublicIPs: publicIPs,
+		ICEServers: webrtcICEServers(cfg.ICEServers), RemoteCandidateFilter: candidates.allow}
+	srv := NewServer(cfg)
+	if *debugAddr != "" {
+		dbg, err := serveDebug(*debugAddr, log)
+		if err != nil {
+			return fmt.Errorf("-debug-addr: %w", err)
 		}
+		defer dbg.Close()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("canopy listening", "addr", ln.Addr().String(), "url", "http://"+localURLHost(ln.Addr()))
+
+	if *demo {
 		go runDemo(ctx, demoConfig{
-			candidates:   newCandidatePolicy(*loopback, own...),
+			candidates:   candidates,
 			udpMux:       udpMux,
 			publicIPs:    publicIPs,
-			server:       "http://" + localURLHost(ln.Addr()),
+			connect:      func() mesh.Transport { return srv.LocalTransport(nil) },
 			stream:       *demoStream,
 			capacity:     *sourceCap,
 			loopbackOnly: *loopback,
@@ -138,6 +166,7 @@ func run(args []string) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
+	srv.closeHosted()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
@@ -146,7 +175,7 @@ func run(args []string) error {
 	return nil
 }
 
-// localURLHost is an address the server's own in-process peers can dial:
+// localURLHost is an address to open the server at, for the log:
 // a wildcard listen address becomes loopback.
 func localURLHost(a net.Addr) string {
 	tcp, ok := a.(*net.TCPAddr)
@@ -210,7 +239,7 @@ func registerSecurityFlags(fs *flag.FlagSet) *securityFlags {
 		httpConnsPerIP: fs.Int("max-http-conns-per-ip", DefaultHTTPConnsPerIP, "open TCP connections per client address, WebSockets included (-1: no limit)"),
 		httpConns:      fs.Int("max-http-conns", 0, "open TCP connections in all (0: half the process's file limit; -1: no limit)"),
 		maxStreams:     fs.Int("max-streams", DefaultMaxStreams, "streams this server hosts at once; a new stream past it is refused (-1: no limit)"),
-		maxPeers:       fs.Int("max-peers", DefaultMaxPeers, "signaling connections (peers) in all, about 42.5 KB each; past it a peer is told the server is full (-1: no limit)"),
+		maxPeers:       fs.Int("max-peers", DefaultMaxPeers, "signaling connections (peers) in all, about 16 KB each when idle; past it a peer is told the server is full (-1: no limit)"),
 	}
 	l := &f.turnLimits
 	fs.IntVar(&l.MaxAllocations, "turn-max-allocations", 0, "allocations the embedded TURN relay holds in all (0: a quarter of the file limit, within 64-16384)")
@@ -303,6 +332,9 @@ func (f *securityFlags) startTURN(fs *flag.FlagSet, cfg *Config, log *slog.Logge
 	}
 	tc := f.turnLimits
 	tc.Listen, tc.RelayIP, tc.Secret, tc.Logger = net.JoinHostPort("", strconv.Itoa(*f.turnPort)), publicIP, secret, log
+	if tc.AllowLoopback && publicIP == nil {
+		tc.RelayIP = net.IPv4(127, 0, 0, 1) // relayed candidates a loopback-only host can reach
+	}
 	ts, err := StartTURN(tc)
 	if err != nil {
 		if explicit["turn-port"] {

@@ -58,7 +58,7 @@ func (s *Server) streamStats(c *gin.Context) {
 		return
 	}
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, co.statsView())
+	c.JSON(http.StatusOK, s.withPlayerViews(co.statsView()))
 }
 
 // census returns the present coordinators and the totals of the streams

@@ -11,8 +11,10 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
+	"canopy/server/whip"
 	"canopy/static"
 )
 
@@ -39,9 +41,19 @@ type Config struct {
 	// TURN, if set, issues each peer short-lived TURN credentials in its
 	// welcome. See turn.go.
 	TURN *TURNCredentials
+	// Hosted is the network of the nodes the server hosts itself (WHIP
+	// sources, WHEP relays): loopback for tests, a UDP mux, public IPs,
+	// STUN servers. See hosted.go.
+	Hosted peer.Config
+	// WHIPSessionsPerIP bounds WHIP plus WHEP sessions per client address
+	// (0: whip.DefaultMaxSessionsPerAddr).
+	WHIPSessionsPerIP int
 	// HTTP bounds TCP connections and plain HTTP requests; zero fields
 	// take defaults. See listener.go.
 	HTTP HTTPLimits
+	// Privacy makes private mode (relay-only ICE, no children) the
+	// default for some or all viewers. See privacy.go.
+	Privacy PrivacyConfig
 	// Collectors are more Prometheus collectors for /metrics (the embedded
 	// TURN relay's).
 	Collectors []prometheus.Collector
@@ -49,6 +61,9 @@ type Config struct {
 	// onMessage, if set, sees every decoded message before it is handled;
 	// tests use it to make one peer's handling panic.
 	onMessage func(*protocol.Message)
+	// onForward, if set, sees every signal the server forwards, as it
+	// forwards it (after privacy.go's filter); called under the stream's lock.
+	onForward func(from, to string, sig *protocol.Signal)
 }
 
 // Server is the directory: signaling, the per-stream coordinators, the
@@ -60,11 +75,14 @@ type Server struct {
 	upgrader websocket.Upgrader
 	engine   *gin.Engine
 	started  time.Time
-	guard    *guard       // auth and limits for /ws (ws.go)
-	gate     *gate        // the one admission decision of every entry point (gate.go)
-	peers    *peerSlots   // signaling connections against -max-peers (caps.go)
-	http     *http.Server // what Serve serves with (listener.go)
-	conns    *connTracker // open TCP connections per address and in all
+	guard    *guard        // auth and limits for /ws (ws.go)
+	gate     *gate         // the one admission decision of every entry point (gate.go)
+	peers    *peerSlots    // signaling connections against -max-peers (caps.go)
+	http     *http.Server  // what Serve serves with (listener.go)
+	conns    *connTracker  // open TCP connections per address and in all
+	whip     *whip.Handler // WHIP and WHEP (hosted.go); nil if they could not start
+
+	privacy *privacyPolicy // private mode (privacy.go)
 }
 
 // errNotFound is the API's answer for an unknown stream.
@@ -80,9 +98,13 @@ func NewServer(cfg Config) *Server {
 		log:     cfg.Logger,
 		hub:     newHub(cfg.Policy, cfg.Logger),
 		started: time.Now(),
+		// A small read buffer (a larger message is read through it in
+		// pieces) and a write buffer lent per write (sendq.go): an idle
+		// connection held 8 KiB of gorilla's buffers before.
 		upgrader: websocket.Upgrader{
-			ReadBufferSize:  4096,
+			ReadBufferSize:  1024,
 			WriteBufferSize: 4096,
+			WriteBufferPool: newWriteBufferPool(),
 		},
 	}
 	s.upgrader.CheckOrigin = s.originOK
@@ -91,6 +113,7 @@ func NewServer(cfg Config) *Server {
 	s.http = s.newHTTPServer()
 	s.guard = newGuard(cfg)
 	s.gate = newGate(s.guard.auth, cfg)
+	s.privacy = newPrivacyPolicy(cfg)
 	s.peers = &peerSlots{max: s.guard.lim.MaxPeers}
 	s.hub.maxStreams = s.guard.lim.MaxStreams
 	s.hub.names = newNameHolds(s.guard.lim.ReclaimGrace)
@@ -109,12 +132,16 @@ func NewServer(cfg Config) *Server {
 func (s *Server) routes(r *gin.Engine) {
 	s.embedRoutes(r) // first: its CORS middleware covers /static below (embed.go)
 	r.GET("/ws", s.handleWS)
+	s.whipRoutes(r) // /whip, /whep (hosted.go)
 	r.GET("/api/streams", s.listStreams)
 	r.GET("/api/streams/:id/tree", s.streamTree)
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
 	s.observe(r) // /metrics, /readyz, /stats/:stream, /api/streams/:id/stats (metrics.go)
 	r.GET("/", s.page("index.html"))
 	r.GET("/watch/:stream", s.streamPage("stream", "watch.html"))
+	// The publish page shows nothing of a stream until its WHIP request
+	// succeeds, which carries the publisher's token: no gate on the page.
+	r.GET("/publish/:stream", s.page("publish.html"))
 	r.StaticFS("/static", http.FS(static.FS))
 	r.NoRoute(func(c *gin.Context) { writeError(c, http.StatusNotFound, errNotFound) })
 }
@@ -185,5 +212,5 @@ func (s *Server) streamTree(c *gin.Context) {
 		writeError(c, http.StatusNotFound, errNotFound)
 		return
 	}
-	c.JSON(http.StatusOK, treeResponse{Stream: co.id, Live: co.info().Live, Nodes: co.snapshot()})
+	c.JSON(http.StatusOK, treeResponse{Stream: co.id, Live: co.info().Live, Nodes: s.withPlayers(co.id, co.snapshot())})
 }

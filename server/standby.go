@@ -47,9 +47,11 @@ type standbyLinks struct {
 const standbyAncestorWalk = 64
 
 // standbyRetries bounds how many peers without a standby each replan
-// retries: the plan is one departure plan each (~µs at 10⁵ nodes), and
-// joins, moves and live reports come often enough to reach them all.
-const standbyRetries = 32
+// retries: the plan is one departure plan each (a few µs), and joins,
+// moves and live reports come often enough to reach them all. With 32, a
+// stream of 20 000 Go peers that never proved themselves (so most had no
+// standby to find) spent ~45 µs per join on standby planning.
+const standbyRetries = 16
 
 func (s *standbyLinks) want(child string, none bool) {
 	if s.wanting == nil {
@@ -97,11 +99,11 @@ func standbyCapable(p *peerConn) bool {
 // tree.Standby never names the child's own descendant (it plans the real
 // departure, which places nobody below themselves; the tree's property
 // tests and TestStandbyPlanProperty check it). Called with c.mu held.
-func (c *coordinator) planStandby(child string) string {
+func (c *coordinator) planStandby(child string, plans standbyPlans) string {
 	if !standbyCapable(c.peers[child]) {
 		return ""
 	}
-	s := c.tree.Standby(child)
+	s := plans.of(c.tree, child)
 	if s == "" || !standbyCapable(c.peers[s]) {
 		return ""
 	}
@@ -113,6 +115,33 @@ func (c *coordinator) planStandby(child string) string {
 		return "" // s holds all the standby links it may (its capacity may have dropped)
 	}
 	return s
+}
+
+// mayWantStandby reports whether child, without a standby now, could get
+// one without a change near it: a Go peer placed below the source's
+// children (the source's children wait for a new source if it fails; a
+// queued peer is planned again when it is placed). Called with c.mu held.
+func (c *coordinator) mayWantStandby(child string) bool {
+	parent, placed := c.tree.Parent(child)
+	return placed && parent != "" && parent != c.tree.Source() && standbyCapable(c.peers[child])
+}
+
+// standbyPlans memoizes departure plans by parent within one replan:
+// siblings share their parent's plan (tree.StandbysOf), so a parent with 64
+// children is planned once, not 64 times.
+type standbyPlans map[string]map[string]string
+
+func (m standbyPlans) of(t *tree.Tree, child string) string {
+	parent, placed := t.Parent(child)
+	if !placed || parent == "" {
+		return ""
+	}
+	plan, ok := m[parent]
+	if !ok {
+		plan = t.StandbysOf(parent)
+		m[parent] = plan
+	}
+	return plan[child]
 }
 
 // heldBy lists the children id holds standby links for. Called with c.mu
@@ -164,8 +193,9 @@ func (c *coordinator) replanStandbys(changes []tree.Change, extra ...string) {
 			hops++
 		}
 	}
+	plans := make(standbyPlans)
 	for id := range todo {
-		c.restandby(id, c.planStandby(id))
+		c.restandby(id, c.planStandby(id, plans))
 	}
 	retries := 0
 	for id := range c.standby.wanting {
@@ -174,7 +204,7 @@ func (c *coordinator) replanStandbys(changes []tree.Change, extra ...string) {
 		}
 		if !todo[id] {
 			retries++
-			c.restandby(id, c.planStandby(id))
+			c.restandby(id, c.planStandby(id, plans))
 		}
 	}
 }
@@ -182,7 +212,7 @@ func (c *coordinator) replanStandbys(changes []tree.Change, extra ...string) {
 // restandby makes want child's standby parent, telling whoever the change
 // concerns. Called with c.mu held.
 func (c *coordinator) restandby(child, want string) {
-	c.standby.want(child, want == "" && standbyCapable(c.peers[child]))
+	c.standby.want(child, want == "" && c.mayWantStandby(child))
 	cur, had := c.standby.of[child]
 	if had && cur == want {
 		return

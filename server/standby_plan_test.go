@@ -2,10 +2,13 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
@@ -19,19 +22,58 @@ type standbyModel struct {
 	held  map[string]map[string]bool // parent → the standby children it was told
 }
 
-func (m *standbyModel) read(p *peerConn) error {
+// recordConn is a wireConn that keeps what the server writes.
+type recordConn struct {
+	mu   sync.Mutex
+	msgs [][]byte
+}
+
+func (r *recordConn) ReadMessage() (int, []byte, error) { return 0, nil, io.EOF }
+func (r *recordConn) WriteMessage(_ int, data []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, data)
+	return nil
+}
+func (r *recordConn) WriteControl(int, []byte, time.Time) error { return nil }
+func (r *recordConn) SetReadLimit(int64)                        {}
+func (r *recordConn) SetReadDeadline(time.Time) error           { return nil }
+func (r *recordConn) SetWriteDeadline(time.Time) error          { return nil }
+func (r *recordConn) SetPongHandler(func(string) error)         {}
+func (r *recordConn) Close() error                              { return nil }
+
+// take waits until p's queue is written out and returns what was written
+// since the last take.
+func (r *recordConn) take(p *peerConn) [][]byte {
 	for {
-		select {
-		case data := <-p.out:
-			msg, err := protocol.Decode(data)
-			if err != nil {
-				return fmt.Errorf("%s was sent an invalid message: %v", p.id, err)
-			}
-			m.apply(p.id, msg)
-		default:
-			return nil
+		p.out.mu.Lock()
+		idle := len(p.out.msgs) == 0 && !p.out.writing
+		p.out.mu.Unlock()
+		if idle {
+			break
 		}
+		time.Sleep(50 * time.Microsecond)
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.msgs
+	r.msgs = nil
+	return out
+}
+
+func newTestPeer(hello *protocol.Message) *peerConn {
+	return &peerConn{id: newPeerID(), log: testLogger(), conn: &recordConn{}, closed: make(chan struct{}), hello: hello}
+}
+
+func (m *standbyModel) read(p *peerConn) error {
+	for _, data := range p.conn.(*recordConn).take(p) {
+		msg, err := protocol.Decode(data)
+		if err != nil {
+			return fmt.Errorf("%s was sent an invalid message: %v", p.id, err)
+		}
+		m.apply(p.id, msg)
+	}
+	return nil
 }
 
 func (m *standbyModel) apply(to string, msg *protocol.Message) {
@@ -78,7 +120,7 @@ func standbyPlanRun(t *testing.T, seed uint64) {
 		if role == protocol.RoleSource {
 			hello.Tracks = []protocol.Track{{ID: "video", Kind: "video", MimeType: "video/VP8", ClockRate: 90000}}
 		}
-		p := &peerConn{id: newPeerID(), log: testLogger(), out: make(chan []byte, 1<<14), closed: make(chan struct{}), hello: hello}
+		p := newTestPeer(hello)
 		if err := c.join(p, hello); err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +209,7 @@ func BenchmarkCoordinatorJoinStandby(b *testing.B) {
 		if role == protocol.RoleSource {
 			hello.Tracks = []protocol.Track{{ID: "video", Kind: "video", MimeType: "video/VP8", ClockRate: 90000}}
 		}
-		return &peerConn{id: newPeerID(), log: testLogger(), out: make(chan []byte, sendBuffer), closed: make(chan struct{}), hello: hello}
+		return newTestPeer(hello)
 	}
 	src := mk(protocol.RoleSource, 4)
 	if err := c.join(src, src.hello); err != nil {
@@ -187,11 +229,11 @@ func BenchmarkCoordinatorJoinStandby(b *testing.B) {
 			b.Fatal(err)
 		}
 		if i%32 == 31 { // peers read their messages: queues stay short
+			b.StopTimer()
 			for _, q := range append(peers[:i+1:i+1], src) {
-				for len(q.out) > 0 {
-					<-q.out
-				}
+				q.conn.(*recordConn).take(q)
 			}
+			b.StartTimer()
 		}
 	}
 	b.StopTimer()

@@ -97,6 +97,19 @@ type TURNConfig struct {
 	// networks. The host's own addresses are refused whatever it says
 	// (see peerPolicy).
 	AllowPeer func(net.IP) bool
+	// AllowLoopback lets allocations reach loopback addresses, which are
+	// the host's own, at any port but the relay's: for a server whose
+	// peers all run on the host (-loopback-only: tests, a demo on a laptop
+	// without a network), where a private viewer's relayed candidate must
+	// reach a parent on 127.0.0.1. Never on a server with a network: every
+	// local service listening on loopback becomes reachable through it.
+	AllowLoopback bool
+	// SelfPorts are UDP ports at which the relay may reach the host's own
+	// addresses: the ICE port of the server's in-process peers (-udp-port),
+	// so a private viewer, which connects only through the relay, can be
+	// fed by the demo source or a WHIP/WHEP node. Nothing else on the host
+	// becomes reachable.
+	SelfPorts []int
 	// UserQuota, AddrQuota: allocations one credential and one client
 	// address (IPv6: its /64) may hold; 0 means the defaults, negative no
 	// limit. MaxAllocations caps the whole relay (0: derived from the
@@ -144,6 +157,10 @@ func StartTURN(cfg TURNConfig) (*TURNServer, error) {
 		listenIP = a.IP
 	}
 	policy := newPeerPolicy(cfg.AllowPeer, cfg.RelayNet, relayIP, listenIP)
+	if cfg.AllowLoopback {
+		policy.allowLoopback(portOf(conn.LocalAddr()))
+	}
+	policy.allowSelfPorts(cfg.SelfPorts)
 	lim := newTURNLimits(cfg, policy, log)
 	srv, err := turn.NewServer(turn.ServerConfig{
 		Realm:         turnRealm,

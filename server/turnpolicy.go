@@ -89,6 +89,11 @@ type peerPolicy struct {
 	allow  func(net.IP) bool
 	fixed  []netip.Addr
 	ifaces func() ([]net.Addr, error)
+	// The exceptions for the server's own peers (turnself.go): loopback
+	// peers at any port but ownPort, the host's addresses at selfPorts.
+	loopback  bool
+	ownPort   int
+	selfPorts map[int]bool
 
 	mu   sync.Mutex
 	self map[netip.Addr]bool
@@ -124,14 +129,9 @@ func newPeerPolicy(allow func(net.IP) bool, relayNet transport.Net, fixed ...net
 	return p
 }
 
-// permit reports whether an allocation may reach ip.
-func (p *peerPolicy) permit(ip net.IP) bool {
-	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return false
-	}
-	return !p.isSelf(a.Unmap()) && p.allow(ip)
-}
+// permit reports whether an allocation may reach ip (at some port: a
+// permission; turnself.go).
+func (p *peerPolicy) permit(ip net.IP) bool { return p.permitPort(ip, 0) }
 
 // permitAddr checks a transport address before the relay opens or writes
 // to it: the same rules as permit. It runs again at send and dial time so
@@ -140,9 +140,9 @@ func (p *peerPolicy) permit(ip net.IP) bool {
 func (p *peerPolicy) permitAddr(addr net.Addr) bool {
 	switch a := addr.(type) {
 	case *net.UDPAddr:
-		return p.permit(a.IP)
+		return p.permitPort(a.IP, a.Port)
 	case *net.TCPAddr:
-		return p.permit(a.IP)
+		return p.permitPort(a.IP, a.Port)
 	}
 	return false
 }

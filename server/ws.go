@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -53,8 +54,9 @@ func newGuard(cfg Config) *guard {
 type peerConn struct {
 	id         string
 	log        *slog.Logger
-	conn       *websocket.Conn
-	out        chan []byte
+	conn       wireConn                   // a WebSocket, or the pipe of a node hosted in-process (local.go)
+	out        sendQueue                  // written by a flush goroutine (sendq.go)
+	pinger     atomic.Pointer[time.Timer] // pings every PingInterval
 	iceServers []protocol.ICEServer
 	lim        Limits
 	// grant is the credential verified on the upgrade request, if any;
@@ -66,6 +68,10 @@ type peerConn struct {
 	origin originClass
 	// reclaim is the secret a source is handed in its welcome (caps.go).
 	reclaim string
+	// private: a viewer in private mode, set at admission (privacy.go).
+	private bool
+	// onForward is Config.onForward, for tests.
+	onForward func(from, to string, sig *protocol.Signal)
 	// stats is the peer's last report; guarded by its coordinator's mu.
 	stats protocol.Stats
 	// budgets bound the signals it sends along each edge and receives
@@ -91,54 +97,21 @@ func (p *peerConn) send(m *protocol.Message) {
 		p.log.Error("encode", "type", m.Type, "err", err)
 		return
 	}
-	select {
-	case <-p.closed:
-	case p.out <- data:
-	default:
-		p.log.Warn("signaling send buffer full; disconnecting")
-		p.close()
-	}
+	p.sendData(data)
 }
 
+// close ends the connection: what is queued is written, then a close
+// frame, then the socket closes (flush, sendq.go).
 func (p *peerConn) close() {
-	p.closeOnce.Do(func() { close(p.closed) })
-}
-
-// writeLoop owns every write to the socket (gorilla allows one writer).
-func (p *peerConn) writeLoop() {
-	ping := time.NewTicker(p.lim.PingInterval)
-	defer ping.Stop()
-	defer p.conn.Close()
-	for {
-		select {
-		case data := <-p.out:
-			_ = p.conn.SetWriteDeadline(time.Now().Add(p.lim.WriteTimeout))
-			if err := p.conn.WriteMessage(websocket.TextMessage, data); err != nil {
-				p.close()
-				return
-			}
-		case <-ping.C:
-			if err := p.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(p.lim.WriteTimeout)); err != nil {
-				p.close()
-				return
-			}
-		case <-p.closed:
-			// Flush what is queued (an error reply, a final detach), then close.
-			for {
-				select {
-				case data := <-p.out:
-					_ = p.conn.SetWriteDeadline(time.Now().Add(p.lim.WriteTimeout))
-					if p.conn.WriteMessage(websocket.TextMessage, data) != nil {
-						return
-					}
-				default:
-					_ = p.conn.WriteControl(websocket.CloseMessage,
-						websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-					return
-				}
-			}
+	p.closeOnce.Do(func() {
+		close(p.closed)
+		if t := p.pinger.Load(); t != nil {
+			t.Stop()
 		}
-	}
+		p.out.mu.Lock()
+		p.startWriter()
+		p.out.mu.Unlock()
+	})
 }
 
 // handleWS admits the request (per-address limits, then the token if one
@@ -152,10 +125,10 @@ func (s *Server) handleWS(c *gin.Context) {
 		writeError(c, http.StatusTooManyRequests, err)
 		return
 	}
-	defer release()
 	var gr *grant
 	if tok, ok := requestToken(c.Request); ok {
 		if gr, err = g.auth.verify(tok); err != nil {
+			release()
 			c.Header("WWW-Authenticate", `Bearer error="invalid_token"`)
 			writeError(c, http.StatusUnauthorized, errBadToken)
 			return
@@ -163,23 +136,25 @@ func (s *Server) handleWS(c *gin.Context) {
 	}
 	conn, err := s.upgrader.Upgrade(c.Writer, c.Request, nil)
 	if err != nil {
+		release()
 		return // the upgrader has written the HTTP error
 	}
 	releasePeer, ok := s.peers.acquire()
 	if !ok {
+		release()
 		// Told over the socket, so every client can show why.
 		refuseSocket(conn, g.lim.WriteTimeout, fmt.Errorf("%w (%d); try again later", errTooManyPeers, s.peers.max))
 		return
 	}
-	defer releasePeer()
 	p := &peerConn{
 		id:     newPeerID(),
 		conn:   conn,
-		out:    make(chan []byte, sendBuffer),
 		closed: make(chan struct{}),
 		lim:    g.lim,
 		grant:  gr,
 		origin: s.gate.classify(c.Request),
+
+		onForward: s.cfg.onForward,
 	}
 	p.iceServers = s.cfg.ICEServers
 	if g.turn != nil {
@@ -187,8 +162,18 @@ func (s *Server) handleWS(c *gin.Context) {
 			g.turn.ICEServer(p.id, c.Request.Host, time.Now()))
 	}
 	p.log = s.log.With("peer", p.id, "remote", c.Request.RemoteAddr)
-	go p.writeLoop()
-	s.session(c.Request.Context(), p)
+	p.startPings()
+	// The session outlives the handler: once it returns, net/http lets go
+	// of the HTTP connection's write buffer, the request and gin's context
+	// (~8 KB a connection), and the session starts on a fresh, shallow
+	// stack. Nothing of c may be used past this point. The request's
+	// context would end with the handler; a hijacked connection's never
+	// ended before it anyway.
+	go func() {
+		defer release()
+		defer releasePeer()
+		s.session(context.Background(), p)
+	}()
 }
 
 // refuseSocket sends one error message on a fresh connection and closes it
@@ -315,7 +300,7 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 				p.send(protocol.Errorf(protocol.CodeUnauthorized, "%v", err))
 				continue
 			}
-			coord.setCapacity(p, capacity)
+			coord.setCapacity(p, privateCapacity(p, capacity))
 		case protocol.TypePromote:
 			if coord == nil {
 				p.send(protocol.Errorf(protocol.CodeState, "promote before hello"))
@@ -376,6 +361,10 @@ func (s *Server) admit(p *peerConn, hello *protocol.Message) error {
 		p.log.Info("capacity clamped by token", "claimed", hello.Capacity, "allowed", capacity)
 		hello.Capacity = capacity
 	}
+	if err := s.privacy.admit(p, hello); err != nil {
+		s.hub.refused(hello.Stream, hello.Role, outcomeRefused)
+		return err
+	}
 	p.grant, p.hello = gr, hello
 	return nil
 }
@@ -398,6 +387,8 @@ func errorCode(err error) string {
 		return protocol.CodeNotFound
 	case errors.Is(err, ErrOrigin):
 		return protocol.CodeUnauthorized
+	case errors.Is(err, errPrivateNeedsTURN):
+		return protocol.CodeUnavailable
 	case errors.Is(err, tree.ErrSourcePresent):
 		return protocol.CodeStreamTaken
 	case errors.Is(err, tree.ErrInvalid), errors.Is(err, tree.ErrExists):

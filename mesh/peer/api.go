@@ -52,6 +52,11 @@ type Config struct {
 	// network or its own ports. Addresses come unmapped, without a zone;
 	// candidates named by a host name (mDNS) are refused. Nil allows all.
 	RemoteCandidateFilter func(addr netip.Addr, port int) bool
+	// RelayOnly gathers and uses TURN relay candidates only (ICE transport
+	// policy relay): a viewer in private mode, whose neighbours then see
+	// the relay's address, never its own. It needs a TURN server in
+	// ICEServers, or nothing connects.
+	RelayOnly bool
 }
 
 // API builds PeerConnections that share one codec, interceptor and network
@@ -67,6 +72,7 @@ type API struct {
 	me      *webrtc.MediaEngine
 	sendReg *interceptor.Registry
 	se      webrtc.SettingEngine
+	recvReg *interceptor.Registry // the receiving side's, for NewIngestPeerConnection
 }
 
 // Receive windows, in packets. A hop retransmits a lost packet with its
@@ -202,7 +208,7 @@ func NewAPI(cfg Config) (*API, error) {
 	}
 
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
-	return &API{api: api, cfg: cfg, logger: logger, me: me, sendReg: sendReg, se: se}, nil
+	return &API{api: api, cfg: cfg, logger: logger, me: me, sendReg: sendReg, se: se, recvReg: reg}, nil
 }
 
 // newConn wraps a PeerConnection of this API's in a conn that applies the
@@ -214,7 +220,17 @@ func (a *API) newConn(pc *webrtc.PeerConnection, send func(protocol.Signal), log
 }
 
 func (a *API) newPeerConnection() (*webrtc.PeerConnection, error) {
-	return a.api.NewPeerConnection(webrtc.Configuration{ICEServers: a.cfg.ICEServers})
+	return a.api.NewPeerConnection(a.configuration())
+}
+
+// configuration is every PeerConnection's: the ICE servers, and the relay
+// policy in private mode.
+func (a *API) configuration() webrtc.Configuration {
+	c := webrtc.Configuration{ICEServers: a.cfg.ICEServers}
+	if a.cfg.RelayOnly {
+		c.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	}
+	return c
 }
 
 // newSendingPeerConnection builds a PeerConnection whose UDP sockets batch
@@ -239,7 +255,7 @@ func (a *API) newSendingPeerConnection() (*webrtc.PeerConnection, *batchNet, err
 		se.SetNet(bn)
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(a.me), webrtc.WithInterceptorRegistry(a.sendReg), webrtc.WithSettingEngine(se))
-	pc, err := api.NewPeerConnection(webrtc.Configuration{ICEServers: a.cfg.ICEServers})
+	pc, err := api.NewPeerConnection(a.configuration())
 	return pc, bn, err
 }
 

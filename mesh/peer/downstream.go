@@ -60,6 +60,26 @@ func (a *API) newDownstream(childID string, fwds []*Forwarder, send func(protoco
 }
 
 func (d *Downstream) setup(fwds []*Forwarder) error {
+	if err := d.addTracks(fwds, true); err != nil {
+		return err
+	}
+	offer, err := d.pc.CreateOffer(nil)
+	if err != nil {
+		return fmt.Errorf("peer: create offer: %w", err)
+	}
+	if err := d.pc.SetLocalDescription(offer); err != nil {
+		return fmt.Errorf("peer: set local offer: %w", err)
+	}
+	if !setICECheckInterval(d.pc, iceCheckInterval) {
+		d.logger.Debug("pion's ICE check interval not found; keeping its default")
+	}
+	d.sendDescription(protocol.SignalOffer, d.pc.LocalDescription())
+	return nil
+}
+
+// addTracks adds one send-only track per Forwarder, narrowed to its codec
+// when narrow is set (an offer: the child is promised only that codec).
+func (d *Downstream) addTracks(fwds []*Forwarder, narrow bool) error {
 	d.pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(p *webrtc.ICECandidatePair) {
 		direct := p != nil && p.Local != nil && p.Local.Protocol == webrtc.ICEProtocolUDP && p.Local.Typ != webrtc.ICECandidateTypeRelay
 		d.direct.Store(direct)
@@ -78,23 +98,14 @@ func (d *Downstream) setup(fwds []*Forwarder) error {
 		if err != nil {
 			return fmt.Errorf("peer: add track %s: %w", f.track.ID, err)
 		}
-		if err := tr.SetCodecPreferences(prefs); err != nil {
-			return fmt.Errorf("peer: codec preferences %s: %w", f.track.ID, err)
+		if narrow {
+			if err := tr.SetCodecPreferences(prefs); err != nil {
+				return fmt.Errorf("peer: codec preferences %s: %w", f.track.ID, err)
+			}
 		}
 		d.wg.Add(1)
 		go d.readRTCP(tr.Sender(), dt)
 	}
-	offer, err := d.pc.CreateOffer(nil)
-	if err != nil {
-		return fmt.Errorf("peer: create offer: %w", err)
-	}
-	if err := d.pc.SetLocalDescription(offer); err != nil {
-		return fmt.Errorf("peer: set local offer: %w", err)
-	}
-	if !setICECheckInterval(d.pc, iceCheckInterval) {
-		d.logger.Debug("pion's ICE check interval not found; keeping its default")
-	}
-	d.sendDescription(protocol.SignalOffer, d.pc.LocalDescription())
 	return nil
 }
 

@@ -121,6 +121,10 @@ const (
 	// edge's, or the receiving peer's) was dropped, not forwarded; the
 	// connection stays up. Slow down.
 	CodeRateLimited = "rate_limited"
+	// CodeUnavailable: the server cannot serve the request as asked (private
+	// mode on a server without TURN); asking again will not help. The
+	// server closes.
+	CodeUnavailable = "unavailable"
 )
 
 // Track describes one media track of a stream, as the source declares it.
@@ -179,6 +183,12 @@ type Message struct {
 	Capacity int     `json:"capacity,omitempty"`
 	Token    string  `json:"token,omitempty"`
 	Tracks   []Track `json:"tracks,omitempty"` // hello from a source; welcome
+	// Private, on a viewer's hello, asks for private mode: the viewer
+	// connects only through TURN relay candidates (ICE transport policy
+	// relay), so no other peer learns its address, and it feeds no
+	// children. On a welcome it says the viewer is in private mode, asked
+	// for or by the server's policy (-privacy). See server/privacy.go.
+	Private bool `json:"private,omitempty"`
 
 	// Passthrough, on a browser's hello, says it relays the encoded frames it
 	// receives unchanged (no decode, no encode), so its hop does not count
@@ -374,6 +384,9 @@ func (m *Message) validateHello() error {
 	}
 	if len(m.Reclaim) > MaxReclaimLength {
 		return invalid("reclaim longer than %d", MaxReclaimLength)
+	}
+	if m.Private && m.Role != RoleViewer {
+		return invalid("only a viewer watches in private mode")
 	}
 	if m.Passthrough && (m.Kind != KindBrowser || m.Role == RoleSource) {
 		return invalid("only a relaying browser declares passthrough")

@@ -369,3 +369,32 @@ func TestReclaimBounded(t *testing.T) {
 		}
 	}
 }
+
+// Private mode is a viewer's: its hello asks for it, a welcome confirms
+// it, and a source or relay that claims it is refused (it would feed
+// children through TURN alone, or promise a place it cannot keep).
+func TestPrivateHello(t *testing.T) {
+	m, err := Decode([]byte(hello(`,"private":true`)))
+	if err != nil || !m.Private {
+		t.Fatalf("private viewer hello: %v %+v", err, m)
+	}
+	w, err := Decode([]byte(`{"type":"welcome","id":"p1","stream":"demo","private":true}`))
+	if err != nil || !w.Private {
+		t.Fatalf("private welcome: %v %+v", err, w)
+	}
+	data, err := Encode(&Message{Type: TypeHello, Version: Version, Role: RoleViewer, Kind: KindGo, Stream: "s"})
+	if err != nil || strings.Contains(string(data), "private") {
+		t.Fatalf("a plain hello carries no private field: %s %v", data, err)
+	}
+	for _, in := range []string{
+		`{"type":"hello","v":1,"role":"relay","kind":"go","stream":"demo","capacity":4,"private":true}`,
+		sourceHello(videoTrack)[:len(sourceHello(videoTrack))-1] + `,"private":true}`,
+	} {
+		if _, err := Decode([]byte(in)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", in, err)
+		}
+	}
+	if _, err := Decode([]byte(hello(`,"private":1`))); !errors.Is(err, ErrMalformed) {
+		t.Errorf("private as a number: %v, want ErrMalformed", err)
+	}
+}

@@ -70,3 +70,20 @@ func (t *Tree) Capacity(id string) int {
 	}
 	return 0
 }
+
+// StandbysOf returns Standby for each child of id, from one departure
+// plan: what each would get if id crashed now. Nil for unknown ids, for
+// the source's children (they would wait for a new source) and for a node
+// without children.
+func (t *Tree) StandbysOf(id string) map[string]string {
+	n := t.nodes[id]
+	if n == nil || !n.placed || n == t.root || len(n.children) == 0 {
+		return nil
+	}
+	p := t.planLeave(n)
+	out := make(map[string]string, len(n.children))
+	for _, c := range n.children {
+		out[c.id] = idOf(p.vpar[c])
+	}
+	return out
+}

@@ -80,6 +80,9 @@ func TestAdoptStandbyKeepsInvariants(t *testing.T) {
 		default:
 			id := ids[rng.IntN(len(ids))]
 			s := tr.Standby(id)
+			if parent, _ := tr.Parent(id); tr.StandbysOf(parent)[id] != s {
+				t.Fatalf("op %d: StandbysOf(%s)[%s] = %q, Standby = %q", i, parent, id, tr.StandbysOf(parent)[id], s)
+			}
 			if s == "" {
 				continue
 			}

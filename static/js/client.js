@@ -62,6 +62,8 @@ export const REPORT_INTERVAL_MS = 5000;
  * @property {number} [capacity] children this tab offers to feed; DEFAULT_RELAY_CAPACITY by default, 0 opts out
  * @property {string} [token]
  * @property {boolean} [passthrough] false relays by re-encoding even where pass-through works
+ * @property {boolean} [private] private mode: connect through TURN relay candidates only, so no other
+ *   peer learns this browser's address, and relay to nobody (the server enforces both)
  */
 
 /** Counters of one connection, summed over its RTP streams. */
@@ -94,12 +96,16 @@ export class CanopyClient extends EventTarget {
     this.kind = opts.kind ?? Kind.BROWSER;
     this.capacity = opts.capacity ?? DEFAULT_RELAY_CAPACITY;
     this.token = opts.token;
+    /** Private mode: relay-only ICE and no children; asked for, or set by the server's welcome. */
+    this.private = !!opts.private;
+    if (this.private) this.capacity = 0;
     /**
      * The pass-through relay (Chromium), null where this tab relays by
-     * re-encoding. Started at once so its worker runs before the first hello.
+     * re-encoding (or never relays: private mode). Started at once so its
+     * worker runs before the first hello.
      * @type {PassthroughRelay|null}
      */
-    this.relay = opts.passthrough === false ? null : PassthroughRelay.create();
+    this.relay = opts.passthrough === false || this.private ? null : PassthroughRelay.create();
 
     /** @type {State} */
     this.state = 'connecting';
@@ -194,6 +200,7 @@ export class CanopyClient extends EventTarget {
    * @param {number} capacity
    */
   setCapacity(capacity) {
+    if (this.private) capacity = 0; // a private viewer relays to nobody
     if (capacity === this.capacity) return;
     this.capacity = capacity;
     if (this.state === 'closed' || !this._started) return;
@@ -224,8 +231,8 @@ export class CanopyClient extends EventTarget {
       // The hello says how this tab relays: wait for the relay's worker.
       void (this.relay?.started ?? Promise.resolve()).then(() => this._send({
         type: Type.HELLO, v: VERSION, role: this.role, kind: this.kind,
-        stream: this.streamName, capacity: this.capacity, token: this.token,
-        passthrough: this.relayMode === 'pass-through',
+        stream: this.streamName, capacity: this.capacity, token: this.token, private: this.private,
+        passthrough: !this.private && this.relayMode === 'pass-through',
       }, ws));
     };
     ws.onmessage = (ev) => {
@@ -271,6 +278,10 @@ export class CanopyClient extends EventTarget {
         this.id = msg.id ?? null;
         this.iceServers = msg.iceServers ?? [];
         this.tracks = msg.tracks ?? [];
+        if (msg.private) { // the server's -privacy: keep to it on reconnects too
+          this.private = true;
+          this.capacity = 0;
+        }
         this.dispatchEvent(new CustomEvent('welcome', { detail: msg }));
         if (this.state === 'offline' && this.reason === 'stream not found') this._setState('connecting');
         return;
@@ -316,10 +327,11 @@ export class CanopyClient extends EventTarget {
         const code = msg.code ?? Code.INTERNAL;
         const reason = msg.reason ?? '';
         this.dispatchEvent(new CustomEvent('error', { detail: { code, reason } }));
-        if (code === Code.UNAUTHORIZED) {
-          // The server closes after this; the same token would be refused again.
+        if (code === Code.UNAUTHORIZED || code === Code.UNAVAILABLE) {
+          // The server closes after this; the same token (or a private
+          // hello to a server without TURN) would be refused again.
           this._refused = true;
-          this._setState(this._wasLive ? 'ended' : 'offline', `not authorized: ${reason}`);
+          this._setState(this._wasLive ? 'ended' : 'offline', code === Code.UNAVAILABLE ? reason : `not authorized: ${reason}`);
           return;
         }
         if (code === Code.NOT_FOUND) {
@@ -352,7 +364,9 @@ export class CanopyClient extends EventTarget {
         'joining the tree');
     }
     this.dispatchEvent(new CustomEvent('parentchange', { detail: { parent: peer, depth } }));
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    // Private mode: relay candidates only, so the parent sees the TURN
+    // server's address, never this browser's.
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, iceTransportPolicy: this.private ? 'relay' : 'all' });
     this.pc = pc;
     this._incoming = new Map();
     this._pending = [];

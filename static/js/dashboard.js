@@ -19,7 +19,7 @@
  * @property {string} id
  * @property {string} parent
  * @property {'source'|'relay'|'viewer'} role
- * @property {'go'|'browser'} kind
+ * @property {'go'|'browser'|'whep'} kind  whep: a WHEP player, child of the server's relay
  * @property {number} capacity
  * @property {number} depth
  * @property {boolean} [queued]
@@ -198,6 +198,7 @@ function nodeTitle(n) {
 function glyph(n) {
   if (n.role === 'source') return 'S';
   if (n.role === 'relay') return 'R';
+  if (n.kind === 'whep') return 'W';
   return n.kind === 'browser' ? 'B' : 'V';
 }
 

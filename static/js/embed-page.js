@@ -1,4 +1,5 @@
-// The iframe player: /embed/<stream>?muted=1&autoplay=1&controls=1&relay=0.
+// The iframe player: /embed/<stream>?muted=1&autoplay=1&controls=1&relay=0
+// (&private=1: private mode, through the server's TURN relay only).
 // One full-window <canopy-player>; its events are also posted to the parent
 // window as {source: 'canopy', event, stream, detail} (and a 'stats' message
 // every second), so the embedding page can follow the player without
@@ -14,7 +15,7 @@ function main() {
   const params = new URLSearchParams(location.search);
   const stream = streamFromPath();
   const player = /** @type {CanopyPlayer} */ (document.createElement('canopy-player'));
-  for (const name of ['muted', 'autoplay', 'controls', 'relay', 'stats']) {
+  for (const name of ['muted', 'autoplay', 'controls', 'relay', 'stats', 'private']) {
     const v = params.get(name);
     if (v !== null) player.setAttribute(name, v === '' ? '1' : v);
   }

@@ -11,7 +11,9 @@
 // remembered choice or the connection decides), stats ("1" shows the
 // figures panel at start), token (a viewing token, for a private stream),
 // passthrough ("0" relays by re-encoding even in a browser that can pass
-// frames through; for comparisons).
+// frames through; for comparisons),
+// private ("1" watches in private mode: through the server's TURN relay
+// only, so no other viewer learns this one's address, and never relaying).
 
 import { CanopyClient } from './client.js';
 import { validID } from './protocol.js';
@@ -72,6 +74,7 @@ const TEMPLATE = `
       <dt>video</dt><dd id="p-video">—</dd>
       <dt>relaying to</dt><dd id="p-relay">—</dd>
       <dt>relay mode</dt><dd id="p-mode">—</dd>
+      <dt>address</dt><dd id="p-privacy" title="Private mode: you connect through the server's TURN relay, so no other viewer learns your network address">—</dd>
     </dl>
   </div>
   <div class="controls" part="controls">
@@ -107,7 +110,7 @@ function adoptStyle(root) {
 }
 
 export class CanopyPlayer extends HTMLElement {
-  static get observedAttributes() { return ['stream', 'server', 'relay']; }
+  static get observedAttributes() { return ['stream', 'server', 'relay', 'private']; }
 
   constructor() {
     super();
@@ -123,6 +126,7 @@ export class CanopyPlayer extends HTMLElement {
       title: $('title'), detail: $('detail'), badge: $('badge'), hint: $('hint'), panel: $('panel'),
       mute: $('mute'), stats: $('stats'), fullscreen: $('fullscreen'),
       latency: $('p-latency'), bitrate: $('p-bitrate'), depth: $('p-depth'), res: $('p-video'), relay: $('p-relay'), mode: $('p-mode'),
+      privacy: $('p-privacy'),
       play: /** @type {HTMLElement} */ (root.querySelector('.play')),
     };
     /** The client playing the stream; null until started. @type {CanopyClient|null} */
@@ -145,8 +149,12 @@ export class CanopyPlayer extends HTMLElement {
     if (!v) this.video.play().catch(() => {});
   }
 
+  /** Whether this player watches in private mode: asked for (private="1") or set by the server. */
+  get private() { return this.getAttribute('private') === '1' || !!this.client?.private; }
+
   /** Children this player offers to feed, from the relay attribute and the viewer's settings. */
   get relayCapacity() {
+    if (this.getAttribute('private') === '1') return 0;
     const attr = this.getAttribute('relay');
     if (attr !== null) return relayCapacity({ param: attr });
     return browserRelayCapacity('');
@@ -180,7 +188,8 @@ export class CanopyPlayer extends HTMLElement {
       this.client.setCapacity(this.relayCapacity);
       return;
     }
-    // A new stream or server: start over.
+    // A new stream, server or privacy mode: start over (every connection's
+    // ICE policy changes with private mode).
     this.stop();
     this.play();
   }
@@ -206,6 +215,7 @@ export class CanopyPlayer extends HTMLElement {
     const client = new CanopyClient({
       server, stream, capacity: this.relayCapacity, token: this.getAttribute('token') || undefined,
       passthrough: this.getAttribute('passthrough') !== '0',
+      private: this.getAttribute('private') === '1',
     });
     this.client = client;
     client.addEventListener('statechange', (ev) => {
@@ -343,7 +353,8 @@ export class CanopyPlayer extends HTMLElement {
     const n = this.client ? [...this.client.children.values()].filter((c) => c.connected).length : s.children;
     ui.relay.textContent = relayLabel(n, s.capacity);
     ui.relay.classList.toggle('relay-on', n > 0);
-    ui.mode.textContent = s.relayMode; // 'pass-through' (encoded frames as received) or 're-encode'
+    ui.mode.textContent = this.private ? 'none' : s.relayMode; // 'pass-through' (encoded frames as received) or 're-encode'
+    ui.privacy.textContent = this.private ? 'private' : 'direct';
   }
 
   /** @param {string} type @param {object} detail */

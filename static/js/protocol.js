@@ -76,6 +76,7 @@ export const Code = Object.freeze({
   INTERNAL: 'internal', // the server failed; try again
   UNAUTHORIZED: 'unauthorized', // a missing, invalid or insufficient token; the server closes
   RATE_LIMITED: 'rate_limited', // a message over its budget was dropped; the connection stays up
+  UNAVAILABLE: 'unavailable', // the server cannot serve this as asked (private mode without TURN); the server closes
 });
 
 /**
@@ -135,6 +136,7 @@ export const Code = Object.freeze({
  * @property {number} [capacity] hello
  * @property {string} [token] hello
  * @property {Track[]} [tracks] hello from a source; welcome
+ * @property {boolean} [private] hello from a viewer: watch in private mode (relay-only ICE, no children); welcome: this viewer is in private mode
  * @property {boolean} [passthrough] hello from a browser that relays encoded frames unchanged
  * @property {string} [id] welcome: this peer's id
  * @property {ICEServer[]} [iceServers] welcome
@@ -197,7 +199,7 @@ const MESSAGE_FIELDS = {
   capacity: 'int', token: 'string', tracks: 'array', id: 'string', iceServers: 'array',
   peer: 'string', depth: 'int', signal: 'object', standby: 'string', stats: 'object',
   code: 'string', reason: 'string', reclaim: 'string',
-  passthrough: 'bool',
+  passthrough: 'bool', private: 'bool',
 };
 /** @type {Record<string, FieldType>} */
 const TRACK_FIELDS = {
@@ -345,6 +347,7 @@ function validateHello(m) {
   if (capacity < 0 || capacity > MAX_CAPACITY) throw invalid(`capacity must be 0-${MAX_CAPACITY}`);
   if (m.token && byteLength(m.token) > MAX_TOKEN_LENGTH) throw invalid(`token longer than ${MAX_TOKEN_LENGTH}`);
   if (m.reclaim && byteLength(m.reclaim) > MAX_RECLAIM_LENGTH) throw invalid(`reclaim longer than ${MAX_RECLAIM_LENGTH}`);
+  if (m.private && m.role !== Role.VIEWER) throw invalid('only a viewer watches in private mode');
   if (m.passthrough && (m.kind !== Kind.BROWSER || m.role === Role.SOURCE)) throw invalid('only a relaying browser declares passthrough');
   if (m.role === Role.SOURCE) return validateTracks(m.tracks ?? [], true);
   if ((m.tracks ?? []).length !== 0) throw invalid('only a source declares tracks');

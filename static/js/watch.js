@@ -68,7 +68,11 @@ function setupRelaySwitch(player) {
     const c = player.client;
     const n = c ? [...c.children.values()].filter((x) => x.connected).length : 0;
     const snap = player.stats;
-    if (!box.checked) {
+    box.disabled = player.private;
+    if (player.private) {
+      box.checked = false;
+      status.textContent = 'Off: private mode never relays';
+    } else if (!box.checked) {
       status.textContent = 'Off: you only watch';
     } else if (n > 0) {
       const rate = snap && snap.relayBitrateKbps > 0 ? ` · ${formatBitrate(snap.relayBitrateKbps)} up` : '';
@@ -80,6 +84,53 @@ function setupRelaySwitch(player) {
   render();
   player.addEventListener('statechange', render);
   // Animate the switch only for the viewer's own changes, not the first paint.
+  requestAnimationFrame(() => requestAnimationFrame(() => { /** @type {HTMLElement} */ (box.parentElement).dataset.ready = ''; }));
+  return render;
+}
+
+/** Where the viewer's private-mode choice is kept between visits. */
+const PRIVATE_STORAGE_KEY = 'canopy.private';
+
+/** Private mode at start: ?private=1 or 0, else the remembered choice. @param {URLSearchParams} params */
+function initialPrivate(params) {
+  const p = params.get('private');
+  if (p !== null) return p === '1' || p === '';
+  try {
+    return localStorage.getItem(PRIVATE_STORAGE_KEY) === '1';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The private-mode switch. Turning it on or off starts the connection over
+ * (every connection's ICE policy changes); a server whose -privacy covers
+ * the stream holds it on.
+ * @param {CanopyPlayer} player @param {() => void} renderRelay
+ */
+function setupPrivateSwitch(player, renderRelay) {
+  const box = /** @type {HTMLInputElement} */ ($('privacy'));
+  const status = $('privacy-status');
+  const render = () => {
+    const forced = !!player.client?.private && player.getAttribute('private') !== '1';
+    box.checked = player.private;
+    box.disabled = forced;
+    status.textContent = forced ? 'On: this server keeps viewers private'
+      : player.private ? 'On: you connect through the server\'s relay' : 'Off: your parent sees your address';
+    renderRelay();
+  };
+  box.addEventListener('change', () => {
+    try {
+      localStorage.setItem(PRIVATE_STORAGE_KEY, box.checked ? '1' : '0');
+    } catch {
+      // storage blocked: the choice lasts for this page only
+    }
+    if (box.checked) player.setAttribute('private', '1');
+    else player.removeAttribute('private');
+    render();
+  });
+  render();
+  player.addEventListener('statechange', render);
   requestAnimationFrame(() => requestAnimationFrame(() => { /** @type {HTMLElement} */ (box.parentElement).dataset.ready = ''; }));
   return render;
 }
@@ -104,15 +155,26 @@ function main() {
   player.setAttribute('server', location.origin);
   const token = params.get('token'); // a private stream's viewing token
   if (token) player.setAttribute('token', token);
+  if (initialPrivate(params)) player.setAttribute('private', '1');
   const renderRelay = setupRelaySwitch(player);
+  const renderPrivate = setupPrivateSwitch(player, renderRelay);
   $('stage').append(player);
   player.focus({ preventScroll: true });
 
-  const expose = () => { /** @type {any} */ (window).canopy = { client: player.client, video: player.video, player }; };
+  /** The client whose events the switches follow (a new one after a private-mode change). @type {any} */
+  let followed = null;
+  const expose = () => {
+    /** @type {any} */ (window).canopy = { client: player.client, video: player.video, player };
+    if (player.client && player.client !== followed) {
+      followed = player.client;
+      followed.addEventListener('stats', renderRelay);
+      followed.addEventListener('children', renderRelay);
+      followed.addEventListener('welcome', renderPrivate);
+    }
+  };
   expose();
   player.addEventListener('statechange', expose);
-  player.client?.addEventListener('stats', renderRelay);
-  player.client?.addEventListener('children', renderRelay);
+  $('privacy').addEventListener('change', expose);
 
   window.addEventListener('pagehide', () => player.stop()); // sends leave
   window.addEventListener('pageshow', (ev) => { if (ev.persisted) location.reload(); });

@@ -232,3 +232,13 @@ test('a reclaim secret rides in a welcome and a hello, bounded as in Go', () => 
   assert.equal(decode(encode(source)).reclaim, 'abc');
   rejects(() => encode({ ...source, reclaim: 'r'.repeat(MAX_RECLAIM_LENGTH + 1) }));
 });
+
+test('private mode rides in a viewer hello and a welcome, as in Go', () => {
+  assert.equal(encode({ ...hello, private: true }), '{"type":"hello","v":1,"role":"viewer","kind":"browser","stream":"demo","private":true}');
+  assert.equal(encode({ ...hello, private: false }), '{"type":"hello","v":1,"role":"viewer","kind":"browser","stream":"demo"}');
+  assert.equal(decode('{"type":"welcome","id":"p1","stream":"s","private":true}').private, true);
+  rejects(() => encode({ ...hello, role: 'relay', capacity: 2, private: true }));
+  rejects(() => decode(JSON.stringify({ ...hello, private: 1 })));
+  rejects(() => decode(JSON.stringify({ ...hello, private: 'yes' })));
+  assert.equal(Code.UNAVAILABLE, 'unavailable');
+});
