@@ -281,6 +281,27 @@ func route(from, to *proc) {
 // group is the receiving processes of one run, children spread over them.
 type group []*proc
 
+// waitReady waits until all n receivers get media, then for a warm-up in
+// which their joins and GOP bursts are over.
+func (g group) waitReady(n int, timeout time.Duration, what string) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		s, err := g.mark()
+		if err != nil {
+			return err
+		}
+		if s.Ready == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d %s receive", s.Ready, n, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	return nil
+}
+
 func (g group) of(child string) *proc {
 	i, _ := strconv.Atoi(strings.TrimPrefix(child, "c"))
 	return g[i%len(g)]
@@ -359,21 +380,9 @@ func oneRun(self, variant string, n int, window time.Duration) (result, error) {
 		go route(c, relay)
 	}
 
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		s, err := children.mark()
-		if err != nil {
-			return result{}, err
-		}
-		if s.Ready == n {
-			break
-		}
-		if time.Now().After(deadline) {
-			return result{}, fmt.Errorf("only %d of %d children receive", s.Ready, n)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := children.waitReady(n, 60*time.Second, "children"); err != nil {
+		return result{}, err
 	}
-	time.Sleep(2 * time.Second) // warm-up: joins and their bursts are over
 	r0, err := relay.mark()
 	if err != nil {
 		return result{}, err

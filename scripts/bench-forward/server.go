@@ -161,21 +161,9 @@ func oneServerRun(self, variant string, n int, window time.Duration) (result, er
 		children = append(children, c)
 		go route(c, c)
 	}
-	deadline = time.Now().Add(90 * time.Second)
-	for {
-		s, err := children.mark()
-		if err != nil {
-			return result{}, err
-		}
-		if s.Ready == n {
-			break
-		}
-		if time.Now().After(deadline) {
-			return result{}, fmt.Errorf("only %d of %d viewers receive", s.Ready, n)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := children.waitReady(n, 90*time.Second, "viewers"); err != nil {
+		return result{}, err
 	}
-	time.Sleep(2 * time.Second) // warm-up: joins and their bursts are over
 	pid := srv.Process.Pid
 	cpu0, err := procCPU(pid)
 	if err != nil {
