@@ -15,8 +15,8 @@ import (
 	"canopy/mesh/protocol"
 )
 
-// TracksForCodecs names one track per codec as TracksFor does: "video",
-// "audio", then "video2"…
+// TracksForCodecs names one track per codec: "video", "audio", then
+// "video2"… (TracksFor does the same for readers).
 func TracksForCodecs(codecs ...media.Codec) []protocol.Track {
 	seen := map[string]int{}
 	out := make([]protocol.Track, 0, len(codecs))

@@ -24,18 +24,11 @@ func TrackFor(id string, c media.Codec) protocol.Track {
 
 // TracksFor names one track per reader: "video", "audio", then "video2"…
 func TracksFor(readers ...media.FrameReader) []protocol.Track {
-	seen := map[string]int{}
-	out := make([]protocol.Track, 0, len(readers))
-	for _, r := range readers {
-		t := TrackFor("", r.Codec())
-		seen[t.Kind]++
-		t.ID = t.Kind
-		if seen[t.Kind] > 1 {
-			t.ID = fmt.Sprintf("%s%d", t.Kind, seen[t.Kind])
-		}
-		out = append(out, t)
+	codecs := make([]media.Codec, len(readers))
+	for i, r := range readers {
+		codecs[i] = r.Codec()
 	}
-	return out
+	return TracksForCodecs(codecs...)
 }
 
 // Play paces each reader's frames in real time into the track of the same

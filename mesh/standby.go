@@ -179,7 +179,7 @@ func (n *Node) holdStandby(child string) {
 		n.log.Warn("standby link refused: too many held", "child", child, "held", len(n.sb.held), "limit", limit)
 		return
 	}
-	d, err := n.api.NewStandbyDownstream(child, n.forwarders(), n.sendSignal(child))
+	d, err := n.apiFor(child).NewStandbyDownstream(child, n.forwarders(), n.sendSignal(child))
 	if err != nil {
 		n.log.Error("standby downstream", "child", child, "err", err)
 		return

@@ -25,6 +25,7 @@ func (s *Server) whipRoutes(r *gin.Engine) {
 		ICEServers:         s.sessionICEServers,
 		ClientKey:          func(r *http.Request) string { return clientKey(r.RemoteAddr).String() },
 		Peer:               s.cfg.Hosted,
+		LocalPeer:          s.isHosted,
 		SourceCapacity:     s.cfg.Policy.SourceCapacity,
 		MaxSessionsPerAddr: s.cfg.WHIPSessionsPerIP,
 		Logger:             s.log,
