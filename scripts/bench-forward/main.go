@@ -21,7 +21,9 @@
 //	go run ./scripts/bench-forward -n 100 -variants naive,forwarder,forwarder-mux,forwarder-icemux
 //	go run ./scripts/bench-forward -n 50 -variants naive,whip,whep
 //
-// BENCH_RELAY_PROFILE=<file> writes a CPU profile of the forwarder relay.
+// BENCH_RELAY_PROFILE=<file> writes a CPU profile of the forwarder relay;
+// BENCH_SERVER_PROFILE=<file> one of the server process (whip, whep) over
+// the measured window, from its -debug-addr profiler.
 // The relay and the children talk signaling over the parent's pipes (JSON
 // lines); media goes over loopback UDP.
 package main

@@ -107,6 +107,16 @@ func oneServerRun(self, variant string, n int, window time.Duration) (result, er
 		_ = u.Close()
 		args = append(args, "-udp-port", strconv.Itoa(udp))
 	}
+	profile := os.Getenv("BENCH_SERVER_PROFILE")
+	debugURL := ""
+	if profile != "" {
+		dp, err := freePort()
+		if err != nil {
+			return result{}, err
+		}
+		debugURL = fmt.Sprintf("http://127.0.0.1:%d", dp)
+		args = append(args, "-debug-addr", fmt.Sprintf("127.0.0.1:%d", dp))
+	}
 	srv := exec.Command(bin, args...)
 	srv.Stderr = os.Stderr
 	if err := srv.Start(); err != nil {
@@ -177,6 +187,17 @@ func oneServerRun(self, variant string, n int, window time.Duration) (result, er
 	if err != nil {
 		return result{}, err
 	}
+	profiled := make(chan struct{})
+	if profile != "" { // the server's CPU profile over the measured window
+		go func() {
+			defer close(profiled)
+			if err := saveProfile(debugURL, profile, window); err != nil {
+				fmt.Fprintln(os.Stderr, "server profile:", err)
+			}
+		}()
+	} else {
+		close(profiled)
+	}
 	time.Sleep(window)
 	cpu1, err := procCPU(pid)
 	if err != nil {
@@ -191,6 +212,7 @@ func oneServerRun(self, variant string, n int, window time.Duration) (result, er
 	if err != nil {
 		return result{}, err
 	}
+	<-profiled
 	fwd := float64(p1.In-p0.In) * float64(n)
 	cpu := (cpu1 - cpu0).Seconds()
 	got := float64(c1.Received - c0.Received)
@@ -202,6 +224,29 @@ func oneServerRun(self, variant string, n int, window time.Duration) (result, er
 		p99:        c1.P99,
 		childCPU:   100 * (c1.CPU - c0.CPU).Seconds() / (window + 300*time.Millisecond).Seconds(),
 	}, nil
+}
+
+// saveProfile writes the server's CPU profile over the next window (whole
+// seconds, at least one) to path, from its -debug-addr profiler.
+func saveProfile(debugURL, path string, window time.Duration) error {
+	secs := max(1, int(window/time.Second))
+	resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", debugURL, secs))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // pionAPI is a pion API with abs-capture-time on video, loopback only, as a
