@@ -48,7 +48,7 @@ func (n *Node) setParent(id string, depth int, standby string) {
 			uc.checks[t.ID] = media.NewFrameCheck(t.MimeType)
 		}
 	}
-	up, err := n.api.NewUpstream(id, n.Tracks(), n.sendSignal(id), func(t protocol.Track, p *rtp.Packet) { n.ingest(uc, t, p) })
+	up, err := n.apiFor(id).NewUpstream(id, n.Tracks(), n.sendSignal(id), func(t protocol.Track, p *rtp.Packet) { n.ingest(uc, t, p) })
 	if err != nil {
 		n.log.Error("upstream", "parent", id, "err", err)
 		return
@@ -192,7 +192,7 @@ func (n *Node) attach(child string) {
 	for _, t := range ts.tracks {
 		fwds = append(fwds, ts.fwds[t.ID])
 	}
-	d, err := n.api.NewDownstream(child, fwds, n.sendSignal(child))
+	d, err := n.apiFor(child).NewDownstream(child, fwds, n.sendSignal(child))
 	if err != nil {
 		n.log.Error("downstream", "child", child, "err", err)
 		return

@@ -94,6 +94,13 @@ type Config struct {
 	// it refuses (see peer.Config.RemoteCandidateFilter); the server's own
 	// peers use it.
 	RemoteCandidateFilter func(addr netip.Addr, port int) bool
+	// LocalPeer, if set, says which tree neighbours live in this same
+	// process (the server's hosted nodes: a WHEP relay under a WHIP or
+	// demo source). Links to them run on loopback sockets of their own,
+	// without UDPMux (two agents on one mux socket cannot reach each
+	// other: the mux routes by remote address, and both are the mux) and
+	// without RemoteCandidateFilter (the neighbour is the server itself).
+	LocalPeer func(id string) bool
 	// Private, on a viewer, watches in private mode: every connection uses
 	// TURN relay candidates only, so no other peer learns this host's
 	// address, and the node feeds no children. The server must hand out
@@ -147,7 +154,10 @@ type Node struct {
 	log *slog.Logger
 	sig *signaling
 	api *peer.API
-	id  string
+	// localAPI carries the links to Config.LocalPeer neighbours; nil
+	// without LocalPeer.
+	localAPI *peer.API
+	id       string
 	// media is replaced as a whole (copy on write) when a returning source
 	// brings a new track; readers load it without a lock.
 	media    atomic.Pointer[trackSet]
@@ -240,11 +250,19 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 		sig.close()
 		return nil, err
 	}
+	var localAPI *peer.API
+	if cfg.LocalPeer != nil {
+		if localAPI, err = peer.NewAPI(peer.Config{LoopbackOnly: true, Logger: cfg.Logger}); err != nil {
+			sig.close()
+			return nil, err
+		}
+	}
 	n := &Node{
 		cfg:         cfg,
 		log:         cfg.Logger.With("stream", cfg.Stream, "peer", welcome.ID, "role", cfg.Role),
 		sig:         sig,
 		api:         api,
+		localAPI:    localAPI,
 		id:          welcome.ID,
 		liveCh:      make(chan *upstreamConn, 4),
 		downstreams: make(map[string]*peer.Downstream),
@@ -543,4 +561,13 @@ func (n *Node) CollectStats(s *protocol.Stats) {
 	if n.cfg.OnStats != nil {
 		n.cfg.OnStats(s)
 	}
+}
+
+// apiFor is the API for a link to neighbour id: loopback of its own for a
+// neighbour in this process (Config.LocalPeer), the node's network otherwise.
+func (n *Node) apiFor(id string) *peer.API {
+	if n.localAPI != nil && n.cfg.LocalPeer(id) {
+		return n.localAPI
+	}
+	return n.api
 }

@@ -30,6 +30,9 @@ type demoConfig struct {
 	// candidates filters the viewers' ICE candidates (candidates.go); nil
 	// accepts all.
 	candidates *candidatePolicy
+	// localPeer says which neighbours the server hosts too (a WHEP relay):
+	// mesh.Config.LocalPeer.
+	localPeer func(id string) bool
 }
 
 // demoStable is how long the demo must have been up for its restart
@@ -83,6 +86,7 @@ func publishDemo(ctx context.Context, cfg demoConfig) (up bool, err error) {
 		Token:        cfg.token,
 		Reclaim:      cfg.reclaim,
 		Logger:       cfg.log,
+		LocalPeer:    cfg.localPeer,
 	}
 	if cfg.candidates != nil {
 		mc.RemoteCandidateFilter = cfg.candidates.allow

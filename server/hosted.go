@@ -27,6 +27,7 @@ func (s *Server) whipRoutes(r *gin.Engine) {
 		Arrive:             func(r *http.Request) error { return s.guard.ips.arrive(clientKey(r.RemoteAddr)) },
 		Slot:               s.peers.acquire,
 		Peer:               s.cfg.Hosted,
+		LocalPeer:          s.isHosted,
 		SourceCapacity:     s.cfg.Policy.SourceCapacity,
 		MaxSessionsPerAddr: s.cfg.WHIPSessionsPerIP,
 		Logger:             s.log,

@@ -221,6 +221,8 @@ func (s *Server) LocalTransport(gr *grant) mesh.Transport {
 	}
 	p.log = s.log.With("peer", p.id, "remote", "in-process")
 	p.startPings()
+	s.hosted.Store(p.id, struct{}{})
+	go func() { <-p.closed; s.hosted.Delete(p.id) }()
 	// A hosted node takes one of the server's -max-peers slots like any
 	// peer: what the cap bounds (sessions, goroutines, memory) it uses too.
 	release, ok := s.peers.acquire()
@@ -240,4 +242,11 @@ func (s *Server) LocalTransport(gr *grant) mesh.Transport {
 		s.session(context.Background(), p)
 	}()
 	return nodeEnd{pipe}
+}
+
+// isHosted reports whether id is a peer on an in-process connection: a
+// node the server hosts (mesh.Config.LocalPeer).
+func (s *Server) isHosted(id string) bool {
+	_, ok := s.hosted.Load(id)
+	return ok
 }

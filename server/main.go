@@ -152,6 +152,7 @@ func run(args []string) error {
 			udpMux:       udpMux,
 			publicIPs:    publicIPs,
 			connect:      func() mesh.Transport { return srv.LocalTransport(nil) },
+			localPeer:    srv.isHosted,
 			stream:       *demoStream,
 			capacity:     *sourceCap,
 			loopbackOnly: *loopback,

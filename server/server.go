@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -81,6 +82,7 @@ type Server struct {
 	http     *http.Server  // what Serve serves with (listener.go)
 	conns    *connTracker  // open TCP connections per address and in all
 	whip     *whip.Handler // WHIP and WHEP (hosted.go); nil if they could not start
+	hosted   sync.Map      // ids of the peers on in-process connections (local.go)
 
 	privacy *privacyPolicy // private mode (privacy.go)
 }

@@ -46,6 +46,9 @@ type whipClient struct {
 	// capture time (abs-capture-time, as browsers do) from this clock.
 	captureClock func() time.Time
 	videoSender  *webrtc.RTPSender
+	// sentFrame, if set, is told each video frame's RTP timestamp and
+	// capture time as it is sent (glass-to-glass figures match on it).
+	sentFrame func(rtpTimestamp uint32, captured time.Time)
 
 	mu    sync.Mutex
 	plis  []time.Time // keyframe requests received
@@ -304,8 +307,15 @@ func (c *whipClient) play(videoFile string) {
 				if isVideo {
 					c.src.sent.add(f.Data)
 				}
+				captured := time.Now()
+				if c.captureClock != nil {
+					captured = c.captureClock()
+				}
+				if isVideo && c.sentFrame != nil && len(pkts) > 0 {
+					c.sentFrame(pkts[0].Timestamp, captured)
+				}
 				if extID != 0 {
-					b, _ := rtp.NewAbsCaptureTimeExtension(c.captureClock()).Marshal()
+					b, _ := rtp.NewAbsCaptureTimeExtension(captured).Marshal()
 					for _, p := range pkts {
 						_ = p.SetExtension(extID, b)
 					}

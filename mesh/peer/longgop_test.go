@@ -83,19 +83,19 @@ func (l *seqLeaf) sink(_ protocol.Track, p *rtp.Packet) {
 }
 
 // gaps returns how many sequence numbers between the first and the newest
-// packet never arrived, and the newest.
-func (l *seqLeaf) gaps() (missing int, high uint16) {
+// packet never arrived, and the newest; ok is false before the first packet.
+func (l *seqLeaf) gaps() (missing int, high uint16, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.started {
-		return 0, 0
+		return 0, 0, false
 	}
 	for s := l.first; s != l.high; s++ {
 		if !l.seen[s] {
 			missing++
 		}
 	}
-	return missing, l.high
+	return missing, l.high, true
 }
 
 // playInto paces a looping clip into f in real time until the test ends;
@@ -162,8 +162,11 @@ func TestLateJoinLongH264GOPLosesNothing(t *testing.T) {
 		var missing int
 		for {
 			var high uint16
-			missing, high = leaf.gaps()
-			if (missing == 0 && int16(high-edge) >= 0) || time.Now().After(deadline) {
+			var started bool
+			// Before the first packet there is nothing to compare with
+			// the edge (a high of 0 is "past" any edge above 32768).
+			missing, high, started = leaf.gaps()
+			if (started && missing == 0 && int16(high-edge) >= 0) || time.Now().After(deadline) {
 				break
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -230,8 +233,9 @@ func TestGOPBurstRepairedUnderLoss(t *testing.T) {
 	var missing int
 	for {
 		var high uint16
-		missing, high = leaf.gaps()
-		if (missing == 0 && int16(high-edge) >= 0) || time.Now().After(deadline) {
+		var started bool
+		missing, high, started = leaf.gaps()
+		if (started && missing == 0 && int16(high-edge) >= 0) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -43,15 +43,8 @@ func runChildren() {
 					ready++
 				}
 			}
-			sort.Float64s(delays)
 			st := &stats{CPU: cpuTime(), Received: received.Load(), Ready: ready}
-			if len(delays) > 0 {
-				st.P50, st.P99 = delays[len(delays)/2], delays[len(delays)*99/100]
-				st.Delays = len(delays)
-				for i := range 200 {
-					st.Quantiles = append(st.Quantiles, delays[(2*i+1)*len(delays)/400])
-				}
-			}
+			summarize(st, delays)
 			delays = delays[:0]
 			mu.Unlock()
 			o.send(msg{Stats: st})
@@ -87,5 +80,17 @@ func runChildren() {
 	}
 	for _, u := range ups {
 		_ = u.Close()
+	}
+}
+
+// summarize sorts delays and puts their quantiles into st.
+func summarize(st *stats, delays []float64) {
+	sort.Float64s(delays)
+	if len(delays) > 0 {
+		st.P50, st.P99 = delays[len(delays)/2], delays[len(delays)*99/100]
+		st.Delays = len(delays)
+		for i := range 200 {
+			st.Quantiles = append(st.Quantiles, delays[(2*i+1)*len(delays)/400])
+		}
 	}
 }

@@ -10,10 +10,16 @@
 // receivers' CPU, and the ratio of each variant to naive. Variants:
 // forwarder (one socket per child, as Canopy runs), forwarder-mux (one UDP
 // port for all, peer.NewUDPMuxFromPort, as the server's -udp-port),
-// forwarder-icemux (one socket from ice.NewUDPMuxDefault, unbatched).
+// forwarder-icemux (one socket from ice.NewUDPMuxDefault, unbatched); whip
+// and whep measure a Canopy server process instead (server.go): a pion
+// publisher in another process publishes over WHIP, and the children
+// receive from the server's WHIP source node (Go viewers) or its WHEP
+// relay (WHEP players). Run those from the repository root (the server is
+// built with go build ./server).
 //
 //	go run ./scripts/bench-forward -n 10,50,100 -t 8s -runs 3
 //	go run ./scripts/bench-forward -n 100 -variants naive,forwarder,forwarder-mux,forwarder-icemux
+//	go run ./scripts/bench-forward -n 50 -variants naive,whip,whep
 //
 // BENCH_RELAY_PROFILE=<file> writes a CPU profile of the forwarder relay.
 // The relay and the children talk signaling over the parent's pipes (JSON
@@ -105,13 +111,20 @@ func main() {
 	window := flag.Duration("t", 10*time.Second, "measurement window per run")
 	runs := flag.Int("runs", 1, "runs per configuration, interleaved")
 	flag.IntVar(&perProc, "per-proc", 25, "children per receiving process: the children are split across processes so that the receiving side is not what limits the relay")
-	variants := flag.String("variants", "naive,forwarder", "relay variants to compare: naive, forwarder, forwarder-mux (one UDP port, batched), forwarder-icemux (one socket, unbatched)")
+	variants := flag.String("variants", "naive,forwarder", "relay variants to compare: naive, forwarder, forwarder-mux (one UDP port, batched), forwarder-icemux (one socket, unbatched), whip (a Canopy server: WHIP publisher → its source node → Go viewers), whep (WHIP publisher → the server's WHEP relay → WHEP players), whip-mux and whep-mux (the server with -udp-port)")
+	server := flag.String("server", "", "the Canopy server's URL (publisher and viewers modes)")
+	kind := flag.String("kind", "whip", "whip: Go mesh viewers; whep: WHEP players (viewers mode)")
+	first := flag.Int("first", 0, "number of the first viewer (viewers mode)")
 	flag.Parse()
 	switch *mode {
 	case "relay":
 		runRelay(*variant, *n)
 	case "children":
 		runChildren()
+	case "publisher":
+		runPublisher(*server)
+	case "viewers":
+		runViewers(*server, *kind, *first, *n)
 	default:
 		orchestrate(*ns, strings.Split(*variants, ","), *window, *runs)
 	}
@@ -147,7 +160,11 @@ func orchestrate(ns string, variants []string, window time.Duration, runs int) {
 		res := map[string][]result{}
 		for range runs {
 			for _, v := range variants {
-				r, err := oneRun(self, v, c, window)
+				run := oneRun
+				if strings.HasPrefix(v, "whip") || strings.HasPrefix(v, "whep") {
+					run = oneServerRun
+				}
+				r, err := run(self, v, c, window)
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "%s n=%d: %v\n", v, c, err)
 					continue

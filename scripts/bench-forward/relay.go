@@ -164,13 +164,18 @@ func naiveAPI() *webrtc.API {
 	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
 		fatal(err)
 	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(loopbackSettings()))
+}
+
+// loopbackSettings: GCM first (as peer.NewAPI), loopback UDP4 only.
+func loopbackSettings() webrtc.SettingEngine {
 	se := webrtc.SettingEngine{}
 	se.SetSRTPProtectionProfiles(dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80)
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetInterfaceFilter(func(n string) bool { return n == "lo" })
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
+	return se
 }
 
 // naiveChild adds the shared track to a new PeerConnection and sends a

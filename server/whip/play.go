@@ -170,6 +170,7 @@ func (h *Handler) startRelay(r *relay, connect Connect) {
 		Transport: connect(), Stream: r.stream, Role: protocol.RoleRelay, Capacity: h.cfg.RelayCapacity,
 		LoopbackOnly: h.cfg.Peer.LoopbackOnly, UDPMux: h.cfg.Peer.UDPMux, PublicIPs: h.cfg.Peer.PublicIPs,
 		Logger: h.log.With("whep-relay", r.stream), RemoteCandidateFilter: h.cfg.Peer.RemoteCandidateFilter,
+		LocalPeer: h.cfg.LocalPeer,
 	})
 	if err != nil {
 		r.err = nodeError(err)

@@ -160,6 +160,7 @@ func (h *Handler) startPublisher(ctx context.Context, stream, offer string, medi
 		Tracks: tracks, LoopbackOnly: h.cfg.Peer.LoopbackOnly, UDPMux: h.cfg.Peer.UDPMux, PublicIPs: h.cfg.Peer.PublicIPs,
 		Logger: h.log.With("whip", s.id), OnKeyframeRequest: p.requestKeyframe,
 		RemoteCandidateFilter: h.cfg.Peer.RemoteCandidateFilter,
+		LocalPeer:             h.cfg.LocalPeer,
 	})
 	if err != nil {
 		return fail(nodeError(err))

@@ -147,6 +147,9 @@ type Config struct {
 	// Peer is the hosted nodes' network (loopback for tests, a UDP mux,
 	// public IPs) and their STUN servers.
 	Peer peer.Config
+	// LocalPeer says which tree peers the server hosts itself (see
+	// mesh.Config.LocalPeer); nil means none.
+	LocalPeer func(id string) bool
 	// SourceCapacity is the capacity a WHIP source claims; the tree's policy
 	// clamps it.
 	SourceCapacity int
