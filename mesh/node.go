@@ -430,6 +430,7 @@ func (n *Node) stop(err error) {
 func (n *Node) run() {
 	defer n.wg.Done()
 	defer n.teardown()
+	defer n.recoverRun() // before teardown (guard.go)
 	watch := time.NewTicker(watchInterval)
 	defer watch.Stop()
 	stats := time.NewTicker(statsInterval)

@@ -61,6 +61,7 @@ type coordinator struct {
 	// source whose connection dropped without a leave (caps.go).
 	sourceLost func(secret string)
 	obs        *streamObs // measurements for /metrics and the dashboard (stats.go)
+	views      viewCache  // the tree as the HTTP API reads it (viewcache.go)
 }
 
 func newCoordinator(id string, policy tree.Config, log *slog.Logger, onEmpty func()) *coordinator {
@@ -102,7 +103,7 @@ func (c *coordinator) info() streamInfo {
 func (c *coordinator) snapshot() []tree.NodeInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.tree.Snapshot()
+	return c.treeViewCopy()
 }
 
 // join places p in the tree and tells it and its new parent.

@@ -24,6 +24,8 @@ func (s *Server) whipRoutes(r *gin.Engine) {
 		HasSource:          s.hasSource,
 		ICEServers:         s.sessionICEServers,
 		ClientKey:          func(r *http.Request) string { return clientKey(r.RemoteAddr).String() },
+		Arrive:             func(r *http.Request) error { return s.guard.ips.arrive(clientKey(r.RemoteAddr)) },
+		Slot:               s.peers.acquire,
 		Peer:               s.cfg.Hosted,
 		LocalPeer:          s.isHosted,
 		SourceCapacity:     s.cfg.Policy.SourceCapacity,

@@ -213,6 +213,17 @@ func (l *ipLimiter) acquire(key netip.Prefix) (release func(), err error) {
 	}, nil
 }
 
+// arrive charges one join to key's bucket without holding a connection:
+// a WHIP or WHEP POST starts a session, and pays as a /ws join does.
+func (l *ipLimiter) arrive(key netip.Prefix) error {
+	release, err := l.acquire(key)
+	if err != nil {
+		return err
+	}
+	release() // the session's own quota is the whip package's
+	return nil
+}
+
 // sweep drops addresses with no connection whose bucket has refilled:
 // forgetting them changes nothing. Runs under mu.
 func (l *ipLimiter) sweep(now time.Time) {

@@ -80,7 +80,7 @@ func (c *coordinator) shape() (live bool, depth int, peers map[[2]string]int, qu
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	peers = make(map[[2]string]int)
-	for _, n := range c.tree.Snapshot() {
+	for _, n := range c.treeView() {
 		if n.ID == "" {
 			continue
 		}

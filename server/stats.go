@@ -464,11 +464,13 @@ type statsResponse struct {
 func (c *coordinator) statsView() statsResponse {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	snap := c.tree.Snapshot()
-	r := statsResponse{Stream: c.id, Live: c.source != nil, Nodes: make([]nodeView, 0, len(snap))}
-	r.Figures.Depth = c.tree.MaxDepth()
-	c.obs.view(&r, snap)
-	return r
+	return c.statsViewOf(func() statsResponse {
+		snap := c.treeView()
+		r := statsResponse{Stream: c.id, Live: c.source != nil, Nodes: make([]nodeView, 0, len(snap))}
+		r.Figures.Depth = c.tree.MaxDepth()
+		c.obs.view(&r, snap)
+		return r
+	})
 }
 
 // view fills r's nodes and figures; it runs under the coordinator's lock.

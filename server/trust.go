@@ -206,6 +206,15 @@ func (c *coordinator) stalled(reporter, parent string) {
 		c.stalls[parent] = reports
 	}
 	reports[reporter] = now
+	// A report older than stallWindow weighs nothing (complains, majority,
+	// brokenAbove): drop those, or a long-lived parent, the source above
+	// all, keeps one entry for every child that ever reported it, peers
+	// long gone included.
+	for k, t := range reports {
+		if now.Sub(t) > stallWindow {
+			delete(reports, k)
+		}
+	}
 	if parent == c.source.id {
 		c.log.Warn("child reports the source stalled", "peer", reporter)
 		return

@@ -43,6 +43,10 @@ func (h *Handler) play(c *gin.Context) {
 		h.writeError(c, err)
 		return
 	}
+	if err := h.arrive(c.Request); err != nil {
+		h.writeError(c, err)
+		return
+	}
 	offer, err := h.readBody(c, mimeSDP)
 	if err != nil {
 		h.writeError(c, err)
@@ -68,6 +72,16 @@ func (h *Handler) play(c *gin.Context) {
 	if err != nil {
 		h.writeError(c, err)
 		return
+	}
+	if h.cfg.Slot != nil {
+		releaseSlot, ok := h.cfg.Slot()
+		if !ok {
+			release()
+			h.writeError(c, fmt.Errorf("%w: no peer slot for another WHEP player", errFull))
+			return
+		}
+		releaseSession := release
+		release = func() { releaseSession(); releaseSlot() }
 	}
 	r, err := h.relayFor(c.Request.Context(), stream, connect)
 	if err != nil {

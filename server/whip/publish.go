@@ -61,6 +61,10 @@ func (h *Handler) publish(c *gin.Context) {
 		h.writeError(c, err)
 		return
 	}
+	if err := h.arrive(c.Request); err != nil {
+		h.writeError(c, err)
+		return
+	}
 	offer, err := h.readBody(c, mimeSDP)
 	if err != nil {
 		h.writeError(c, err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/pion/webrtc/v4"
+	"golang.org/x/time/rate"
 
 	"canopy/mesh/protocol"
 )
@@ -37,7 +38,20 @@ type session struct {
 	// candidates counts the remote candidates the client sent, against
 	// maxSessionCandidates.
 	candidates int
+	// restarts budgets ICE restarts (restartEvery, restartBurst); made on
+	// the first.
+	restarts *rate.Limiter
 }
+
+// An ICE restart re-applies the offer and gathers the server's candidates
+// again (STUN to every configured server, up to gatherTimeout with the
+// session's lock held), so a client may not ask for them in a loop. A
+// client restarts when its network changes: a few in a row (Wi-Fi to
+// cellular and back), then one per 10 s on average is plenty.
+const (
+	restartEvery = 10 * time.Second
+	restartBurst = 3
+)
 
 func newID() string {
 	var b [12]byte
@@ -175,6 +189,13 @@ func (h *Handler) patch(c *gin.Context) {
 	if frag.ufrag != "" && frag.ufrag != s.ufrag {
 		if frag.pwd == "" {
 			h.writeError(c, fmt.Errorf("%w: ufrag %q is not this session's, and an ICE restart needs ice-pwd", errBadFragment, frag.ufrag))
+			return
+		}
+		if s.restarts == nil {
+			s.restarts = rate.NewLimiter(rate.Every(restartEvery), restartBurst)
+		}
+		if !s.restarts.Allow() {
+			h.writeError(c, fmt.Errorf("%w: at most %d, then one per %s", errTooManyRestarts, restartBurst, restartEvery))
 			return
 		}
 		frag, err := h.restartICE(c.Request.Context(), s, frag)

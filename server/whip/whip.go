@@ -46,6 +46,12 @@ var (
 	errNoCodec = errors.New("no codec in common")
 	// errTooManySessions means the client address holds its quota of sessions (429).
 	errTooManySessions = errors.New("too many sessions from this address")
+	// errArrivalRate means the client address starts sessions faster than
+	// Config.Arrive lets it (429).
+	errArrivalRate = errors.New("too many new sessions from this address; slow down")
+	// errTooManyRestarts means a session restarts ICE faster than
+	// restartRate (429).
+	errTooManyRestarts = errors.New("too many ICE restarts in this session; slow down")
 	// errNoSession means the session resource does not exist (any more) (404).
 	errNoSession = errors.New("no such session")
 	// errPrecondition means If-Match names another version of the session (412).
@@ -73,6 +79,8 @@ var statuses = []struct {
 	{errStreamTaken, http.StatusConflict},
 	{errNoCodec, http.StatusUnprocessableEntity},
 	{errTooManySessions, http.StatusTooManyRequests},
+	{errArrivalRate, http.StatusTooManyRequests},
+	{errTooManyRestarts, http.StatusTooManyRequests},
 	{errNoSession, http.StatusNotFound},
 	{ErrNoStream, http.StatusNotFound},
 	{errPrecondition, http.StatusPreconditionFailed},
@@ -126,6 +134,16 @@ type Config struct {
 	ICEServers func(r *http.Request, session string) []protocol.ICEServer
 	// ClientKey groups requests by client address for MaxSessionsPerAddr.
 	ClientKey func(r *http.Request) string
+	// Arrive is charged once for every POST, before any work: the rate at
+	// which one address may start sessions (the server passes the join
+	// bucket /ws pays from). An error refuses the POST with 429. nil: no
+	// rate. Without it the quota of sessions bounded what an address held,
+	// never how fast it created and DELETEd them, each a PeerConnection.
+	Arrive func(r *http.Request) error
+	// Slot takes one of the server's peer slots for a WHEP player, whose
+	// media the server sends from its own uplink; ok false refuses the
+	// player with 503. nil: no cap.
+	Slot func() (release func(), ok bool)
 	// Peer is the hosted nodes' network (loopback for tests, a UDP mux,
 	// public IPs) and their STUN servers.
 	Peer peer.Config
@@ -260,6 +278,17 @@ func (h *Handler) readBody(c *gin.Context, want string) (string, error) {
 		return "", fmt.Errorf("%w: reading the body: %v", errBadSDP, err)
 	}
 	return string(body), nil
+}
+
+// arrive charges a POST to the client address's rate of new sessions.
+func (h *Handler) arrive(r *http.Request) error {
+	if h.cfg.Arrive == nil {
+		return nil
+	}
+	if err := h.cfg.Arrive(r); err != nil {
+		return fmt.Errorf("%w: %v", errArrivalRate, err)
+	}
+	return nil
 }
 
 // streamParam is the request's stream, if it is a valid id.
