@@ -62,6 +62,37 @@ func TestPendingCandidatesBounded(t *testing.T) {
 	}
 }
 
+// TestRepeatedCandidatesCountOnce: a candidate sent again (a bundled
+// description lists it in every m-section, a neighbour re-trickles it)
+// counts once against MaxEdgeCandidates, so 90 repeats of a few
+// candidates leave room for new ones.
+func TestRepeatedCandidatesCountOnce(t *testing.T) {
+	a := newTestAPI(t)
+	f := NewForwarder(vp8Track, testLogger())
+	defer f.Close()
+	d, err := a.NewDownstream("child", []*Forwarder{f}, func(protocol.Signal) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+	for range 90 {
+		for i := range 3 {
+			if err := d.HandleSignal(candidateFor(t, i, addr)); err != nil {
+				t.Fatalf("a repeated candidate was refused: %v", err)
+			}
+		}
+	}
+	for i := 3; i < protocol.MaxEdgeCandidates; i++ {
+		if err := d.HandleSignal(candidateFor(t, i, addr)); err != nil {
+			t.Fatalf("new candidate %d after repeats: %v", i, err)
+		}
+	}
+	if err := d.HandleSignal(candidateFor(t, protocol.MaxEdgeCandidates, addr)); !errors.Is(err, ErrTooManyCandidates) {
+		t.Fatalf("candidate past the bound: %v, want ErrTooManyCandidates", err)
+	}
+}
+
 // stunListener counts the STUN messages that arrive on a loopback socket.
 type stunListener struct {
 	conn *net.UDPConn

@@ -32,11 +32,14 @@ type conn struct {
 	// remoteMu queues remote candidates until a remote description is set;
 	// pion rejects candidates before it. remoteCount bounds what one
 	// neighbour may hand this connection, queued or added, in signals and
-	// in its description: protocol.MaxEdgeCandidates.
+	// in its description: protocol.MaxEdgeCandidates. A candidate counts
+	// once however often it is repeated (a bundled description lists it in
+	// every m-section): remoteSeen holds the ones counted.
 	remoteMu      sync.Mutex
 	remoteSet     bool
 	pendingRemote []webrtc.ICECandidateInit
 	remoteCount   int
+	remoteSeen    map[string]bool // candidate → allowed by the filter
 	// filter, if set, decides which remote candidates ICE may check
 	// (Config.RemoteCandidateFilter).
 	filter func(netip.Addr, int) bool
@@ -147,11 +150,11 @@ func (c *conn) addRemoteCandidate(raw json.RawMessage) error {
 	}
 	c.remoteMu.Lock()
 	defer c.remoteMu.Unlock()
-	if c.remoteCount >= protocol.MaxEdgeCandidates {
-		return ErrTooManyCandidates
+	ok, err := c.admitCandidate(init.Candidate)
+	if err != nil {
+		return err
 	}
-	c.remoteCount++
-	if !c.allowed(init.Candidate) {
+	if !ok {
 		return nil // the server's policy: ICE never checks this address
 	}
 	if !c.remoteSet {
@@ -228,15 +231,31 @@ func (c *conn) admitSDPCandidates(sdp string) string {
 	kept := lines[:0]
 	for _, line := range lines {
 		if v, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), "a=candidate:"); ok {
-			if c.remoteCount >= protocol.MaxEdgeCandidates {
-				continue
-			}
-			c.remoteCount++
-			if !c.allowed(v) {
+			if allowed, err := c.admitCandidate(v); err != nil || !allowed {
 				continue
 			}
 		}
 		kept = append(kept, line)
 	}
 	return strings.Join(kept, "")
+}
+
+// admitCandidate counts a remote candidate against the neighbour's bound,
+// once per distinct candidate, and says whether ICE may check it. Called
+// with remoteMu held.
+func (c *conn) admitCandidate(cand string) (bool, error) {
+	key := strings.TrimPrefix(strings.TrimSpace(cand), "candidate:")
+	if allowed, seen := c.remoteSeen[key]; seen {
+		return allowed, nil
+	}
+	if c.remoteCount >= protocol.MaxEdgeCandidates {
+		return false, ErrTooManyCandidates
+	}
+	c.remoteCount++
+	if c.remoteSeen == nil {
+		c.remoteSeen = make(map[string]bool)
+	}
+	allowed := c.allowed(cand)
+	c.remoteSeen[key] = allowed
+	return allowed, nil
 }

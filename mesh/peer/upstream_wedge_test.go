@@ -27,15 +27,28 @@ func TestCloseDoesNotWaitForWedgedReadLoops(t *testing.T) {
 	a := newTestAPI(t)
 	var up *Upstream
 	answers := make(chan string, 1)
+	// The child's candidates reach the hostile parent only once it holds
+	// the answer: pion refuses candidates before a remote description, and
+	// the child trickles them as soon as it has answered.
+	var candMu sync.Mutex
+	var early []webrtc.ICECandidateInit
+	answered := false
 	up, err := a.NewUpstream("hostile", []protocol.Track{vp8Track}, func(s protocol.Signal) {
 		switch s.Kind {
 		case protocol.SignalAnswer:
 			answers <- s.SDP
 		case protocol.SignalCandidate:
 			var c webrtc.ICECandidateInit
-			if json.Unmarshal(s.Candidate, &c) == nil {
-				_ = h.pc.AddICECandidate(c)
+			if json.Unmarshal(s.Candidate, &c) != nil {
+				return
 			}
+			candMu.Lock()
+			defer candMu.Unlock()
+			if !answered {
+				early = append(early, c)
+				return
+			}
+			_ = h.pc.AddICECandidate(c)
 		}
 	}, func(protocol.Track, *rtp.Packet) {})
 	if err != nil {
@@ -70,6 +83,12 @@ func TestCloseDoesNotWaitForWedgedReadLoops(t *testing.T) {
 	if err := h.answer(<-answers); err != nil {
 		t.Fatal(err)
 	}
+	candMu.Lock()
+	answered = true
+	for _, c := range early {
+		_ = h.pc.AddICECandidate(c)
+	}
+	candMu.Unlock()
 	if err := up.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
