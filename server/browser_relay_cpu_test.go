@@ -6,17 +6,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/pion/rtp"
 
-	"canopy/mesh"
 	"canopy/mesh/media"
 	"canopy/mesh/media/demo"
-	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
 )
 
@@ -33,31 +29,7 @@ func startClipSource(t testing.TB, server, stream string, capacity int, videoPat
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	node, err := mesh.Dial(ctx, mesh.Config{
-		Server: server, Stream: stream, Role: protocol.RoleSource, Capacity: capacity,
-		Tracks: mesh.TracksFor(video, audio), LoopbackOnly: true, Logger: testLogger(),
-	})
-	if err != nil {
-		cancel()
-		t.Fatalf("source: %v", err)
-	}
-	var wg sync.WaitGroup
-	for _, tr := range []struct {
-		id string
-		r  media.FrameReader
-	}{{"video", video}, {"audio", audio}} {
-		pk, err := media.NewPacketizer(tr.r.Codec())
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Go(func() {
-			_ = media.Play(ctx, tr.r, pk, func(pkts []*rtp.Packet, f media.Frame) error {
-				return node.WriteFrame(tr.id, pkts, time.Now())
-			})
-		})
-	}
-	t.Cleanup(func() { cancel(); wg.Wait(); _ = node.Close() })
+	startSourceOf(t, server, stream, capacity, video, audio, nil)
 }
 
 // browserCPU is the CPU time, user and system, of a Chromium this test

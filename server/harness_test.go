@@ -107,6 +107,14 @@ func startSource(t testing.TB, server, stream string, capacity int) *testSource 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startSourceOf(t, server, stream, capacity, video, audio, nil)
+}
+
+// startSourceOf publishes video and audio, looped, as a Go source, hashing
+// every video frame it sends; a frame for which hold returns true is not
+// sent (nil: every frame is).
+func startSourceOf(t testing.TB, server, stream string, capacity int, video, audio media.FrameReader, hold func() bool) *testSource {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	node, err := mesh.Dial(ctx, mesh.Config{
 		Server: server, Stream: stream, Role: protocol.RoleSource, Capacity: capacity,
@@ -128,6 +136,9 @@ func startSource(t testing.TB, server, stream string, capacity int) *testSource 
 		}
 		wg.Go(func() {
 			_ = media.Play(ctx, tr.r, pk, func(pkts []*rtp.Packet, f media.Frame) error {
+				if hold != nil && hold() {
+					return nil
+				}
 				if tr.id == "video" {
 					s.sent.add(f.Data)
 				}

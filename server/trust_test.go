@@ -1,17 +1,12 @@
 package main
 
 import (
-	"context"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/pion/rtp"
 
-	"canopy/mesh"
-	"canopy/mesh/media"
 	"canopy/mesh/media/demo"
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
@@ -200,39 +195,8 @@ func startPausableSource(t *testing.T, server, stream string, capacity int) *pau
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	node, err := mesh.Dial(ctx, mesh.Config{
-		Server: server, Stream: stream, Role: protocol.RoleSource, Capacity: capacity,
-		Tracks: mesh.TracksFor(video, audio), LoopbackOnly: true, Logger: testLogger(),
-	})
-	if err != nil {
-		cancel()
-		t.Fatalf("source: %v", err)
-	}
-	ps := &pausableSource{testSource: &testSource{node: node, cancel: cancel, done: make(chan struct{})}}
-	var wg sync.WaitGroup
-	for _, tr := range []struct {
-		id string
-		r  media.FrameReader
-	}{{"video", video}, {"audio", audio}} {
-		pk, err := media.NewPacketizer(tr.r.Codec())
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Go(func() {
-			_ = media.Play(ctx, tr.r, pk, func(pkts []*rtp.Packet, f media.Frame) error {
-				if ps.paused.Load() {
-					return nil
-				}
-				if tr.id == "video" {
-					ps.sent.add(f.Data)
-				}
-				return node.WriteFrame(tr.id, pkts, time.Now())
-			})
-		})
-	}
-	go func() { wg.Wait(); close(ps.done) }()
-	t.Cleanup(ps.stop)
+	ps := &pausableSource{}
+	ps.testSource = startSourceOf(t, server, stream, capacity, video, audio, ps.paused.Load)
 	return ps
 }
 
