@@ -38,21 +38,8 @@ type relay struct {
 // play is POST /whep/<stream>: the player's offer is answered by the
 // stream's WHEP relay.
 func (h *Handler) play(c *gin.Context) {
-	stream, err := streamParam(c)
+	stream, offer, _, err := h.readOffer(c, false)
 	if err != nil {
-		h.writeError(c, err)
-		return
-	}
-	if err := h.arrive(c.Request); err != nil {
-		h.writeError(c, err)
-		return
-	}
-	offer, err := h.readBody(c, mimeSDP)
-	if err != nil {
-		h.writeError(c, err)
-		return
-	}
-	if _, _, err := parseOffer(offer, false); err != nil {
 		h.writeError(c, err)
 		return
 	}

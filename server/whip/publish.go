@@ -56,21 +56,7 @@ type publisher struct {
 // publish is POST /whip/<stream>: the publisher's offer becomes the
 // stream's source.
 func (h *Handler) publish(c *gin.Context) {
-	stream, err := streamParam(c)
-	if err != nil {
-		h.writeError(c, err)
-		return
-	}
-	if err := h.arrive(c.Request); err != nil {
-		h.writeError(c, err)
-		return
-	}
-	offer, err := h.readBody(c, mimeSDP)
-	if err != nil {
-		h.writeError(c, err)
-		return
-	}
-	_, media, err := parseOffer(offer, true)
+	stream, offer, media, err := h.readOffer(c, true)
 	if err != nil {
 		h.writeError(c, err)
 		return

@@ -312,3 +312,22 @@ func linkHeaders(c *gin.Context, servers []protocol.ICEServer) {
 		}
 	}
 }
+
+// readOffer is the common start of a WHIP or WHEP POST, in the order its
+// errors are answered: the stream's name, the address's join budget, the
+// body, an offer that sends (WHIP) or receives (WHEP).
+func (h *Handler) readOffer(c *gin.Context, send bool) (stream, offer string, media []offered, err error) {
+	if stream, err = streamParam(c); err != nil {
+		return "", "", nil, err
+	}
+	if err = h.arrive(c.Request); err != nil {
+		return "", "", nil, err
+	}
+	if offer, err = h.readBody(c, mimeSDP); err != nil {
+		return "", "", nil, err
+	}
+	if _, media, err = parseOffer(offer, send); err != nil {
+		return "", "", nil, err
+	}
+	return stream, offer, media, nil
+}
