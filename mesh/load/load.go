@@ -329,6 +329,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return true
 	})
 	rep.Churned = churned
+	// A peer that joined in churn's last moments may still wait in the
+	// queue (new relays earn their children first): give placement a
+	// bounded while before counting who has no parent.
+	_ = waitUntil(ctx, 15*time.Second, func() bool {
+		for _, s := range r.snapshot() {
+			if !s.attached.Load() {
+				return false
+			}
+		}
+		return true
+	})
 	for _, s := range r.snapshot() {
 		if !s.attached.Load() {
 			rep.Unplaced++

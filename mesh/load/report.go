@@ -15,7 +15,8 @@ type Report struct {
 	Viewers int `json:"viewers"` // simulated peers started in the ramp
 	Relays  int `json:"relays"`  // of which relays
 	// Placed is how many of them got a parent within JoinTimeout;
-	// Unplaced how many simulated peers were without one at the end.
+	// Unplaced how many simulated peers were without one at the end (after
+	// up to 15 s for the last joiners to be placed).
 	Placed   int `json:"placed"`
 	Unplaced int `json:"unplaced"`
 	// JoinsPerSec is Placed over the time from the ramp's start to the last
