@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 
 	"canopy/mesh"
+	"canopy/mesh/framesig"
 	"canopy/mesh/media"
 	"canopy/mesh/media/demo"
 	"canopy/mesh/protocol"
@@ -20,6 +22,7 @@ func broadcast(ctx context.Context, args []string, stderr io.Writer) error {
 	c.register(fs, 4)
 	videoPath := fs.String("video", "", "video file to loop: .ivf (VP8) or .h264 (Annex-B, 30 fps), or - for live IVF/H264 on standard input; default: the demo clip")
 	audioPath := fs.String("audio", "", "audio file to loop: .ogg (Opus); default: the demo clip's when -video is not set")
+	sign := fs.Bool("sign", true, "sign every frame with a new Ed25519 key per session, so viewers can tell a relay that alters frames (README \"Signed frames\")")
 	var ing ingestFlags
 	ing.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -43,10 +46,16 @@ func broadcast(ctx context.Context, args []string, stderr io.Writer) error {
 	// reclaim secret gets it its stream name back.
 	reclaim := new(mesh.Reclaim)
 	err = redial(ctx, stderr, c.stream, false, func(ctx context.Context, s *session) error {
+		var key ed25519.PrivateKey
+		if *sign {
+			if _, key, err = framesig.GenerateKey(); err != nil {
+				return err
+			}
+		}
 		node, err := mesh.Dial(ctx, mesh.Config{
 			Server: c.server, Stream: c.stream, Role: protocol.RoleSource, Capacity: c.capacity,
 			Token: c.token, Tracks: in.tracks, LoopbackOnly: c.loopback, Logger: log,
-			Reclaim: reclaim,
+			Reclaim: reclaim, OnEvent: s.onEvent, SignKey: key,
 		})
 		if err != nil {
 			return err

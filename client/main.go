@@ -22,7 +22,7 @@ import (
 	"time"
 )
 
-const usage = `usage: client <broadcast|relay|watch|load> [flags]
+const usage = `usage: client <broadcast|relay|watch|load|soak> [flags]
 
   broadcast  publish a stream: the demo clip, or -video FILE (.ivf VP8, .h264 Annex-B)
              and/or -audio FILE (.ogg Opus), looped; or live: -video - (IVF/H264
@@ -33,6 +33,9 @@ const usage = `usage: client <broadcast|relay|watch|load> [flags]
   load       simulate an audience: -viewers signaling-level peers at -rate joins/s
              with -churn, and -media real viewers that must get complete frames;
              prints joins/s, latencies, errors, the servers' memory and CPU
+  soak       run a churn soak: a cluster of -server-bin processes, a source and
+             -peers real viewers that join, leave and crash for -duration; fails
+             on a stall, a peer without a parent, or goroutines or memory growing
 
 Run 'client <command> -h' for the command's flags.`
 
@@ -53,6 +56,8 @@ func main() {
 		err = watch(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "load":
 		err = loadTest(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	case "soak":
+		err = soakTest(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Println(usage)
 		return
@@ -80,7 +85,7 @@ type common struct {
 }
 
 func (c *common) register(fs *flag.FlagSet, defaultCapacity int) {
-	fs.StringVar(&c.server, "server", "http://localhost:8080", "Canopy server address")
+	fs.StringVar(&c.server, "server", "http://localhost:8080", "Canopy server address, or several separated by commas: tried in turn on connect and when resuming after a drop")
 	fs.StringVar(&c.stream, "stream", "demo", "stream name")
 	fs.IntVar(&c.capacity, "capacity", defaultCapacity, "how many children this peer feeds (the server may clamp it)")
 	fs.StringVar(&c.token, "token", "", "credential for the stream, if it needs one")

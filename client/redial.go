@@ -15,9 +15,12 @@ import (
 )
 
 // Re-dialing: a peer whose signaling drops (the server restarted, a proxy
-// cut an idle connection, the network blinked) joins again with a new
-// mesh.Node after a jittered exponential back-off, reset once a session
-// has been live. Only Ctrl-C or a final error ends the command.
+// cut an idle connection, the network blinked) first resumes: its
+// mesh.Node keeps its connections and gets its place back with its resume
+// token, within the server's grace period (mesh resume.go). Only when that
+// fails does it join again with a new mesh.Node, after a jittered
+// exponential back-off, reset once a session has been live. Only Ctrl-C
+// or a final error ends the command.
 const (
 	// stableAfter is how long a session must last to count as live when
 	// it has no parent's media to prove it (a source).
@@ -41,6 +44,7 @@ var (
 type session struct {
 	joinedAt atomic.Int64 // unix nanoseconds of the welcome; 0 before
 	live     atomic.Bool  // media from a parent arrived
+	stderr   io.Writer    // where resumes are told
 }
 
 // joined records that the server admitted the node.
@@ -53,9 +57,15 @@ func (s *session) wasLive() bool {
 }
 
 // onEvent marks the session live on the node's first media from a parent.
+// It also says when the node's signaling dropped and when it resumed.
 func (s *session) onEvent(e mesh.Event) {
-	if e.Kind == mesh.EventLive {
+	switch e.Kind {
+	case mesh.EventLive:
 		s.live.Store(true)
+	case mesh.EventResuming:
+		fmt.Fprintf(s.stderr, "client: lost the server (%s); resuming with the same place\n", e.Reason)
+	case mesh.EventResumed:
+		fmt.Fprintf(s.stderr, "client: resumed its place (parent %q)\n", e.Peer)
 	}
 }
 
@@ -66,7 +76,7 @@ func redial(ctx context.Context, stderr io.Writer, stream string, allowNotFound 
 	everJoined := false
 	missing := 0
 	for {
-		s := &session{}
+		s := &session{stderr: stderr}
 		err := run(ctx, s)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -137,8 +147,26 @@ func finalError(err error, stream string, everJoined, retryNotFound bool) error 
 	return nil
 }
 
-// checkServer refuses a server address no retry can fix.
-func checkServer(server string) error {
+// checkServer refuses a -server no retry can fix: one address, or several
+// separated by commas (tried in turn on connect and on resume).
+func checkServer(list string) error {
+	n := 0
+	for _, server := range strings.Split(list, ",") {
+		if server = strings.TrimSpace(server); server == "" {
+			continue
+		}
+		n++
+		if err := checkOneServer(server); err != nil {
+			return err
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("-server %q: no address", list)
+	}
+	return nil
+}
+
+func checkOneServer(server string) error {
 	if !strings.Contains(server, "://") {
 		server = "http://" + server
 	}

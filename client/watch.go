@@ -41,11 +41,22 @@ type watchReport struct {
 	PacketsRelayed   uint64  `json:"packetsRelayed"`
 	BytesRelayed     uint64  `json:"bytesRelayed"`
 	StallMillis      float64 `json:"stallMs"`
-	DelayP50Millis   float64 `json:"delayP50Ms"` // source capture → complete frame here
-	DelayP99Millis   float64 `json:"delayP99Ms"`
-	ParentChanges    int     `json:"parentChanges"`
-	Seconds          float64 `json:"seconds"`
-	Private          bool    `json:"private"` // watched in private mode (asked for, or the server's -privacy)
+	// GapsMillis[i] is the largest gap between two frames that ended in
+	// second i of the watch (0: no frame then): where a gap happened, for
+	// tests that compare before and after an event.
+	GapsMillis     []float64 `json:"gapsMs,omitempty"`
+	DelayP50Millis float64   `json:"delayP50Ms"` // source capture → complete frame here
+	DelayP99Millis float64   `json:"delayP99Ms"`
+	ParentChanges  int       `json:"parentChanges"`
+	Seconds        float64   `json:"seconds"`
+	Private        bool      `json:"private"` // watched in private mode (asked for, or the server's -privacy)
+	// Signed frames (README "Signed frames"): frames whose source
+	// signature checked, and frames refused (forged, replayed, unsigned on
+	// a signed stream), which were not played. Verified is false when the
+	// stream is not signed or a re-encoding hop above cannot carry it.
+	FramesVerified uint64 `json:"framesVerified"`
+	FramesRejected uint64 `json:"framesRejected"`
+	Verified       bool   `json:"verified"`
 }
 
 func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -55,8 +66,9 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	frames := fs.Int("frames", 300, "exit 0 after this many complete video frames (0: run until interrupted)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up if the frames have not arrived by then (0: no limit)")
 	asJSON := fs.Bool("json", false, "print the report as one JSON object")
-	record := fs.String("record", "", "write the video track to this file (.ivf for VP8, .h264 for H264)")
+	record := fs.String("record", "", "write the video this viewer plays to this file (.ivf for VP8, .h264 for H264): verified frames, without their signatures")
 	private := fs.Bool("private", false, "private mode: connect through the server's TURN relay only, so no other peer learns this host's address, and relay to nobody")
+	progress := fs.Duration("progress", 0, "also print a JSON progress line (frames, the gap since the last frame) at this interval, for a driver that watches many viewers (client soak)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -69,6 +81,8 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	w := newWatcher(*frames, *record)
 	defer w.close()
+	stopProgress := w.printProgress(stdout, *progress)
+	defer stopProgress()
 	if err := checkServer(c.server); err != nil {
 		return err
 	}
@@ -78,7 +92,7 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		w.newSession()
 		n, err := mesh.Dial(ctx, mesh.Config{
 			Server: c.server, Stream: c.stream, Role: protocol.RoleViewer, Capacity: c.capacity,
-			Token: c.token, LoopbackOnly: c.loopback, Logger: log, OnPacket: w.onPacket,
+			Token: c.token, LoopbackOnly: c.loopback, Logger: log, OnPacket: w.onPacket, OnFrame: w.onVerified,
 			OnStats: w.addStats, Private: *private,
 			OnEvent: func(e mesh.Event) {
 				s.onEvent(e)
@@ -92,6 +106,7 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		s.joined()
 		node = n
+		w.setNode(n)
 		select {
 		case <-w.done:
 			return nil
@@ -126,8 +141,10 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := w.failure(); err != nil {
 		return err
 	}
+	stopProgress() // the report is the last line
 	r := w.report()
 	r.Stream, r.Peer, r.Depth, r.Private = c.stream, node.ID(), node.Depth(), node.Private()
+	r.Verified = node.Verifies()
 	var s protocol.Stats
 	node.CollectStats(&s)
 	r.PacketsReceived, r.BytesReceived = s.PacketsReceived, s.BytesReceived
@@ -156,11 +173,14 @@ type watcher struct {
 	start    time.Time
 
 	mu        sync.Mutex
-	video     *media.Assembler
-	recorder  media.Recorder
+	node      *mesh.Node       // the current session's, for its frame checks
+	checked   mesh.FrameStats  // the sessions before it
+	video     *media.Assembler // loss figures only: frames come verified from the node
+	recorder  media.FrameRecorder
 	first     time.Time
 	lastFrame time.Time
 	stall     time.Duration
+	gaps      []float64 // GapsMillis
 	frames    int
 	keyframes int
 	audio     int
@@ -195,26 +215,12 @@ func (w *watcher) onPacket(t protocol.Track, p *rtp.Packet) {
 	}
 	if w.video == nil {
 		codec := media.Codec{MimeType: t.MimeType, ClockRate: t.ClockRate, Fmtp: t.Fmtp}
-		asm, err := media.NewAssembler(codec, w.onFrame)
+		asm, err := media.NewAssembler(codec, nil)
 		if err != nil {
 			w.fail(err)
 			return
 		}
 		w.video = asm
-		if w.recordTo != "" && w.recorder == nil {
-			rec, err := media.NewRecorder(w.recordTo, codec)
-			if err != nil {
-				w.fail(err)
-				return
-			}
-			w.recorder = rec
-		}
-	}
-	if w.recorder != nil {
-		if err := w.recorder.WriteRTP(p); err != nil {
-			w.fail(fmt.Errorf("record: %w", err))
-			return
-		}
 	}
 	// A frame is complete when its last (marker) packet arrives. Frames in
 	// the first second may come from a relay's GOP cache, burst long after
@@ -229,7 +235,48 @@ func (w *watcher) onPacket(t protocol.Track, p *rtp.Packet) {
 	w.video.Push(p)
 }
 
-// onFrame runs under w.mu (from Push).
+// onVerified takes a frame the node checked (and stripped of its
+// signature): only those count as played, and only those are recorded
+// (the RTP a parent sends carries the signatures: README "Signed frames").
+func (w *watcher) onVerified(t protocol.Track, f media.Frame) {
+	if t.Kind != "video" {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return
+	}
+	if w.recordTo != "" {
+		if w.recorder == nil {
+			rec, err := media.NewFrameRecorder(w.recordTo, media.Codec{MimeType: t.MimeType, ClockRate: t.ClockRate, Fmtp: t.Fmtp})
+			if err != nil {
+				w.fail(err)
+				return
+			}
+			w.recorder = rec
+		}
+		if err := w.recorder.WriteFrame(f); err != nil {
+			w.fail(fmt.Errorf("record: %w", err))
+			return
+		}
+	}
+	w.onFrame(f)
+}
+
+// setNode records the session's node; the last one's frame counts carry on.
+func (w *watcher) setNode(n *mesh.Node) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.node != nil {
+		st := w.node.FrameStats()
+		w.checked.Verified += st.Verified
+		w.checked.Rejected += st.Rejected
+	}
+	w.node = n
+}
+
+// onFrame runs under w.mu.
 func (w *watcher) onFrame(f media.Frame) {
 	now := time.Now()
 	if w.frames == 0 {
@@ -237,8 +284,12 @@ func (w *watcher) onFrame(f media.Frame) {
 			return // undecodable until the first keyframe
 		}
 		w.first = now
-	} else if gap := now.Sub(w.lastFrame); gap > stallGap {
-		w.stall += gap
+	} else {
+		gap := now.Sub(w.lastFrame)
+		if gap > stallGap {
+			w.stall += gap
+		}
+		w.noteGap(now, gap)
 	}
 	w.lastFrame = now
 	w.frames++
@@ -248,6 +299,21 @@ func (w *watcher) onFrame(f media.Frame) {
 	if w.want > 0 && w.frames >= w.want {
 		w.doneOnce.Do(func() { close(w.done) })
 	}
+}
+
+// maxGapSeconds bounds GapsMillis (an hour of a watch).
+const maxGapSeconds = 3600
+
+// noteGap keeps the largest gap of each second. Runs under w.mu.
+func (w *watcher) noteGap(now time.Time, gap time.Duration) {
+	i := int(now.Sub(w.start) / time.Second)
+	if i >= maxGapSeconds {
+		return
+	}
+	for len(w.gaps) <= i {
+		w.gaps = append(w.gaps, 0)
+	}
+	w.gaps[i] = max(w.gaps[i], float64(gap.Microseconds())/1000)
 }
 
 // newSession forgets the video numbering: a new node receives the
@@ -280,6 +346,7 @@ func (w *watcher) report() watchReport {
 	r := watchReport{
 		Frames: w.frames, Keyframes: w.keyframes, AudioPackets: w.audio,
 		StallMillis: float64(w.stall.Microseconds()) / 1000, Seconds: time.Since(w.start).Seconds(),
+		GapsMillis: append([]float64(nil), w.gaps...),
 	}
 	if w.parents > 0 {
 		r.ParentChanges = w.parents - 1 // the first parent is not a change
@@ -291,6 +358,12 @@ func (w *watcher) report() watchReport {
 		st := w.video.Stats()
 		r.PacketsLost, r.Undecodable = int(st.Lost), st.Undecodable
 	}
+	r.FramesVerified, r.FramesRejected = w.checked.Verified, w.checked.Rejected
+	if w.node != nil {
+		st := w.node.FrameStats()
+		r.FramesVerified += st.Verified
+		r.FramesRejected += st.Rejected
+	}
 	if len(w.delays) > 0 {
 		d := slices.Clone(w.delays)
 		slices.Sort(d)
@@ -298,6 +371,64 @@ func (w *watcher) report() watchReport {
 		r.DelayP99Millis = d[len(d)*99/100]
 	}
 	return r
+}
+
+// watchProgress is a line `watch -progress` prints while it runs: enough
+// for a driver to tell a viewer that stopped receiving (SinceLastFrame)
+// without waiting for its report, which a killed viewer never prints.
+type watchProgress struct {
+	Progress         bool    `json:"progress"`
+	Peer             string  `json:"peer"`
+	Parent           string  `json:"parent"`
+	Frames           int     `json:"frames"`
+	FirstFrameMillis float64 `json:"firstFrameMs"` // 0: none yet
+	SinceLastMillis  float64 `json:"sinceLastFrameMs"`
+	MaxGapMillis     float64 `json:"maxGapMs"` // the largest gap between two frames so far
+	ParentChanges    int     `json:"parentChanges"`
+	Seconds          float64 `json:"seconds"`
+}
+
+// printProgress prints a watchProgress line every interval until the
+// returned function is called (idempotent); interval 0 prints nothing.
+func (w *watcher) printProgress(out io.Writer, interval time.Duration) func() {
+	if interval <= 0 {
+		return func() {}
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		enc := json.NewEncoder(out)
+		for {
+			select {
+			case <-t.C:
+				_ = enc.Encode(w.progress())
+			case <-stop:
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(stop); <-done }) }
+}
+
+func (w *watcher) progress() watchProgress {
+	r := w.report()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p := watchProgress{Progress: true, Frames: r.Frames, FirstFrameMillis: r.FirstFrameMillis,
+		ParentChanges: r.ParentChanges, Seconds: r.Seconds}
+	for _, g := range w.gaps {
+		p.MaxGapMillis = max(p.MaxGapMillis, g)
+	}
+	if !w.lastFrame.IsZero() {
+		p.SinceLastMillis = float64(time.Since(w.lastFrame).Microseconds()) / 1000
+	}
+	if w.node != nil {
+		p.Peer, p.Parent = w.node.ID(), w.node.Parent()
+	}
+	return p
 }
 
 func (w *watcher) failure() error {

@@ -1,19 +1,24 @@
 package mesh
 
 import (
+	"crypto/ed25519"
 	"log/slog"
 	"net/netip"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
 
+	"canopy/mesh/media"
 	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 )
 
 // Config describes the node to start.
 type Config struct {
-	// Server is the Canopy server's address, e.g. http://localhost:8080.
+	// Server is the Canopy server's address, e.g. http://localhost:8080,
+	// or several separated by commas: tried in turn when the node dials,
+	// and when it resumes after its connection dropped (the one it was on
+	// first).
 	Server string
 	// Transport, if set, carries the node's signaling instead of a
 	// WebSocket to Server's /ws: how a server hosts nodes of its own over
@@ -72,6 +77,20 @@ type Config struct {
 	// OnKeyframeRequest, if set on a source, is called when children ask for
 	// a keyframe (merged and throttled).
 	OnKeyframeRequest func(trackID string)
+	// SignKey, on a source, signs every frame Play and WriteSourceRTP
+	// (PlayRTP) send, and its public key goes to every viewer through the
+	// server (see framesig, README "Signed frames"). nil: frames go
+	// unsigned, as they do for packets a caller writes with WriteRTP.
+	// Give each Dial a new key (framesig.GenerateKey): a node's counters
+	// start afresh, and viewers take lower counters under the same key for
+	// replays.
+	SignKey ed25519.PrivateKey
+	// OnFrame, if set, receives every complete frame of every track, in
+	// order per track, checked against the stream's key when the stream is
+	// signed and the path carries signatures, and without its signature: a
+	// frame that fails is not given (see FrameStats). It runs on the
+	// track's receive goroutine and must not block; f.Data is the caller's.
+	OnFrame func(t protocol.Track, f media.Frame)
 	// OnStats, if set, adds the caller's measures (frames decoded, time to
 	// first frame…) to each stats report the node sends.
 	OnStats func(*protocol.Stats)
@@ -89,6 +108,12 @@ const (
 	EventError   EventKind = "error"   // the server reported an error
 	// EventStandby: the standby parent changed (Standby; "" for none).
 	EventStandby EventKind = "standby"
+	// EventResuming: the signaling connection dropped; the node keeps its
+	// connections and dials again to resume its place (Reason says why).
+	EventResuming EventKind = "resuming"
+	// EventResumed: the node has its place back on a new connection (Peer,
+	// Depth, Standby: where it stands now).
+	EventResumed EventKind = "resumed"
 )
 
 // Event is a change a node reports through Config.OnEvent.

@@ -32,6 +32,7 @@ type upstreamConn struct {
 	stalled  time.Time // when the server was last told this parent stalled
 	reported bool      // the server was told this connection is live
 	retired  time.Time // when it became the previous connection
+	quiet    time.Time // when the server said this parent's signaling dropped
 }
 
 // setParent connects to a new parent. The old connection stays open until
@@ -121,6 +122,9 @@ func (n *Node) ingest(uc *upstreamConn, t protocol.Track, p *rtp.Packet) {
 	if n.cfg.OnPacket != nil {
 		n.cfg.OnPacket(t, p)
 	}
+	if n.cfg.OnFrame != nil {
+		n.checkPacket(uc.parent, t, p)
+	}
 }
 
 // onLive runs when a connection's media first arrives.
@@ -130,7 +134,7 @@ func (n *Node) onLive(uc *upstreamConn) {
 	}
 	uc.reported = true
 	n.sb.promoted = nil // the standby switch holds: media flows
-	_ = n.sig.send(&protocol.Message{Type: protocol.TypeLive, Peer: uc.parent})
+	_ = n.send(&protocol.Message{Type: protocol.TypeLive, Peer: uc.parent})
 	n.emit(Event{Kind: EventLive, Peer: uc.parent, Depth: n.Depth()})
 	if n.prev != nil {
 		n.closeUpstream(n.prev)
@@ -167,7 +171,21 @@ func (n *Node) watchdog() {
 		failed = true
 	default:
 	}
-	if !failed && now.Sub(last) < stallTimeout {
+	// After a quiet notice a short silence is enough to switch to a
+	// standby link (make before break: nothing is lost if the parent was
+	// only blinking); a stall report still waits for stallTimeout, since
+	// it ends the parent's suspension and moves its subtree.
+	quiet := !uc.quiet.IsZero() && now.Sub(uc.quiet) < quietFor
+	silent := now.Sub(last)
+	if !failed && silent < stallTimeout {
+		if !quiet {
+			return
+		}
+		if silent < quietSilence {
+			n.wakeQuiet(quietSilence - silent)
+			return
+		}
+		_ = n.promoteStandby(false)
 		return
 	}
 	if n.promoteStandby(failed) {
@@ -180,8 +198,20 @@ func (n *Node) watchdog() {
 	}
 	uc.stalled = now
 	n.log.Info("parent stalled", "parent", uc.parent, "failed", failed, "silent", now.Sub(last).Round(time.Millisecond))
-	_ = n.sig.send(&protocol.Message{Type: protocol.TypeStalled, Peer: uc.parent})
+	_ = n.send(&protocol.Message{Type: protocol.TypeStalled, Peer: uc.parent})
 	n.emit(Event{Kind: EventStalled, Peer: uc.parent})
+}
+
+// wakeQuiet runs the watchdog again after d, when a quiet parent's
+// silence reaches quietSilence. Called from run (Go 1.23 timers: Reset
+// leaves no stale tick in the channel).
+func (n *Node) wakeQuiet(d time.Duration) {
+	d += time.Millisecond
+	if n.quietWake != nil {
+		n.quietWake.Reset(d)
+		return
+	}
+	n.quietWake = time.NewTimer(d)
 }
 
 func (n *Node) closeUpstream(uc *upstreamConn) {
@@ -209,7 +239,7 @@ func (n *Node) attach(child string) {
 	for _, t := range ts.tracks {
 		fwds = append(fwds, ts.fwds[t.ID])
 	}
-	d, err := n.apiFor(child).NewDownstream(child, fwds, n.sendSignal(child))
+	d, err := n.apiFor(child).NewDownstream(child, fwds, n.sendSignal(child), n.childOptions(child)...)
 	if err != nil {
 		n.log.Error("downstream", "child", child, "err", err)
 		return
@@ -227,6 +257,7 @@ func (n *Node) detach(id string) {
 	if d := n.downstreams[id]; d != nil {
 		_ = d.Close()
 		delete(n.downstreams, id)
+		delete(n.strip, id)
 		n.children.Store(int64(len(n.downstreams)))
 		return
 	}

@@ -104,7 +104,7 @@ func (n *Node) ingestRTP(ctx context.Context, trackID string, src media.PacketSo
 			if err := peer.StampCaptureTime(q, frameAt); err != nil {
 				return err
 			}
-			switch err := n.WriteRTP(trackID, q); {
+			switch err := n.WriteSourceRTP(trackID, q); {
 			case errors.Is(err, peer.ErrPacketTooLarge):
 				// A late packet over the MTU could not be split; one bad
 				// packet must not end the broadcast.

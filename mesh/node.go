@@ -36,6 +36,16 @@ const (
 	// stallTimeout is how long a node waits without media from its parent
 	// before it tells the server the parent has failed.
 	stallTimeout = 1500 * time.Millisecond
+	// quietSilence replaces stallTimeout once the server said the parent's
+	// signaling dropped (protocol.TypeQuiet): a relay whose process died
+	// looks like a blip to the server until its media stops, and 100 ms is
+	// three video frames at 30 fps, a gap a live parent rarely leaves (and
+	// one that did only moves this child, hot, to its standby). The node
+	// wakes when it ends (quietWake), not on the next watch tick. It holds
+	// for quietFor after the notice. 200 ms, checked every watchInterval,
+	// made a killed relay's orphans stall 250–330 ms.
+	quietSilence = 100 * time.Millisecond
+	quietFor     = 15 * time.Second
 	// stallRepeat is how often a node repeats its report of a silent parent.
 	stallRepeat = 3 * time.Second
 	// drainTimeout bounds a graceful leave: children that have not moved to
@@ -62,8 +72,19 @@ func (e *ServerError) Error() string { return fmt.Sprintf("server: %s: %s", e.Co
 type Node struct {
 	cfg Config
 	log *slog.Logger
-	sig *signaling
-	api *peer.API
+	// link is the signaling connection, or what is held while the node
+	// resumes (resume.go); servers are Config.Server's addresses, server
+	// the one it is on.
+	link    link
+	servers []string
+	server  int
+	// resumeToken and grace are the last welcome's (or resume message's):
+	// how the node gets its place back when its connection drops. Owned
+	// by the run goroutine.
+	resumeToken string
+	grace       time.Duration
+	resumed     chan resumeResult
+	api         *peer.API
 	// localAPI carries the links to Config.LocalPeer neighbours; nil
 	// without LocalPeer.
 	localAPI *peer.API
@@ -75,14 +96,23 @@ type Node struct {
 	children atomic.Int64                 // live downstream connections
 	current  atomic.Pointer[upstreamConn] // n.cur, for other goroutines (Parent, keyframe requests)
 	offline  atomic.Bool
+	capacity atomic.Int64  // the last capacity asked for, for a resume's hello
 	relayed  atomic.Uint64 // bytes handed to children's queues
 	private  bool          // private mode: relay candidates only (Config.Private or the welcome)
 	liveCh   chan *upstreamConn
 
 	// Owned by the run goroutine.
-	cur, prev   *upstreamConn
+	cur, prev *upstreamConn
+	// quietWake runs the watchdog when a quiet parent's silence reaches
+	// quietSilence (family.go); nil when none is due. Owned by run.
+	quietWake   *time.Timer
 	downstreams map[string]*peer.Downstream
+	// strip holds the children the server said cannot verify (attach,
+	// standby or promote with strip): they get frames without signature
+	// trailers (local.go). Touched by the loop only.
+	strip       map[string]bool
 	refusedSeen map[string]uint64 // per child, retransmissions refused at the last report
+	uplink      uplinkMeter       // the children's receiver reports, per stats report (uplink.go)
 	leaving     bool
 	sb          standbyState // hot standby links, both sides (standby.go)
 	standbyID   atomic.Value // string: sb.link's parent, for Standby
@@ -94,6 +124,8 @@ type Node struct {
 	errMu     sync.Mutex
 	err       error
 	wg        sync.WaitGroup
+
+	signState // signed frames: the key, frame checks, re-signing ingests (verify.go, sign.go)
 }
 
 // Dial connects to the server, says hello and waits for the welcome. The
@@ -106,47 +138,24 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Logger = slog.Default()
 	}
 	var sig *signaling
+	servers := splitServers(cfg.Server)
+	server := 0
 	if cfg.Transport != nil {
 		sig = newSignaling(cfg.Transport)
 	} else {
 		var err error
-		if sig, err = dialSignaling(ctx, cfg.Server); err != nil {
+		if sig, server, err = dialAny(ctx, servers, 0, handshakeTimeout); err != nil {
 			return nil, err
 		}
 	}
-	hello := &protocol.Message{
-		Type: protocol.TypeHello, Version: protocol.Version, Role: cfg.Role, Kind: protocol.KindGo,
-		Stream: cfg.Stream, Capacity: cfg.Capacity, Token: cfg.Token, Private: cfg.Private,
-	}
-	if cfg.Private {
-		hello.Capacity = 0 // the server would clamp it anyway
-	}
-	if cfg.Role == protocol.RoleSource {
-		hello.Tracks = cfg.Tracks
-		hello.Reclaim = cfg.Reclaim.Secret()
-	}
-	if err := sig.send(hello); err != nil {
+	if err := sig.send(helloFor(cfg)); err != nil {
 		sig.close()
 		return nil, fmt.Errorf("hello: %w", err)
 	}
-	var welcome *protocol.Message
-	for welcome == nil {
-		select {
-		case m, ok := <-sig.in:
-			if !ok {
-				return nil, fmt.Errorf("server closed the connection before welcome: %v", sig.err)
-			}
-			switch m.Type {
-			case protocol.TypeWelcome:
-				welcome = m
-			case protocol.TypeError:
-				sig.close()
-				return nil, &ServerError{Code: m.Code, Reason: m.Reason}
-			}
-		case <-ctx.Done():
-			sig.close()
-			return nil, ctx.Err()
-		}
+	welcome, err := awaitWelcome(ctx, sig)
+	if err != nil {
+		sig.close()
+		return nil, err
 	}
 	api, err := peer.NewAPI(peer.Config{
 		LoopbackOnly: cfg.LoopbackOnly,
@@ -172,16 +181,24 @@ func Dial(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:         cfg,
 		log:         cfg.Logger.With("stream", cfg.Stream, "peer", welcome.ID, "role", cfg.Role),
-		sig:         sig,
+		servers:     servers,
+		server:      server,
+		resumeToken: welcome.Resume,
+		grace:       time.Duration(welcome.Grace) * time.Millisecond,
+		resumed:     make(chan resumeResult),
 		api:         api,
 		localAPI:    localAPI,
 		id:          welcome.ID,
 		liveCh:      make(chan *upstreamConn, 4),
 		downstreams: make(map[string]*peer.Downstream),
+		strip:       make(map[string]bool),
 		leaveReq:    make(chan struct{}),
 		done:        make(chan struct{}),
 	}
+	n.link.sig = sig
 	n.private = cfg.Private || welcome.Private
+	n.capacity.Store(int64(cfg.Capacity))
+	n.setSourceKey(welcome.SourceKey)
 	n.setTracks(welcome.Tracks)
 	cfg.Reclaim.set(welcome.Reclaim)
 	n.wg.Add(1)
@@ -300,7 +317,8 @@ const rtpHeaderSize = 12
 // SetCapacity changes how many children this node offers to feed; the
 // server moves children beyond it elsewhere first.
 func (n *Node) SetCapacity(capacity int) error {
-	return n.sig.send(&protocol.Message{Type: protocol.TypeCapacity, Capacity: capacity})
+	n.capacity.Store(int64(capacity))
+	return n.send(&protocol.Message{Type: protocol.TypeCapacity, Capacity: capacity})
 }
 
 // Close leaves the stream gracefully: the server moves this node's children
@@ -316,7 +334,9 @@ func (n *Node) Close() error {
 // would. Tools and tests use it to exercise recovery.
 func (n *Node) Kill() {
 	n.stop(nil)
-	abort(n.sig.conn)
+	n.link.mu.Lock()
+	abort(n.link.sig.conn)
+	n.link.mu.Unlock()
 	n.wg.Wait()
 }
 
@@ -325,7 +345,9 @@ func (n *Node) stop(err error) {
 		n.errMu.Lock()
 		n.err = err
 		n.errMu.Unlock()
-		n.sig.close()
+		n.link.mu.Lock()
+		n.link.sig.close()
+		n.link.mu.Unlock()
 		close(n.done)
 	})
 }
@@ -342,11 +364,23 @@ func (n *Node) run() {
 	defer stats.Stop()
 	var drain <-chan time.Time
 	leaveReq := n.leaveReq
+	var sigIn <-chan *protocol.Message = n.link.sig.in
 	for {
+		var quietC <-chan time.Time
+		if n.quietWake != nil {
+			quietC = n.quietWake.C
+		}
 		select {
-		case m, ok := <-n.sig.in:
+		case <-quietC:
+			n.quietWake = nil
+			n.watchdog()
+		case m, ok := <-sigIn:
 			if !ok {
-				err := fmt.Errorf("%w: signaling ended: %v", ErrClosed, n.sig.err)
+				if n.beginResume() {
+					sigIn = nil // until resumed (resume.go)
+					continue
+				}
+				err := fmt.Errorf("%w: signaling ended: %v", ErrClosed, n.link.sig.err)
 				if n.leaving {
 					err = nil
 				}
@@ -354,6 +388,13 @@ func (n *Node) run() {
 				return
 			}
 			n.handle(m)
+		case r := <-n.resumed:
+			if r.err != nil {
+				n.log.Warn("resume failed", "err", r.err)
+				n.stop(r.err)
+				return
+			}
+			sigIn = n.adoptResumed(r)
 		case uc := <-n.liveCh:
 			n.onLive(uc)
 		case <-watch.C:
@@ -363,8 +404,12 @@ func (n *Node) run() {
 		case <-leaveReq:
 			leaveReq = nil
 			n.leaving = true
+			if sigIn == nil {
+				n.stop(nil) // resuming: nobody to tell; the server's grace period ends its place
+				return
+			}
 			n.sendStats() // the last word on what this node received and relayed
-			_ = n.sig.send(&protocol.Message{Type: protocol.TypeLeave})
+			_ = n.send(&protocol.Message{Type: protocol.TypeLeave})
 			drain = time.After(drainTimeout)
 		case <-drain:
 			n.log.Warn("graceful leave: children did not move in time", "children", len(n.downstreams))
@@ -397,6 +442,8 @@ func (n *Node) teardown() {
 }
 
 func (n *Node) handle(m *protocol.Message) {
+	n.onSigning(m)
+	n.noteStrip(m)
 	switch m.Type {
 	case protocol.TypeWelcome:
 		// A welcome after the first one means the source is back.
@@ -412,10 +459,17 @@ func (n *Node) handle(m *protocol.Message) {
 		n.onStandby(m)
 	case protocol.TypePromote:
 		n.promoteChild(m.Peer)
+	case protocol.TypeQuiet:
+		if n.cur != nil && n.cur.parent == m.Peer {
+			n.cur.quiet = time.Now()
+			n.watchdog()
+		}
 	case protocol.TypeSignal:
 		n.route(m)
 	case protocol.TypeOffline:
 		n.setOffline(m.Reason)
+	case protocol.TypeResume:
+		n.resumeToken = m.Resume // a renewed token
 	case protocol.TypeError:
 		n.log.Warn("server error", "code", m.Code, "reason", m.Reason)
 		n.emit(Event{Kind: EventError, Code: m.Code, Reason: m.Reason})
@@ -430,7 +484,7 @@ func (n *Node) emit(e Event) {
 
 func (n *Node) sendSignal(to string) func(protocol.Signal) {
 	return func(s protocol.Signal) {
-		_ = n.sig.send(&protocol.Message{Type: protocol.TypeSignal, Peer: to, Sig: &s})
+		_ = n.send(&protocol.Message{Type: protocol.TypeSignal, Peer: to, Sig: &s})
 	}
 }
 
@@ -462,7 +516,8 @@ func (n *Node) sendStats() {
 	n.warnOverBudget()
 	var s protocol.Stats
 	n.CollectStats(&s)
-	_ = n.sig.send(&protocol.Message{Type: protocol.TypeStats, Stats: &s})
+	s.Uplink = n.uplink.measure(time.Now(), n.relayed.Load(), n.downstreams)
+	_ = n.send(&protocol.Message{Type: protocol.TypeStats, Stats: &s})
 }
 
 // CollectStats fills s with the node's counters, and with the caller's
@@ -479,6 +534,7 @@ func (n *Node) CollectStats(s *protocol.Stats) {
 	}
 	s.BytesRelayed = n.relayed.Load()
 	s.Children = n.Children()
+	n.verificationStats(s)
 	if n.cfg.OnStats != nil {
 		n.cfg.OnStats(s)
 	}

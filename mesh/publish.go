@@ -48,6 +48,10 @@ func (n *Node) Play(ctx context.Context, readers ...media.FrameReader) error {
 		case <-ctx.Done():
 		}
 	}()
+	readers, err := n.signReaders(readers)
+	if err != nil {
+		return err
+	}
 	packetizers := make([]*media.Packetizer, len(readers))
 	for i, r := range readers {
 		pk, err := media.NewPacketizer(r.Codec())

@@ -48,18 +48,23 @@ func wsURL(server string) (string, error) {
 	return u.String(), nil
 }
 
-func dialSignaling(ctx context.Context, server string) (*signaling, error) {
+// handshakeTimeout bounds a WebSocket upgrade on the first dial. A resume
+// waits silenceTimeout at most: a stopped server accepts the TCP
+// connection (the kernel does) and never answers the upgrade.
+const handshakeTimeout = 10 * time.Second
+
+func dialSignaling(ctx context.Context, server string, handshake time.Duration) (*signaling, error) {
 	addr, err := wsURL(server)
 	if err != nil {
 		return nil, err
 	}
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	d := websocket.Dialer{HandshakeTimeout: handshake}
 	conn, _, err := d.DialContext(ctx, addr, nil)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
 	conn.SetReadLimit(protocol.MaxMessageSize)
-	return newSignaling(wsTransport{conn}), nil
+	return newSignaling(newWSTransport(conn)), nil
 }
 
 // newSignaling starts the read and write loops over t.
@@ -138,3 +143,29 @@ func (s *signaling) send(m *protocol.Message) error {
 }
 
 func (s *signaling) close() { s.closeOnce.Do(func() { close(s.closed) }) }
+
+// helloFor is the hello of a node with cfg.
+func helloFor(cfg Config) *protocol.Message {
+	hello := &protocol.Message{
+		Type: protocol.TypeHello, Version: protocol.Version, Role: cfg.Role, Kind: protocol.KindGo,
+		Stream: cfg.Stream, Capacity: cfg.Capacity, Token: cfg.Token, Private: cfg.Private,
+	}
+	if cfg.Private {
+		hello.Capacity = 0 // the server would clamp it anyway
+	}
+	if cfg.Role == protocol.RoleSource {
+		hello.Tracks = cfg.Tracks
+		hello.Reclaim = cfg.Reclaim.Secret()
+		hello.SignKey = signKeyOf(cfg)
+	}
+	return hello
+}
+
+// hello is the node's hello now; its capacity is the last one it set.
+func (n *Node) hello() *protocol.Message {
+	h := helloFor(n.cfg)
+	if !n.cfg.Private {
+		h.Capacity = int(n.capacity.Load())
+	}
+	return h
+}

@@ -86,7 +86,7 @@ func (n *Node) promoteStandby(failed bool) bool {
 	}
 	n.sb.link = nil
 	n.standbyID.Store("")
-	_ = n.sig.send(&protocol.Message{Type: protocol.TypePromote, Peer: s.parent})
+	_ = n.send(&protocol.Message{Type: protocol.TypePromote, Peer: s.parent})
 	n.log.Info("parent failed; switched to the standby link", "parent", old.parent, "standby", s.parent, "failed", failed)
 	n.switchTo(s, n.Depth())
 	n.sb.promoted = s
@@ -179,7 +179,7 @@ func (n *Node) holdStandby(child string) {
 		n.log.Warn("standby link refused: too many held", "child", child, "held", len(n.sb.held), "limit", limit)
 		return
 	}
-	d, err := n.apiFor(child).NewStandbyDownstream(child, n.forwarders(), n.sendSignal(child))
+	d, err := n.apiFor(child).NewStandbyDownstream(child, n.forwarders(), n.sendSignal(child), n.childOptions(child)...)
 	if err != nil {
 		n.log.Error("standby downstream", "child", child, "err", err)
 		return

@@ -134,6 +134,7 @@ func TestAuthBadTokenVerifyIsBounded(t *testing.T) {
 }
 
 func TestAuthHello(t *testing.T) {
+	lightTest(t)
 	s, url := startServerWith(t, Config{Auth: authConfig(), Policy: tree.Config{SourceCapacity: 4}})
 	expectUnauthorized := func(what, msg string) {
 		t.Helper()
@@ -208,6 +209,7 @@ func TestAuthHello(t *testing.T) {
 // Without keys or a secret (dev mode) anyone may publish: what `go run
 // ./server` and the other tests rely on.
 func TestAuthDevModeOpen(t *testing.T) {
+	lightTest(t)
 	_, url := startServerWith(t, Config{})
 	join(t, url, protocol.RoleSource, protocol.KindGo, "dev", 4)
 	join(t, url, protocol.RoleRelay, protocol.KindGo, "dev", 4)

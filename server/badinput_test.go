@@ -57,6 +57,7 @@ func (p *rawPeer) next(typ protocol.Type) *protocol.Message {
 // misaddressed messages and checks that each gets an error reply while the
 // stream keeps playing for a well-behaved viewer.
 func TestSignalingBadInput(t *testing.T) {
+	lightTest(t)
 	_, url := startServer(t, tree.Config{SourceCapacity: 4})
 	src := startSource(t, url, "bad", 4)
 	good := startPeer(t, url, "bad", protocol.RoleViewer, 0, src)

@@ -213,6 +213,7 @@ func TestBrowserRelayHealsWhenItsGoParentCrashes(t *testing.T) {
 // waits in the queue) while the tab itself keeps playing under the same id;
 // turning relaying back on gives the child back, and it plays again.
 func TestBrowserRelayToggle(t *testing.T) {
+	browserTest(t)
 	const stream = "toggle"
 	_, srvURL := startServer(t, tree.Config{SourceCapacity: 1, BrowserMaxCapacity: 1})
 	startSource(t, srvURL, stream, 1)

@@ -106,6 +106,7 @@ func waitPlaying(t *testing.T, ctx context.Context, minFrames float64, timeout t
 // with the source full, so the browser is placed under a Go relay, and
 // checks that it decodes video that keeps advancing and receives audio.
 func TestBrowserWatchUnderGoRelay(t *testing.T) {
+	browserTest(t)
 	_, url := startServer(t, tree.Config{SourceCapacity: 1})
 	src := startSource(t, url, "browser", 1)
 	relay := startPeer(t, url, "browser", protocol.RoleRelay, 4, nil)

@@ -139,6 +139,7 @@ func startTrickler(t *testing.T, url, stream string, bogus string) *trickler {
 // of anything, when the server is not loopback-only). The demo source never
 // sends STUN there, and still connects to that viewer and to honest ones.
 func TestDemoIgnoresHostileCandidates(t *testing.T) {
+	lightTest(t)
 	for _, c := range []struct {
 		name         string
 		loopbackOnly bool

@@ -47,7 +47,8 @@ func waitOffline(t *testing.T, s *Server, stream string) {
 // the real source comes back with the secret of its welcome, and a
 // graceful leave frees the name at once.
 func TestStreamNameKeptForDroppedSource(t *testing.T) {
-	s, url := startServerWith(t, Config{})
+	lightTest(t)
+	s, url := startServerWith(t, Config{Resume: ResumeConfig{Grace: -1}}) // the name hold is for a source past any resume (suspend.go)
 	src := dialLive(t, url, nil)
 	src.send(sourceHello("show", ""))
 	w := src.next(protocol.TypeWelcome)
@@ -91,7 +92,8 @@ func TestStreamNameKeptForDroppedSource(t *testing.T) {
 // TestStreamNameHoldExpires: a source that does not come back within the
 // grace period gives up its name.
 func TestStreamNameHoldExpires(t *testing.T) {
-	s, url := startServerWith(t, Config{Limits: Limits{ReclaimGrace: 500 * time.Millisecond}})
+	lightTest(t)
+	s, url := startServerWith(t, Config{Limits: Limits{ReclaimGrace: 500 * time.Millisecond}, Resume: ResumeConfig{Grace: -1}})
 	src := dialLive(t, url, nil)
 	src.send(sourceHello("show", ""))
 	src.next(protocol.TypeWelcome)
@@ -120,7 +122,8 @@ func TestStreamNameHoldExpires(t *testing.T) {
 // TestStreamNameHoldAuthMode: with auth on, a publish token is the proof:
 // another holder of the stream's key may take over at once.
 func TestStreamNameHoldAuthMode(t *testing.T) {
-	s, url := startServerWith(t, Config{Auth: authConfig()})
+	lightTest(t)
+	s, url := startServerWith(t, Config{Auth: authConfig(), Resume: ResumeConfig{Grace: -1}})
 	src := dialLive(t, url, nil)
 	src.send(hello(protocol.RoleSource, protocol.KindGo, "keyed", 4, "sk_live_0123456789"))
 	src.next(protocol.TypeWelcome)
@@ -184,7 +187,8 @@ func (p *cutProxy) cut() {
 // breaks dials again with the same mesh.Reclaim and gets its stream back,
 // while a raw impostor in the gap was refused.
 func TestMeshSourceReclaimsItsStream(t *testing.T) {
-	s, url := startServerWith(t, Config{})
+	lightTest(t)
+	s, url := startServerWith(t, Config{Resume: ResumeConfig{Grace: -1}}) // the name hold is for a source past any resume (suspend.go)
 	proxy := newCutProxy(t, strings.TrimPrefix(url, "http://"))
 	claim := new(mesh.Reclaim)
 	cfg := mesh.Config{Server: proxy.url(), Stream: "gomesh", Role: protocol.RoleSource, Capacity: 2,
@@ -230,6 +234,7 @@ func TestMeshSourceReclaimsItsStream(t *testing.T) {
 // connection is told the server is full and closed, and a freed slot is
 // taken again.
 func TestServerCapsStreamsAndPeers(t *testing.T) {
+	lightTest(t)
 	_, url := startServerWith(t, Config{Limits: Limits{MaxStreams: 2, MaxPeers: 4}})
 	join(t, url, protocol.RoleSource, protocol.KindGo, "one", 2)
 	join(t, url, protocol.RoleSource, protocol.KindGo, "two", 2)

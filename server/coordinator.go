@@ -55,6 +55,21 @@ type coordinator struct {
 	ended recentEdges
 	// standby records the hot standby edges (standby.go).
 	standby standbyLinks
+	// resume makes resume tokens; suspended are the peers whose
+	// connection dropped, in the tree until they resume or their grace
+	// period ends (suspend.go).
+	resume    *resumer
+	suspended map[string]*suspension
+	// signed is the source's key and the tampered reports (signed.go);
+	// bars, the relays barred for tampering, by id and address, for the
+	// stream's life (bars.go).
+	signed signBook
+	bars   barList
+	// stateDirty: the keys of the stream's state changed since the last
+	// delta (state.go); nil until a cluster asks for the state.
+	stateDirty map[string]struct{}
+	// uplinks records what each relay's measured upload sustains (uplink.go).
+	uplinks map[string]*uplinkState
 	// onEmpty is called (under mu) when the last peer leaves.
 	onEmpty func()
 	// sourceLost, if set, is called (under mu) with the reclaim secret of a
@@ -62,6 +77,21 @@ type coordinator struct {
 	sourceLost func(secret string)
 	obs        *streamObs // measurements for /metrics and the dashboard (stats.go)
 	views      viewCache  // the tree as the HTTP API reads it (viewcache.go)
+
+	// restored are the places a new owner rebuilt from its dead owner's
+	// state, as the peers know them, until their sessions are back
+	// (handover.go).
+	restored map[string]restoredPlace
+
+	// gate feeds a small audience from the server's relay (p2pmin.go);
+	// nil unless -p2p-min-viewers covers the stream.
+	gate *p2pGate
+	// keepRelay holds the server's relay node in the stream's tree until
+	// the returned stop is called (Server.keepRelay); nil: the server has
+	// none. stripKeep is the stop of the hold for the peers that cannot
+	// verify (noverify.go).
+	keepRelay func(stream string) (stop func())
+	stripKeep func()
 }
 
 func newCoordinator(id string, policy tree.Config, log *slog.Logger, onEmpty func()) *coordinator {
@@ -80,6 +110,7 @@ func newCoordinator(id string, policy tree.Config, log *slog.Logger, onEmpty fun
 		trust:    newTrustBook(),
 		onEmpty:  onEmpty,
 		obs:      newStreamObs(log.With("stream", id)),
+		standby:  standbyLinks{delay: standbyCoalesce},
 	}
 }
 
@@ -113,6 +144,7 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 	if c.removed {
 		return errRemoved
 	}
+	defer c.batchStandbys()() // a burst of joins is planned for standbys together
 	var changes []tree.Change
 	var err error
 	if hello.Role == protocol.RoleSource {
@@ -120,17 +152,28 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 			c.obs.refused(hello.Role, outcomeStreamTaken)
 			return errStreamTaken
 		}
-		changes, err = c.tree.SetSource(p.id, hello.Capacity)
+		changes, err = c.tree.SetSource(p.id, c.gateJoin(p, hello))
 		if err != nil {
 			return err
 		}
 		c.source = p
 		c.tracks = hello.Tracks
+		c.signed.setKey(hello.SignKey)
+		c.markState(stateMetaKey)
+		changes = append(changes, c.tree.SetSigned(c.signed.key != "")...) // moves the peers that cannot verify, if it became signed
 		c.trust.onlineAt = time.Now()
 	} else {
-		changes, err = c.tree.Join(p.id, hello.Role, hello.Kind, hello.Capacity)
+		capacity := c.gateJoin(p, hello)
+		barred := c.barredForStream(p, time.Now())
+		if barred {
+			capacity = 0
+		}
+		changes, err = c.tree.JoinWith(p.id, hello.Role, hello.Kind, capacity, tree.JoinOptions{NoVerify: hello.NoVerify})
 		if err != nil {
 			return err
+		}
+		if barred {
+			changes = append(changes, c.rebar(p)...)
 		}
 		if hello.Passthrough {
 			// Validated: only a browser declares it. Lowers the re-encode
@@ -143,7 +186,10 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 		}
 	}
 	c.peers[p.id] = p
-	p.send(&protocol.Message{Type: protocol.TypeWelcome, ID: p.id, Stream: c.id, Tracks: c.tracks, ICEServers: p.iceServers, Reclaim: p.reclaim, Private: p.private})
+	c.markPeer(p.id)
+	changes = append(changes, c.gateJoined(p)...)
+	changes = append(changes, c.noVerifyJoined(p, hello)...)
+	p.send(c.welcome(p, 1)) // with its resume token (suspend.go)
 	if c.source == nil && hello.Role != protocol.RoleSource {
 		p.send(&protocol.Message{Type: protocol.TypeOffline, Reason: "the stream's source is not connected"})
 	}
@@ -152,7 +198,7 @@ func (c *coordinator) join(p *peerConn, hello *protocol.Message) error {
 		// they learn its tracks before their new parent's offer arrives.
 		for _, q := range c.peers {
 			if q != p {
-				q.send(&protocol.Message{Type: protocol.TypeWelcome, ID: q.id, Stream: c.id, Tracks: c.tracks, ICEServers: q.iceServers, Private: q.private})
+				q.send(&protocol.Message{Type: protocol.TypeWelcome, ID: q.id, Stream: c.id, Tracks: c.tracks, ICEServers: q.iceServers, Private: q.private, SourceKey: c.signed.key})
 			}
 		}
 	}
@@ -177,6 +223,11 @@ const moveTimeout = 5 * time.Second
 func (c *coordinator) depart(p *peerConn, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.departLocked(p, reason)
+}
+
+// departLocked is depart with c.mu held.
+func (c *coordinator) departLocked(p *peerConn, reason string) {
 	if c.peers[p.id] != p {
 		return
 	}
@@ -188,9 +239,12 @@ func (c *coordinator) depart(p *peerConn, reason string) {
 	}
 	delete(c.moving, p.id)
 	delete(c.peers, p.id)
+	c.markPeer(p.id)
 	delete(c.movedAt, p.id)
 	delete(c.stalls, p.id)
 	c.trust.forget(p.id)
+	c.signed.forget(p.id)
+	delete(c.uplinks, p.id)
 	c.obs.left(p.id)
 	var changes []tree.Change
 	standbyKids := c.forgetStandbys(p.id)
@@ -204,8 +258,13 @@ func (c *coordinator) depart(p *peerConn, reason string) {
 			q.send(&protocol.Message{Type: protocol.TypeOffline, Reason: "the source left"})
 		}
 	} else {
-		changes = c.preferStandbys(c.tree.Leave(p.id))
+		// Each orphan goes where its standby link goes, when that parent
+		// can take it (it may play from it already: it switched by
+		// itself); a new plan may have ranked the heirs otherwise since.
+		changes = c.tree.LeaveVia(p.id, c.standbysOfChildren(p.id))
 	}
+	changes = append(changes, c.gateLeft(p)...)
+	changes = append(changes, c.noVerifyKeep()...)
 	c.apply(changes)
 	c.replanStandbys(nil, standbyKids...)
 	c.log.Info("peer left", "peer", p.id, "reason", reason)
@@ -214,9 +273,14 @@ func (c *coordinator) depart(p *peerConn, reason string) {
 // gone is called once p's connection has closed, after a graceful leave or
 // as a crash: its parent stops feeding it.
 func (c *coordinator) gone(p *peerConn, reason string) {
-	c.depart(p, reason)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.goneLocked(p, reason)
+}
+
+// goneLocked is gone with c.mu held.
+func (c *coordinator) goneLocked(p *peerConn, reason string) {
+	c.departLocked(p, reason)
 	if parent, ok := c.departed[p.id]; ok {
 		delete(c.departed, p.id)
 		delete(c.draining, p.id)
@@ -253,7 +317,7 @@ func (c *coordinator) apply(changes []tree.Change) {
 			if parent := c.peers[ch.To]; parent != nil && child != nil {
 				c.attachOrPromote(parent, child)
 				child.send(&protocol.Message{Type: protocol.TypeParent, Peer: ch.To,
-					Depth: c.tree.Depth(ch.Node), Standby: c.tree.Standby(ch.Node)})
+					Depth: c.tree.Depth(ch.Node), Standby: c.tree.Standby(ch.Node), Verify: c.verifyFlag(ch.Node)})
 			}
 		}
 		if ch.From == "" {
@@ -273,6 +337,7 @@ func (c *coordinator) apply(changes []tree.Change) {
 			child.send(&protocol.Message{Type: protocol.TypeDetach, Peer: ch.From})
 		}
 	}
+	c.refreshVerify()
 	c.replanStandbys(changes)
 }
 
@@ -395,9 +460,13 @@ func (c *coordinator) report(p *peerConn, m *protocol.Message) {
 			c.replanStandbys(nil, p.id) // its old parent, and slots trust opened, may serve now
 		}
 	case protocol.TypeStalled:
+		c.lostMedia(m.Peer, p.id) // a suspended parent that crashed (suspend.go)
 		c.stalled(p.id, m.Peer)
+	case protocol.TypeTampered:
+		c.tampered(p.id, m)
 	case protocol.TypeStats:
 		p.stats = *m.Stats
+		c.onUplink(p.id, m.Stats)
 	}
 }
 
@@ -430,6 +499,10 @@ func (c *coordinator) setCapacity(p *peerConn, capacity int) {
 	if c.peers[p.id] != p {
 		return
 	}
+	if p.hello != nil {
+		capacity = c.gate.claim(p, p.hello.Role, capacity) // p2pmin.go
+	}
+	capacity = c.barCapacity(p, capacity) // bars.go
 	changes, err := c.tree.SetCapacity(p.id, capacity)
 	if err != nil {
 		c.log.Warn("set capacity", "peer", p.id, "capacity", capacity, "err", err)

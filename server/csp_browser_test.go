@@ -36,6 +36,7 @@ func cspViolations(t *testing.T, ctx context.Context) []string {
 // the tree, without a single CSP violation. An injected inline style is
 // then refused: the policy is in force, and the recorder sees violations.
 func TestPagesWorkUnderTheirCSP(t *testing.T) {
+	browserTest(t)
 	_, url := startServer(t, tree.Config{SourceCapacity: 4})
 	const stream = "csp"
 	startSource(t, url, stream, 4)

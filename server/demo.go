@@ -9,6 +9,7 @@ import (
 	"github.com/pion/ice/v4"
 
 	"canopy/mesh"
+	"canopy/mesh/framesig"
 	"canopy/mesh/media"
 	"canopy/mesh/media/demo"
 	"canopy/mesh/protocol"
@@ -74,7 +75,12 @@ func publishDemo(ctx context.Context, cfg demoConfig) (up bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	_, key, err := framesig.GenerateKey() // a new key each run: viewers learn it from the welcome
+	if err != nil {
+		return false, err
+	}
 	mc := mesh.Config{
+		SignKey:      key,
 		Transport:    cfg.connect(),
 		Stream:       cfg.stream,
 		Role:         protocol.RoleSource,

@@ -17,6 +17,7 @@ import (
 // TestDemoOnOneUDPPort runs the built-in demo source with all its WebRTC
 // traffic on one UDP port (-udp-port) and checks that viewers play it.
 func TestDemoOnOneUDPPort(t *testing.T) {
+	lightTest(t)
 	srv, url := startServer(t, tree.Config{SourceCapacity: 4})
 	mux, err := peer.NewUDPMuxFromPort(0, // as main does for -udp-port
 		ice.UDPMuxFromPortWithLoopback(),
@@ -73,6 +74,7 @@ func openConns(s *Server, addr string) int {
 // TestDemoInChromium plays the demo, whose source is hosted in-process, in
 // headless Chromium.
 func TestDemoInChromium(t *testing.T) {
+	browserTest(t)
 	srv, url := startServer(t, tree.Config{SourceCapacity: 4})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

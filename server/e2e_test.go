@@ -15,6 +15,7 @@ import (
 // complete frames byte-identical to what the source sent, while the source
 // feeds no more peers than its capacity.
 func TestGoTreeEndToEnd(t *testing.T) {
+	lightTest(t)
 	const sourceCap, relayCap = 2, 2
 	_, url := startServer(t, tree.Config{SourceCapacity: sourceCap})
 	src := startSource(t, url, "e2e", sourceCap)

@@ -67,6 +67,7 @@ func saveScreenshot(t *testing.T, ctx context.Context, name string) {
 // TestEmbedRoutesHeaders checks what lets other sites embed the player: the
 // iframe page may be framed, and the script and modules carry CORS headers.
 func TestEmbedRoutesHeaders(t *testing.T) {
+	lightTest(t)
 	_, srvURL := startServer(t, tree.Config{})
 	for _, tc := range []struct {
 		path, contentType string
@@ -172,6 +173,7 @@ const embedStateJS = `(() => {
 // and the iframe player, and checks that both decode frames and that the
 // component fires 'live'. Then it takes the screenshots of the player pages.
 func TestEmbedPlaysOnAnotherOrigin(t *testing.T) {
+	browserTest(t)
 	const stream = "embedded"
 	var canopyURL string
 	partner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -51,6 +51,7 @@ func streamIDs(t *testing.T, body string) []string {
 // its own. Without a grant the private stream must be indistinguishable
 // from a stream that does not exist; with it, everything is served.
 func TestPrivateStreamsDoNotLeak(t *testing.T) {
+	lightTest(t)
 	s, url := startServerWith(t, Config{Auth: authConfig()})
 	pub := signHS256(t, claims("private", true, time.Hour))
 	src := dialLive(t, url, nil)

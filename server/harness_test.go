@@ -14,6 +14,7 @@ import (
 	"github.com/pion/rtp"
 
 	"canopy/mesh"
+	"canopy/mesh/framesig"
 	"canopy/mesh/media"
 	"canopy/mesh/media/demo"
 	"canopy/mesh/peer"
@@ -85,7 +86,23 @@ func (h *frameHashes) add(b []byte) {
 	h.m[sum] = true
 }
 
+// has reports whether b is a frame the source sent. A viewer that does not
+// verify sees the source's signature too (README "Signed frames"): an H264
+// SEI its decoder skips, or a VP8/Opus trailer; the frame is the rest.
 func (h *frameHashes) has(b []byte) bool {
+	if h.hasExact(b) {
+		return true
+	}
+	if s, err := framesig.Parse(framesig.FormatSEI, b); err == nil {
+		return h.hasExact(s.Media)
+	}
+	if framesig.HasTrailer(b) {
+		return h.hasExact(b[:len(b)-framesig.TrailerSize])
+	}
+	return false
+}
+
+func (h *frameHashes) hasExact(b []byte) bool {
 	sum := sha256.Sum256(b)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -173,6 +190,7 @@ type testViewer struct {
 	standbyLog []string // standby parents, in order ("" none)
 	offline    int
 	src        *testSource
+	prev       *testSource // the source before checkAgainst: its frames still in flight are genuine
 	// Video sequence numbers seen since the last reset, to count gaps.
 	seqFirst, seqMax uint16
 	seqCount         int
@@ -243,7 +261,7 @@ func (v *testViewer) onFrame(f media.Frame) {
 		v.frameTimes = append(v.frameTimes[:0], v.frameTimes[512:]...)
 	}
 	v.frameTimes = append(v.frameTimes, v.lastFrame)
-	if v.src != nil && !v.src.sent.has(f.Data) {
+	if v.src != nil && !v.src.sent.has(f.Data) && (v.prev == nil || !v.prev.sent.has(f.Data)) {
 		v.mismatch++
 	}
 }
@@ -300,11 +318,13 @@ func (v *testViewer) lastFrameAt() time.Time {
 	return v.lastFrame
 }
 
-// checkAgainst makes later frames be checked against src.
+// checkAgainst makes later frames be checked against src, or the source
+// before it (its last frames may still be on their way: a returning
+// publisher sends the same clip from its start).
 func (v *testViewer) checkAgainst(src *testSource) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.src = src
+	v.prev, v.src = v.src, src
 }
 
 // firstFrameAfter is when the first frame after t arrived (zero if none is
@@ -318,6 +338,24 @@ func (v *testViewer) firstFrameAfter(t time.Time) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// gapAround is the largest gap between two successive complete frames
+// the viewer got from just before at to within d after it: an orphan's
+// stall (frames in flight at a kill arrive after it, so "the first frame
+// after the kill" can be one the dead parent sent).
+func (v *testViewer) gapAround(at time.Time, d time.Duration) time.Duration {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var gap time.Duration
+	for i := 1; i < len(v.frameTimes); i++ {
+		prev, cur := v.frameTimes[i-1], v.frameTimes[i]
+		if cur.Before(at) || prev.After(at.Add(d)) {
+			continue
+		}
+		gap = max(gap, cur.Sub(prev))
+	}
+	return gap
 }
 
 // startViewers starts n Go viewers of stream and waits until each has

@@ -202,6 +202,7 @@ func TestHungRelayLosesItsChildren(t *testing.T) {
 // browser turning relaying off): its children move to another parent and
 // keep playing, and the relay itself keeps playing too.
 func TestCapacityChangeMovesChildren(t *testing.T) {
+	lightTest(t)
 	_, url := startServer(t, tree.Config{SourceCapacity: 2})
 	src := startSource(t, url, "cap", 2)
 	a := startPeer(t, url, "cap", protocol.RoleRelay, 4, src)

@@ -124,7 +124,7 @@ func (s *Server) withPlayers(stream string, nodes []tree.NodeInfo) []tree.NodeIn
 		for _, p := range players {
 			kids = append(kids, p.ID)
 			nodes = append(nodes, tree.NodeInfo{ID: p.ID, Parent: relayID, Role: protocol.RoleViewer, Kind: KindWHEP,
-				Depth: depth + 1, Hops: hops, Children: []string{}})
+				Depth: depth + 1, Hops: hops, Children: []string{}, Unverified: true}) // no signatures: stripped for it
 		}
 		sort.Strings(kids)
 		nodes[i].Children = kids

@@ -16,6 +16,7 @@ import (
 // neighbour's message trips) stops that node with ErrPanic; the server and
 // the stream carry on. Before, the panic ended the whole server process.
 func TestHostedNodePanicStopsOnlyThatNode(t *testing.T) {
+	lightTest(t)
 	s, url := startServer(t, tree.Config{SourceCapacity: 2})
 	src := startSource(t, url, "pan", 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

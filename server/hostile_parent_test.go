@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -42,7 +41,6 @@ type hostileSource struct {
 	id   string
 	mode hostileMode
 
-	wmu       sync.Mutex // one writer at a time on the WebSocket
 	mu        sync.Mutex
 	kids      map[string]*hostileLink
 	offered   atomic.Int32
@@ -65,28 +63,13 @@ var hostileTracks = []protocol.Track{
 func startHostileSource(t *testing.T, url, stream string, capacity int, mode hostileMode) *hostileSource {
 	t.Helper()
 	h := &hostileSource{t: t, p: dialLive(t, url, nil), mode: mode, kids: map[string]*hostileLink{}, stop: make(chan struct{})}
-	h.sendMsg(&protocol.Message{Type: protocol.TypeHello, Version: protocol.Version, Role: protocol.RoleSource,
+	h.p.sendMsg(&protocol.Message{Type: protocol.TypeHello, Version: protocol.Version, Role: protocol.RoleSource,
 		Kind: protocol.KindGo, Stream: stream, Capacity: capacity, Tracks: hostileTracks})
 	h.id = h.p.next(protocol.TypeWelcome).ID
 	h.wg.Add(1)
 	go h.run()
 	t.Cleanup(h.close)
 	return h
-}
-
-func (h *hostileSource) sendMsg(m *protocol.Message) {
-	data, err := protocol.Encode(m)
-	if err != nil {
-		h.t.Errorf("encode: %v", err)
-		return
-	}
-	h.wmu.Lock()
-	defer h.wmu.Unlock()
-	_ = h.p.conn.WriteMessage(websocket.TextMessage, data)
-}
-
-func (h *hostileSource) signal(to string, s protocol.Signal) {
-	h.sendMsg(&protocol.Message{Type: protocol.TypeSignal, Peer: to, Sig: &s})
 }
 
 func (h *hostileSource) run() {
@@ -155,7 +138,7 @@ func (h *hostileSource) offer(child string) {
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		if c != nil {
 			raw, _ := json.Marshal(c.ToJSON())
-			h.signal(child, protocol.Signal{Kind: protocol.SignalCandidate, Candidate: raw})
+			h.p.signal(child, protocol.Signal{Kind: protocol.SignalCandidate, Candidate: raw})
 		}
 	})
 	sdp := pc.LocalDescription().SDP
@@ -163,7 +146,7 @@ func (h *hostileSource) offer(child string) {
 		sdp = repeatVideoSection(sdp, 90)
 	}
 	h.offered.Add(1)
-	h.signal(child, protocol.Signal{Kind: protocol.SignalOffer, SDP: sdp})
+	h.p.signal(child, protocol.Signal{Kind: protocol.SignalOffer, SDP: sdp})
 }
 
 func (h *hostileSource) onSignal(from string, s protocol.Signal) {
@@ -360,6 +343,7 @@ func (v *victim) packets() (video, audio int) {
 // stream with video, and never the video, is reported stalled by its Go
 // child, which never calls it live.
 func TestHostileParentAudioOnlyIsReported(t *testing.T) {
+	lightTest(t)
 	_, url := startServer(t, tree.Config{SourceCapacity: 2})
 	h := startHostileSource(t, url, "audio-only", 2, sendAudioOnly)
 	v := startVictim(t, url, "audio-only")
@@ -376,6 +360,7 @@ func TestHostileParentAudioOnlyIsReported(t *testing.T) {
 // random bytes is reported stalled by its Go child; neither the child's
 // assembler nor `client watch` counts a frame.
 func TestHostileParentGarbageIsReported(t *testing.T) {
+	lightTest(t)
 	bin := buildClient(t)
 	_, url := startServer(t, tree.Config{SourceCapacity: 2})
 	h := startHostileSource(t, url, "garbage", 2, sendGarbage)
@@ -407,6 +392,7 @@ func TestHostileParentGarbageIsReported(t *testing.T) {
 // m-section repeated 90 times refuses the offer (and says so), and still
 // exits promptly on SIGTERM.
 func TestHostileParentRepeatedSectionsRefused(t *testing.T) {
+	lightTest(t)
 	bin := buildClient(t)
 	_, url := startServer(t, tree.Config{SourceCapacity: 1})
 	h := startHostileSource(t, url, "sections", 1, repeatedSections)

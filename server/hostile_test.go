@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -37,11 +38,25 @@ type livePeer struct {
 	done chan struct{} // closed when the read side ends
 	mu   sync.Mutex
 	err  error
+	wmu  sync.Mutex // one writer at a time for sendMsg, from any goroutine
 }
 
 func dialLive(t *testing.T, url string, header http.Header) *livePeer {
 	t.Helper()
-	conn, _, err := websocket.DefaultDialer.Dial(wsURLOf(url), header)
+	return dialLiveWith(t, websocket.DefaultDialer, url, header)
+}
+
+// dialLiveFrom dials from another loopback address (127.0.0.2, …): the
+// server sees a peer of its own address.
+func dialLiveFrom(t *testing.T, ip, url string) *livePeer {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 10 * time.Second}
+	return dialLiveWith(t, &websocket.Dialer{NetDialContext: d.DialContext, HandshakeTimeout: 10 * time.Second}, url, nil)
+}
+
+func dialLiveWith(t *testing.T, dialer *websocket.Dialer, url string, header http.Header) *livePeer {
+	t.Helper()
+	conn, _, err := dialer.Dial(wsURLOf(url), header)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +90,24 @@ func (p *livePeer) send(s string) {
 	}
 }
 
+// sendMsg encodes and writes m; safe from any goroutine (a hostile peer's
+// WebRTC callbacks), so it reports a failure with Errorf, not Fatal.
+func (p *livePeer) sendMsg(m *protocol.Message) {
+	data, err := protocol.Encode(m)
+	if err != nil {
+		p.t.Errorf("encode: %v", err)
+		return
+	}
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	_ = p.conn.WriteMessage(websocket.TextMessage, data)
+}
+
+// signal sends a signal to a tree neighbour.
+func (p *livePeer) signal(to string, s protocol.Signal) {
+	p.sendMsg(&protocol.Message{Type: protocol.TypeSignal, Peer: to, Sig: &s})
+}
+
 func (p *livePeer) next(typ protocol.Type) *protocol.Message {
 	p.t.Helper()
 	timeout := time.After(10 * time.Second)
@@ -85,6 +118,19 @@ func (p *livePeer) next(typ protocol.Type) *protocol.Message {
 				return m
 			}
 		case <-p.done:
+			// The reader queues every message before it ends, so what it
+			// read just before the close is still in p.in.
+			for {
+				select {
+				case m := <-p.in:
+					if m.Type == typ {
+						return m
+					}
+					continue
+				default:
+				}
+				break
+			}
 			p.t.Fatalf("connection ended waiting for %s: %v", typ, p.readErr())
 		case <-timeout:
 			p.t.Fatalf("timed out waiting for %s", typ)
@@ -159,6 +205,7 @@ func parentOf(s *Server, stream, id string) string {
 }
 
 func TestHostileOversizedFrameCloses1009(t *testing.T) {
+	lightTest(t)
 	_, url := startServerWith(t, Config{})
 	p := dialLive(t, url, nil)
 	p.send(strings.Repeat("x", maxFrameSize+1))
@@ -169,6 +216,7 @@ func TestHostileOversizedFrameCloses1009(t *testing.T) {
 }
 
 func TestHostileBadMessagesRepliedThenDisconnected(t *testing.T) {
+	lightTest(t)
 	_, url := startServerWith(t, Config{})
 	p := dialLive(t, url, nil)
 	p.send(`{"type":"hello",`)
@@ -188,6 +236,7 @@ func TestHostileBadMessagesRepliedThenDisconnected(t *testing.T) {
 // With -embed-origins set, pages of other sites are refused at the upgrade
 // (without it they may watch public streams: see TestEmbedOrigin*).
 func TestHostileOriginForbidden(t *testing.T) {
+	lightTest(t)
 	_, url := startServerWith(t, Config{EmbedOrigins: []string{"https://embed.example"}})
 	for _, c := range []struct {
 		origin string
@@ -261,35 +310,60 @@ func TestHostileSilentPeerDroppedChildrenReattached(t *testing.T) {
 }
 
 // A peer may signal only its tree neighbours: not a peer elsewhere in the
-// tree, nor one it claims as its parent.
+// tree, nor one it claims as its parent. (The source is no such peer: it
+// is the viewer's standby parent, a neighbour, standby.go.)
 func TestHostileSignalToNonNeighbourRejected(t *testing.T) {
-	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
-	_, srcID := join(t, url, protocol.RoleSource, protocol.KindGo, "nb", 1)
-	relay, relayID := join(t, url, protocol.RoleRelay, protocol.KindGo, "nb", 1)
-	relay.claimLive(s, "nb", relayID)
+	lightTest(t)
+	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 2}})
+	join(t, url, protocol.RoleSource, protocol.KindGo, "nb", 2)
+	relayA, aID := join(t, url, protocol.RoleRelay, protocol.KindGo, "nb", 1)
+	relayA.claimLive(s, "nb", aID)
+	relayB, bID := join(t, url, protocol.RoleRelay, protocol.KindGo, "nb", 1)
+	relayB.claimLive(s, "nb", bID)
 	viewer, viewerID := join(t, url, protocol.RoleViewer, protocol.KindBrowser, "nb", 0)
-	waitFor(t, 10*time.Second, "viewer under the relay", func() bool { return parentOf(s, "nb", viewerID) == relayID })
+	_, otherID := join(t, url, protocol.RoleViewer, protocol.KindBrowser, "nb", 0)
+	waitFor(t, 10*time.Second, "a viewer under each relay", func() bool {
+		p, q := parentOf(s, "nb", viewerID), parentOf(s, "nb", otherID)
+		return (p == aID && q == bID) || (p == bID && q == aID)
+	})
+	// Once its standby is planned (standby_batch.go), nothing moves.
+	waitFor(t, 10*time.Second, "the viewer's standby planned", func() bool {
+		co := s.hub.get("nb")
+		co.mu.Lock()
+		defer co.mu.Unlock()
+		return co.standby.of[viewerID] != ""
+	})
+	parent, parentID, elsewhere := relayA, aID, bID
+	if parentOf(s, "nb", viewerID) == bID {
+		parent, parentID, elsewhere = relayB, bID, aID
+	}
 
 	offer := func(to string) string {
 		return `{"type":"signal","peer":"` + to + `","signal":{"kind":"offer","sdp":"v=0"}}`
 	}
-	// The viewer claims the source as its parent and signals it.
-	viewer.send(offer(srcID))
+	// The viewer claims the other relay, full and in another branch, as its
+	// parent and signals it.
+	viewer.send(offer(elsewhere))
 	if m := viewer.next(protocol.TypeError); m.Code != protocol.CodeNotNeighbour {
 		t.Errorf("signal to a claimed parent: code %q, want %q", m.Code, protocol.CodeNotNeighbour)
+	}
+	viewer.send(offer(otherID))
+	if m := viewer.next(protocol.TypeError); m.Code != protocol.CodeNotNeighbour {
+		t.Errorf("signal to a viewer in another branch: code %q, want %q", m.Code, protocol.CodeNotNeighbour)
 	}
 	viewer.send(offer("pdoesnotexist"))
 	if m := viewer.next(protocol.TypeError); m.Code != protocol.CodeNotNeighbour {
 		t.Errorf("signal to an unknown peer: code %q, want %q", m.Code, protocol.CodeNotNeighbour)
 	}
 	// Its real parent is reachable, and sees the sender rewritten to the viewer.
-	viewer.send(offer(relayID))
-	if m := relay.next(protocol.TypeSignal); m.Peer != viewerID {
+	viewer.send(offer(parentID))
+	if m := parent.next(protocol.TypeSignal); m.Peer != viewerID {
 		t.Errorf("relay got a signal from %q, want %q", m.Peer, viewerID)
 	}
 }
 
 func TestHostileCapacityClamped(t *testing.T) {
+	lightTest(t)
 	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1000}})
 	join(t, url, protocol.RoleSource, protocol.KindGo, "cap", 1000)
 	_, goID := join(t, url, protocol.RoleRelay, protocol.KindGo, "cap", 1000)
@@ -303,6 +377,7 @@ func TestHostileCapacityClamped(t *testing.T) {
 }
 
 func TestHostileJoinFloodGets429(t *testing.T) {
+	lightTest(t)
 	_, url := startServerWith(t, Config{}) // default limits
 	ok, limited := 0, 0
 	start := time.Now()
@@ -332,6 +407,7 @@ func TestHostileJoinFloodGets429(t *testing.T) {
 }
 
 func TestHostileConcurrentConnectionsPerIP(t *testing.T) {
+	lightTest(t)
 	_, url := startServerWith(t, Config{Limits: Limits{MaxConnsPerIP: 3}})
 	for range 3 {
 		dialLive(t, url, nil)
@@ -343,6 +419,7 @@ func TestHostileConcurrentConnectionsPerIP(t *testing.T) {
 }
 
 func TestHostileMessageFloodDisconnected(t *testing.T) {
+	lightTest(t)
 	_, url := startServerWith(t, Config{Limits: Limits{MessageRate: 1, MessageBurst: 5}})
 	p, _ := join(t, url, protocol.RoleSource, protocol.KindGo, "flood", 1)
 	for range 5 + maxBadMessages + 2 {
@@ -355,6 +432,7 @@ func TestHostileMessageFloodDisconnected(t *testing.T) {
 
 // A panic while handling one peer's message ends that peer only.
 func TestHostilePanicEndsOnlyThatPeer(t *testing.T) {
+	lightTest(t)
 	s, url := startServerWith(t, Config{
 		Policy: tree.Config{SourceCapacity: 1},
 		onMessage: func(m *protocol.Message) {

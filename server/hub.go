@@ -24,6 +24,20 @@ type hub struct {
 	// maxStreams caps len(streams), negative for no cap.
 	names      *nameHolds
 	maxStreams int
+	// resumer makes and checks resume tokens (resume.go).
+	resumer *resumer
+
+	// owns says whether this server holds the stream's lease: only then
+	// may it create the stream's coordinator. onRemoved gives the lease up
+	// once the stream is gone. Both are called under mu.
+	owns      func(stream string) bool
+	onRemoved func(stream string)
+
+	// gate makes a stream's gate (-p2p-min-viewers, p2pmin.go); nil: none.
+	gate func(stream string) *p2pGate
+	// keepRelay holds the server's relay node in a stream's tree
+	// (Server.keepRelay); nil: none (noverify.go).
+	keepRelay func(stream string) (stop func())
 
 	mu      sync.Mutex
 	streams map[string]*coordinator
@@ -34,7 +48,7 @@ type hub struct {
 
 func newHub(policy tree.Config, log *slog.Logger) *hub {
 	return &hub{log: log, policy: policy, streams: make(map[string]*coordinator), ended: newStreamTotals(),
-		names: newNameHolds(DefaultReclaimGrace), maxStreams: -1}
+		names: newNameHolds(DefaultReclaimGrace), maxStreams: -1, resumer: newResumer(ResumeConfig{})}
 }
 
 // join finds or creates the coordinator for hello's stream and places p.
@@ -82,17 +96,30 @@ func (h *hub) find(hello *protocol.Message) (*coordinator, error) {
 			h.ended.Joins[joinKey{hello.Role, outcomeNotFound}]++
 			return nil, errNoStream
 		}
+		if h.owns != nil && !h.owns(hello.Stream) {
+			return nil, errNotOwner
+		}
 		if h.maxStreams >= 0 && len(h.streams) >= h.maxStreams {
 			h.ended.Joins[joinKey{hello.Role, outcomeRefused}]++
 			return nil, fmt.Errorf("%w (%d)", errTooManyStreams, h.maxStreams)
 		}
-		var self *coordinator
-		self = newCoordinator(hello.Stream, h.policy, h.log, func() { h.remove(self) })
-		self.sourceLost = func(secret string) { h.names.hold(self.id, secret) }
-		c = self
-		h.streams[hello.Stream] = c
+		c = h.create(hello.Stream)
 	}
 	return c, nil
+}
+
+// create makes and registers stream's coordinator. Called with h.mu held.
+func (h *hub) create(stream string) *coordinator {
+	var self *coordinator
+	self = newCoordinator(stream, h.policy, h.log, func() { h.remove(self) })
+	self.sourceLost = func(secret string) { h.names.hold(self.id, secret) }
+	self.resume = h.resumer
+	if h.gate != nil {
+		self.gate = h.gate(stream)
+	}
+	self.keepRelay = h.keepRelay
+	h.streams[stream] = self
+	return self
 }
 
 // remove drops c when it is still the stream's coordinator. It runs under
@@ -110,6 +137,9 @@ func (h *hub) remove(c *coordinator) {
 			c.removed = true
 			delete(h.streams, c.id)
 			h.ended.add(c.obs.snapshot())
+			if h.onRemoved != nil {
+				h.onRemoved(c.id)
+			}
 		}
 	}()
 }

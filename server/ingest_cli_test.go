@@ -131,7 +131,7 @@ func runFFmpeg(t *testing.T, ctx context.Context, args ...string) <-chan error {
 // binary's broadcast, and Go viewers through the server receive complete
 // frames: VP8 on -rtp, where ffmpeg is restarted mid-stream and the viewer
 // sees one continuous stream (no gap in sequence numbers, never offline),
-// and then the broadcast's signaling drops and it rejoins on the same RTP
+// and then the broadcast's signaling drops and it resumes on the same RTP
 // port; H264 + Opus described by the SDP file ffmpeg writes (-sdp).
 func TestBroadcastRTPFromFFmpeg(t *testing.T) {
 	ffmpegPath(t)
@@ -166,16 +166,17 @@ func TestBroadcastRTPFromFFmpeg(t *testing.T) {
 		if n := v.offlineCount(); n != 0 {
 			t.Errorf("the viewer saw the stream offline %d times", n)
 		}
-		// The broadcast's signaling drops: it rejoins with a new node, fed
-		// by the same RTP listener, and a new viewer plays from it.
-		old := peersOf(srv, "rtp-vp8", protocol.RoleSource)[0]
-		blink(srv, "rtp-vp8", old)
-		waitFor(t, 30*time.Second, "the broadcast rejoins with a new node", func() bool {
-			ids := peersOf(srv, "rtp-vp8", protocol.RoleSource)
-			return len(ids) == 1 && ids[0] != old
-		})
+		// The broadcast's signaling drops: it resumes its place (the same
+		// node, fed by the same RTP listener), and a new viewer plays from it.
+		id := peersOf(srv, "rtp-vp8", protocol.RoleSource)[0]
+		co := srv.hub.get("rtp-vp8")
+		co.mu.Lock()
+		old := co.peers[id]
+		co.mu.Unlock()
+		blink(srv, "rtp-vp8", id)
+		waitFor(t, 30*time.Second, "the broadcast resumes its place", func() bool { return resumedFrom(srv, "rtp-vp8", id, old) })
 		w := startPeer(t, url, "rtp-vp8", protocol.RoleViewer, 0, nil)
-		waitFor(t, 30*time.Second, "a new viewer plays the rejoined broadcast", func() bool { f, _, _ := w.counts(); return f >= 30 })
+		waitFor(t, 30*time.Second, "a new viewer plays the resumed broadcast", func() bool { f, _, _ := w.counts(); return f >= 30 })
 		cancel()
 		<-second
 	})

@@ -121,10 +121,25 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting and waits for requests in flight (not for
 // upgraded WebSockets: their sessions end as their peers go).
-func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	s.closeNode()
+	return err
+}
 
 // Close closes the listeners and every connection that is not upgraded.
-func (s *Server) Close() error { return s.http.Close() }
+func (s *Server) Close() error {
+	err := s.http.Close()
+	s.closeNode()
+	return err
+}
+
+// closeNode closes single mode's NATS; a cluster node is its caller's.
+func (s *Server) closeNode() {
+	if s.ownNode {
+		s.nodeOnce.Do(s.node.Close)
+	}
+}
 
 // Reasons a connection is refused at accept.
 const (

@@ -140,6 +140,7 @@ func TestIdleKeepAlivesFromOneAddressAreCapped(t *testing.T) {
 // each within its own share: the next connection, from a fresh address, is
 // answered 503 with the reason, and one closed connection frees a slot.
 func TestGlobalConnectionCap(t *testing.T) {
+	lightTest(t)
 	const total = 12
 	_, srvURL := startServerWith(t, Config{HTTP: HTTPLimits{MaxConns: total, MaxConnsPerIP: 5}})
 	var conns []net.Conn
@@ -193,6 +194,7 @@ func TestIdleKeepAliveIsClosed(t *testing.T) {
 // timeouts do not cut an upgraded signaling connection, which keeps its
 // own deadlines (pings and pongs).
 func TestWebSocketOutlivesHTTPTimeouts(t *testing.T) {
+	lightTest(t)
 	short := 300 * time.Millisecond
 	_, srvURL := startServerWith(t, Config{HTTP: HTTPLimits{ReadTimeout: short, WriteTimeout: short, IdleTimeout: short, ReadHeaderTimeout: short}})
 	p, _ := join(t, srvURL, protocol.RoleSource, protocol.KindGo, "long", 2)

@@ -212,12 +212,14 @@ func (e nodeEnd) Close() error { e.p.close(); return nil }
 func (s *Server) LocalTransport(gr *grant) mesh.Transport {
 	pipe := newLocalPipe()
 	p := &peerConn{
-		id:         newPeerID(),
+		id:         s.newPeerID(),
+		remote:     "in-process",
 		conn:       &serverEnd{p: pipe},
 		closed:     make(chan struct{}),
 		lim:        s.guard.lim,
 		grant:      gr,
 		iceServers: s.cfg.ICEServers,
+		hosted:     true,
 	}
 	p.log = s.log.With("peer", p.id, "remote", "in-process")
 	p.startPings()

@@ -49,7 +49,11 @@ func run(args []string) error {
 	debugAddr := fs.String("debug-addr", "", "serve Go's profiler (/debug/pprof) on this address, e.g. 127.0.0.1:6060 (no auth: keep it private)")
 	embedOrigins := fs.String("embed-origins", "", "comma-separated origins where the player may be embedded (iframe frame-ancestors, the component's WebSocket origin); empty: any site, as a viewer that does not relay")
 	privacy := fs.String("privacy", "", "private mode by default: relay (every viewer) or relay:stream,… (those streams' viewers) connect through TURN only and relay to nobody; needs TURN")
+	resumeGrace := fs.Duration("resume-grace", DefaultResumeGrace, "how long the place of a peer whose signaling connection dropped is kept for it to resume (its media keeps flowing meanwhile); negative: remove it at once")
+	resumeSecret := fs.String("resume-secret", os.Getenv("CANOPY_RESUME_SECRET"), "secret that signs resume tokens, shared by the servers of a cluster (env CANOPY_RESUME_SECRET); random per process if unset")
+	p2pMin := fs.String("p2p-min-viewers", "", "N or N:stream,…: up to N viewers of a stream (those streams') are all fed by the server's own relay, so they never see each other's addresses; the N+1-th turns the peer-to-peer tree on")
 	sec := registerSecurityFlags(fs)
+	cl := registerClusterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,7 +67,11 @@ func run(args []string) error {
 	}
 	log := slog.New(handler)
 
-	cfg := Config{Policy: tree.Config{SourceCapacity: *sourceCap}, Logger: log}
+	cfg := Config{Policy: tree.Config{SourceCapacity: *sourceCap}, Logger: log,
+		Resume: ResumeConfig{Grace: *resumeGrace, Secret: []byte(*resumeSecret)}}
+	if *resumeGrace == 0 {
+		cfg.Resume.Grace = -1 // -resume-grace 0 means none, not the default
+	}
 	if *stun != "" {
 		cfg.ICEServers = append(cfg.ICEServers, iceServerList(*stun)...)
 	}
@@ -78,6 +86,9 @@ func run(args []string) error {
 		return err
 	}
 	if cfg.Privacy, err = parsePrivacy(*privacy); err != nil {
+		return err
+	}
+	if cfg.P2PMin, err = parseP2PMin(*p2pMin); err != nil {
 		return err
 	}
 	// A loopback-only server's peers are all on the host: its TURN relay
@@ -131,6 +142,16 @@ func run(args []string) error {
 	candidates := newCandidatePolicy(*loopback, own...)
 	cfg.Hosted = peer.Config{LoopbackOnly: *loopback, UDPMux: udpMux, PublicIPs: publicIPs,
 		ICEServers: webrtcICEServers(cfg.ICEServers), RemoteCandidateFilter: candidates.allow}
+	node, err := cl.start(log)
+	if err != nil {
+		return err
+	}
+	if node != nil {
+		// Closed after the HTTP server's shutdown, below: its leases are
+		// deleted, so another server takes its streams at once.
+		defer node.Close()
+		cfg.Cluster = node
+	}
 	srv := NewServer(cfg)
 	if *debugAddr != "" {
 		dbg, err := serveDebug(*debugAddr, log)
@@ -167,6 +188,7 @@ func run(args []string) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
+	srv.handOver() // first: the streams it owns go on at once at another server
 	srv.closeHosted()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -24,6 +24,7 @@ func (s *Server) observe(r *gin.Engine) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newTreeCollector(s.hub),
 		newConnCollector(s.conns),
+		newResumeCollector(s.hub.resumer), // resume.go
 	)
 	reg.MustRegister(s.cfg.Collectors...)
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
@@ -36,11 +37,9 @@ func (s *Server) observe(r *gin.Engine) {
 // until that stream has a source, so a deployment can wait for its demo.
 func (s *Server) ready(c *gin.Context) {
 	if id := c.Query("stream"); id != "" {
-		co := s.hub.get(id)
-		if s.Allow(c.Request, id, ActionView) != nil {
-			co = nil // a private stream reads as absent without its token
-		}
-		if co == nil || !co.info().Live {
+		// A private stream reads as absent without its token; the stream
+		// may be owned by another server (clusterapi.go).
+		if s.Allow(c.Request, id, ActionView) != nil || !s.streamLive(id) {
 			c.JSON(http.StatusServiceUnavailable, gin.H{"ready": false, "waiting": "stream " + id})
 			return
 		}
@@ -48,18 +47,8 @@ func (s *Server) ready(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"ready": true})
 }
 
-func (s *Server) streamStats(c *gin.Context) {
-	if !s.allowed(c, c.Param("id"), ActionView) {
-		return
-	}
-	co := s.hub.get(c.Param("id"))
-	if co == nil {
-		writeError(c, http.StatusNotFound, errNotFound)
-		return
-	}
-	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, s.withPlayerViews(co.statsView()))
-}
+// streamStats answers from any server: the owner's figures (clusterapi.go).
+func (s *Server) streamStats(c *gin.Context) { s.serveAnswer(c, askStats) }
 
 // census returns the present coordinators and the totals of the streams
 // that ended, together, so no stream is counted twice or missed.

@@ -206,7 +206,11 @@ func expectMetric(t *testing.T, fams map[string]*dto.MetricFamily, want float64,
 // that every join, stats report, live report and re-parent is known, then
 // checks /metrics and the stats API against it.
 func TestMetricsCountWhatHappened(t *testing.T) {
-	_, url := startServer(t, tree.Config{SourceCapacity: 1})
+	lightTest(t)
+	// A short resume grace: the relay's crash below is a connection that
+	// never comes back (suspend.go), and these peers carry no media whose
+	// silence would tell the server sooner.
+	_, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}, Resume: ResumeConfig{Grace: 100 * time.Millisecond}})
 	src := dialSig(t, url, "m", protocol.RoleSource, protocol.KindGo, 1)
 	relay := dialSig(t, url, "m", protocol.RoleRelay, protocol.KindGo, 2)
 	relay.waitFor(10*time.Second, "relay placed", func(m *protocol.Message) bool {
@@ -219,6 +223,16 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	// The relay's child on trial plays from it: the relay has proven it
 	// forwards, and gets its capacity (trust.go).
 	v1.live(relay.id) // time to first frame measured by the server
+	waitFor(t, 10*time.Second, "the relay trusted with its capacity", func() bool {
+		var sr statsResponse
+		getJSON(t, url+"/api/streams/m/stats", &sr)
+		for _, n := range sr.Nodes {
+			if n.ID == relay.id {
+				return n.Usable == 2
+			}
+		}
+		return false
+	})
 	v2 := dialSig(t, url, "m", protocol.RoleViewer, protocol.KindBrowser, 0)
 	v2.waitFor(10*time.Second, "viewer under the relay", func(m *protocol.Message) bool {
 		return m.Type == protocol.TypeParent && m.Peer == relay.id
@@ -318,7 +332,10 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 // TestMetricsSurviveStreamEnd checks that counters never go backwards when
 // a stream ends and its coordinator is dropped.
 func TestMetricsSurviveStreamEnd(t *testing.T) {
-	_, url := startServer(t, tree.Config{})
+	lightTest(t)
+	// Closed connections are suspended for their resume first; the stream
+	// ends when that grace does.
+	_, url := startServerWith(t, Config{Resume: ResumeConfig{Grace: 100 * time.Millisecond}})
 	src := dialSig(t, url, "gone", protocol.RoleSource, protocol.KindGo, 2)
 	v := dialSig(t, url, "gone", protocol.RoleViewer, protocol.KindGo, 0)
 	src.stats(protocol.Stats{BytesRelayed: 500})
@@ -437,6 +454,7 @@ func TestMetricsGoTreeRecovery(t *testing.T) {
 // coordinators never see: a viewer of a stream that does not exist, and a
 // stream that starts and ends between two scrapes.
 func TestMetricsCountRefusedAndShortLivedStreams(t *testing.T) {
+	lightTest(t)
 	_, url := startServer(t, tree.Config{})
 	q := dialRaw(t, url)
 	q.sendText(`{"type":"hello","v":1,"role":"viewer","kind":"browser","stream":"ghost"}`)

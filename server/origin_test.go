@@ -46,6 +46,7 @@ func refusedHello(t *testing.T, url, origin, msg, what string) *protocol.Message
 // <canopy-player>), but never relay: its capacity is 0 whatever it claims,
 // at hello and later. Publishing and relaying from that page are refused.
 func TestEmbedOriginViewsPublicStreamsAsLeaf(t *testing.T) {
+	lightTest(t)
 	s, url := startServerWith(t, Config{})
 	join(t, url, protocol.RoleSource, protocol.KindGo, "pub", 4)
 	const partner = "https://partner.example"
@@ -95,6 +96,7 @@ func TestEmbedOriginViewsPublicStreamsAsLeaf(t *testing.T) {
 // TestEmbedOriginListedIsTrusted: a site in -allow-origin is trusted like
 // the server's own pages: it may publish and its viewers relay.
 func TestEmbedOriginListedIsTrusted(t *testing.T) {
+	lightTest(t)
 	const partner = "https://studio.example"
 	s, url := startServerWith(t, Config{AllowedOrigins: []string{partner}})
 	src := dialLive(t, url, originHeader(partner))
@@ -111,6 +113,7 @@ func TestEmbedOriginListedIsTrusted(t *testing.T) {
 // TestEmbedOriginsRestrict: with -embed-origins, only the listed sites (and
 // -allow-origin ones) may open the WebSocket from a page; others get 403.
 func TestEmbedOriginsRestrict(t *testing.T) {
+	lightTest(t)
 	_, url := startServerWith(t, Config{EmbedOrigins: []string{"https://ok.example"}, AllowedOrigins: []string{"https://studio.example"}})
 	for origin, want := range map[string]int{
 		"https://ok.example":     http.StatusSwitchingProtocols,
@@ -130,6 +133,7 @@ func TestEmbedOriginsRestrict(t *testing.T) {
 // token (a token in a page of any site is not proof that the site may show
 // it); without a token it reads as missing, as everywhere.
 func TestEmbedOriginPrivateStreamNeedsListing(t *testing.T) {
+	lightTest(t)
 	_, url := startServerWith(t, Config{Auth: authConfig(), AllowedOrigins: []string{"https://studio.example"}})
 	src := dialLive(t, url, nil)
 	src.send(hello(protocol.RoleSource, protocol.KindGo, "private", 4, signHS256(t, claims("private", true, time.Hour))))
@@ -165,6 +169,7 @@ func headersOf(t *testing.T, url string) (int, http.Header) {
 // any site by default, by the -embed-origins sites when set, and, for a
 // private stream, only by the server itself and -allow-origin sites.
 func TestPageSecurityHeaders(t *testing.T) {
+	lightTest(t)
 	for _, path := range []string{"/", "/watch/demo", "/stats/demo"} {
 		_, url := startServerWith(t, Config{})
 		status, h := headersOf(t, url+path)
@@ -228,6 +233,7 @@ func mustServe(t *testing.T, cfg Config) string {
 // TestOriginFlagsAreOrigins: the origin flags take origins only, so none
 // can smuggle a directive into the CSP header.
 func TestOriginFlagsAreOrigins(t *testing.T) {
+	lightTest(t)
 	for _, bad := range []string{"https://a.example; script-src *", "partner.example", "javascript:alert(1)", "https://a.example/path", "https://'self'", "*"} {
 		if _, err := parseOrigins("embed-origins", bad, false); err == nil {
 			t.Errorf("-embed-origins %q accepted", bad)

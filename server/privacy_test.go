@@ -40,6 +40,7 @@ const gatheredAnswer = "v=0\r\n" +
 var viewerAddrs = []string{"192.168.1.20", "2001:db8::20", ".local", "203.0.113.7", "198.51.100.9", "192.0.2.5"}
 
 func TestRelayOnlySDP(t *testing.T) {
+	lightTest(t)
 	got := relayOnlySDP(gatheredAnswer)
 	for _, a := range viewerAddrs {
 		if strings.Contains(got, a) {
@@ -72,6 +73,7 @@ func TestRelayOnlySDP(t *testing.T) {
 }
 
 func TestRelayOnlyCandidate(t *testing.T) {
+	lightTest(t)
 	init := func(c string) json.RawMessage {
 		raw, _ := json.Marshal(map[string]any{"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "abcd"})
 		return raw
@@ -119,6 +121,7 @@ func TestRelayOnlyCandidate(t *testing.T) {
 }
 
 func TestParsePrivacy(t *testing.T) {
+	lightTest(t)
 	for _, c := range []struct {
 		in   string
 		want PrivacyConfig
@@ -142,6 +145,7 @@ func TestParsePrivacy(t *testing.T) {
 
 // -privacy without any TURN to connect through is refused at start.
 func TestPrivacyFlagNeedsTURN(t *testing.T) {
+	lightTest(t)
 	err := run([]string{"-addr", "127.0.0.1:0", "-demo=false", "-turn=false", "-privacy", "relay"})
 	if err == nil || !strings.Contains(err.Error(), "-privacy needs TURN") {
 		t.Fatalf("run: %v, want the TURN refusal", err)
@@ -155,6 +159,7 @@ func TestPrivacyFlagNeedsTURN(t *testing.T) {
 // A private peer's signal that carries nothing but other candidates is
 // not forwarded; a plain peer's passes untouched.
 func TestPrivateSignalOnlyForPrivatePeers(t *testing.T) {
+	lightTest(t)
 	host := &protocol.Signal{Kind: protocol.SignalCandidate,
 		Candidate: json.RawMessage(`{"candidate":"candidate:1 1 udp 2122260223 192.168.1.20 50000 typ host"}`)}
 	if got := privateSignal(&peerConn{}, host); got != host {

@@ -108,6 +108,7 @@ func checkOnlyRelayCandidates(t *testing.T, log *forwardLog, id string) {
 // through the embedded TURN relay; nothing but relay candidates of its
 // leaves the server, and it is given no children.
 func TestGoPrivateViewerPlaysThroughTURN(t *testing.T) {
+	lightTest(t)
 	ts, s, url, log := startPrivacyTURN(t, Config{Policy: tree.Config{SourceCapacity: 1}})
 	src := startSource(t, url, "privgo", 1)
 	relay := startPeer(t, url, "privgo", protocol.RoleRelay, 4, nil)
@@ -136,6 +137,7 @@ func TestGoPrivateViewerPlaysThroughTURN(t *testing.T) {
 // private without asking, and `client watch -private` asks; both play
 // through the embedded TURN and say so in their report.
 func TestClientWatchPrivate(t *testing.T) {
+	lightTest(t)
 	bin := buildClient(t)
 	for _, c := range []struct {
 		name    string
@@ -214,6 +216,7 @@ type privatePage struct {
 // (what the server forwarded from it is relay candidates only), it feeds
 // nobody, and the page says it is private.
 func TestBrowserPrivateViewerPlaysThroughTURN(t *testing.T) {
+	browserTest(t)
 	ts, s, url, log := startPrivacyTURN(t, Config{Policy: tree.Config{SourceCapacity: 1}})
 	src := startSource(t, url, "privbr", 1)
 	relay := startPeer(t, url, "privbr", protocol.RoleRelay, 4, nil)

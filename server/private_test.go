@@ -76,6 +76,7 @@ func (l *forwardLog) from(id string) []forwarded {
 // relay candidates only and none of its addresses; a plain viewer's, sent
 // the same way, arrive untouched (so the check could fail).
 func TestPrivateViewerSignalsCarryOnlyRelayCandidates(t *testing.T) {
+	lightTest(t)
 	var log forwardLog
 	_, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 4}, TURN: someTURN, onForward: log.record})
 	src, srcID := join(t, url, protocol.RoleSource, protocol.KindGo, "priv", 4)
@@ -157,6 +158,7 @@ func TestPrivateViewerSignalsCarryOnlyRelayCandidates(t *testing.T) {
 // capacity message are clamped to 0, so a viewer that finds no other slot
 // waits in the queue rather than under it.
 func TestPrivateViewerIsNeverGivenChildren(t *testing.T) {
+	lightTest(t)
 	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}, TURN: someTURN})
 	_, srcID := join(t, url, protocol.RoleSource, protocol.KindGo, "priv", 1)
 	pv := dialLive(t, url, nil)
@@ -205,6 +207,7 @@ func TestPrivateViewerIsNeverGivenChildren(t *testing.T) {
 // Without TURN, a private hello is refused with the reason; a plain one
 // on the same server is welcome.
 func TestPrivateHelloNeedsTURN(t *testing.T) {
+	lightTest(t)
 	_, url := startServerWith(t, Config{})
 	join(t, url, protocol.RoleSource, protocol.KindGo, "priv", 4)
 	pv := dialLive(t, url, nil)
@@ -220,6 +223,7 @@ func TestPrivateHelloNeedsTURN(t *testing.T) {
 // -privacy relay makes every viewer private (told in its welcome, and
 // clamped), -privacy relay:a only a's; relays and sources stay as they are.
 func TestPrivacyDefault(t *testing.T) {
+	lightTest(t)
 	for _, c := range []struct {
 		name    string
 		cfg     PrivacyConfig

@@ -61,6 +61,7 @@ func waitPublishPage(t *testing.T, ctx context.Context, timeout time.Duration, w
 // Chromium viewer decode it, the page shows the audience, and Stop takes
 // the stream offline for everyone while they stay connected.
 func TestBrowserPublishPage(t *testing.T) {
+	browserTest(t)
 	for _, tc := range []struct{ name, query, codec string }{
 		{"VP8", "?codec=VP8", "VP8"},
 		{"H264", "?codec=H264", "H264"},

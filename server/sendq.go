@@ -33,6 +33,10 @@ func (q *sendQueue) len() int {
 
 // sendData queues an encoded message as send does.
 func (p *peerConn) sendData(data []byte) {
+	if h := p.held.Load(); h != nil {
+		h.add(data) // a signal for a suspended peer: delivered if it resumes
+		return
+	}
 	if p.isClosed() {
 		return
 	}
@@ -122,6 +126,7 @@ func (p *peerConn) ping() {
 		p.close()
 		return
 	}
+	p.resumer.renew(p)
 	p.pinger.Load().Reset(p.lim.PingInterval)
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
+	"canopy/server/cluster"
 	"canopy/server/whip"
 	"canopy/static"
 )
@@ -55,9 +57,20 @@ type Config struct {
 	// Privacy makes private mode (relay-only ICE, no children) the
 	// default for some or all viewers. See privacy.go.
 	Privacy PrivacyConfig
+	// Resume says how long the place of a peer whose signaling dropped is
+	// kept for its resume, and the secret its token is signed with. See
+	// resume.go.
+	Resume ResumeConfig
+	// P2PMin has the server's relay feed small audiences itself
+	// (-p2p-min-viewers). See p2pmin.go.
+	P2PMin P2PMinConfig
 	// Collectors are more Prometheus collectors for /metrics (the embedded
 	// TURN relay's).
 	Collectors []prometheus.Collector
+	// Cluster is this server's membership of a cluster (cluster.Start);
+	// nil starts single mode, an in-process NATS of its own, closed with
+	// the server.
+	Cluster *cluster.Node
 
 	// onMessage, if set, sees every decoded message before it is handled;
 	// tests use it to make one peer's handling panic.
@@ -85,6 +98,11 @@ type Server struct {
 	hosted   sync.Map      // ids of the peers on in-process connections (local.go)
 
 	privacy *privacyPolicy // private mode (privacy.go)
+
+	node     *cluster.Node // how peers reach their stream's owner (owner.go)
+	ownNode  bool          // node is single mode's own, closed with the server
+	owner    ownerHandler
+	nodeOnce sync.Once
 }
 
 // errNotFound is the API's answer for an unknown stream.
@@ -118,7 +136,34 @@ func NewServer(cfg Config) *Server {
 	s.privacy = newPrivacyPolicy(cfg)
 	s.peers = &peerSlots{max: s.guard.lim.MaxPeers}
 	s.hub.maxStreams = s.guard.lim.MaxStreams
+	s.node = cfg.Cluster
+	if s.node == nil {
+		node, err := cluster.Start(cluster.Config{Log: cfg.Logger})
+		if err != nil {
+			// Single mode's NATS opens no port and writes no file: it fails
+			// only when the process cannot run at all.
+			panic(fmt.Sprintf("canopy: in-process NATS: %v", err))
+		}
+		s.node, s.ownNode = node, true
+	}
+	s.owner = ownerHandler{s: s}
+	s.node.SetTakeover(s.takeover)
+	if err := s.node.ServeList(s.ownStreams); err != nil { // the cluster's /api/streams (clusterapi.go)
+		s.log.Warn("cannot answer the cluster's stream lists", "err", err)
+	}
+	s.hub.owns = s.node.Owns
+	s.hub.onRemoved = s.node.Release
 	s.hub.names = newNameHolds(s.guard.lim.ReclaimGrace)
+	s.hub.resumer = newResumer(cfg.Resume)
+	s.hub.keepRelay = s.keepRelay
+	if cfg.P2PMin.Viewers > 0 {
+		s.hub.gate = func(stream string) *p2pGate {
+			if !cfg.P2PMin.covers(stream) {
+				return nil
+			}
+			return newP2PGate(cfg.P2PMin.Viewers, s.keepRelay)
+		}
+	}
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	// Trust no forwarding headers: limits and logs use the connection's own
@@ -188,7 +233,7 @@ func (s *Server) listStreams(c *gin.Context) {
 		s.answerRefusal(c, err)
 		return
 	}
-	all := s.hub.list()
+	all := s.clusterStreams() // every server's, not only this one's (clusterapi.go)
 	out := all[:0]
 	for _, st := range all {
 		if s.gate.visible(who, st.ID) {
@@ -200,19 +245,12 @@ func (s *Server) listStreams(c *gin.Context) {
 
 // treeResponse is GET /api/streams/:id/tree.
 type treeResponse struct {
-	Stream string          `json:"stream"`
-	Live   bool            `json:"live"`
-	Nodes  []tree.NodeInfo `json:"nodes"`
+	Stream string `json:"stream"`
+	// Owner is the id of the server that runs the stream's coordinator.
+	Owner string          `json:"owner"`
+	Live  bool            `json:"live"`
+	Nodes []tree.NodeInfo `json:"nodes"`
 }
 
-func (s *Server) streamTree(c *gin.Context) {
-	if !s.allowed(c, c.Param("id"), ActionView) {
-		return
-	}
-	co := s.hub.get(c.Param("id"))
-	if co == nil {
-		writeError(c, http.StatusNotFound, errNotFound)
-		return
-	}
-	c.JSON(http.StatusOK, treeResponse{Stream: co.id, Live: co.info().Live, Nodes: s.withPlayers(co.id, co.snapshot())})
-}
+// streamTree answers from any server: the owner's tree (clusterapi.go).
+func (s *Server) streamTree(c *gin.Context) { s.serveAnswer(c, askTree) }

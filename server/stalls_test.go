@@ -14,7 +14,9 @@ import (
 // entry per reporter for the whole stream, peers long gone included: with
 // the join rate, ~70 000 entries an hour from one address.
 func TestStallReportsOfLeftPeersAreForgotten(t *testing.T) {
-	s, url := startServer(t, tree.Config{SourceCapacity: 4})
+	// A short resume grace: each viewer's dropped connection is a viewer
+	// that left once it is over (suspend.go).
+	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 4}, Resume: ResumeConfig{Grace: 50 * time.Millisecond}})
 	_, srcID := join(t, url, protocol.RoleSource, protocol.KindGo, "st", 4)
 	report := func() {
 		v, id := join(t, url, protocol.RoleViewer, protocol.KindGo, "st", 0)

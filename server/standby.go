@@ -9,8 +9,8 @@ import (
 	"canopy/mesh/tree"
 )
 
-// Hot standby parents (README "Standby parents"). Every Go peer below the
-// source's children holds a second connection, to its standby parent: the
+// Hot standby parents (README "Standby parents"). Every Go peer and
+// browser below the source's children holds a second connection, to its standby parent: the
 // parent the tree would give it if its own parent failed now
 // (tree.Standby), negotiated like a tree edge, up but carrying no media.
 // When its parent fails, the child switches to that link at once and says
@@ -35,6 +35,19 @@ type standbyLinks struct {
 	// that opens later (a parent proving itself, a leave elsewhere) is not
 	// a change near them, so they are retried a few at a time.
 	wanting map[string]bool
+	// The re-plans that joins ask for are made together
+	// (standby_batch.go): dirty are the peers a change may have affected
+	// since the last plan, marks how many re-plans were folded into it,
+	// timer the pending plan, batch whether the change under way may wait
+	// for it, and delay how long it waits (0: every re-plan is made at once).
+	dirty map[string]bool
+	marks int
+	timer *time.Timer
+	batch bool
+	delay time.Duration
+	// changed hears of each child whose standby edge changed: the
+	// stream's state records it (state.go).
+	changed func(child string)
 }
 
 // standbyAncestorWalk bounds how far up from a new parent replanStandbys
@@ -53,6 +66,11 @@ const standbyAncestorWalk = 64
 // standby to find) spent ~45 µs per join on standby planning.
 const standbyRetries = 16
 
+// standbySiblingReplan bounds the families whose standbys a change in one
+// member's subtree replans: a browser feeds at most 2, and 4 keeps a wide
+// Go relay's joins at the cost they had.
+const standbySiblingReplan = 4
+
 func (s *standbyLinks) want(child string, none bool) {
 	if s.wanting == nil {
 		s.wanting = make(map[string]bool)
@@ -69,6 +87,9 @@ func (s *standbyLinks) set(child, parent string) {
 		s.of, s.held = make(map[string]string), make(map[string]map[string]bool)
 	}
 	s.of[child] = parent
+	if s.changed != nil {
+		s.changed(child)
+	}
 	if s.held[parent] == nil {
 		s.held[parent] = make(map[string]bool)
 	}
@@ -82,6 +103,9 @@ func (s *standbyLinks) drop(child string) string {
 		return ""
 	}
 	delete(s.of, child)
+	if s.changed != nil {
+		s.changed(child)
+	}
 	delete(s.held[parent], child)
 	if len(s.held[parent]) == 0 {
 		delete(s.held, parent)
@@ -89,10 +113,19 @@ func (s *standbyLinks) drop(child string) string {
 	return parent
 }
 
-// standbyCapable reports whether p takes part in hot standby: Go peers do
-// (browsers hold no standby links yet, and ignore the messages).
+// standbyCapable reports whether p takes part in hot standby: Go peers and
+// browsers (static/js/standby.js). A pass-through tab's idle link to a
+// child-to-be is track-less and its worker writes nothing to it; a tab
+// that relays by re-encoding (Firefox, Safari) holds senders without a
+// track until promoted, so it encodes and sends nothing either; and as a
+// child any tab answers its standby parent's offer and keeps the link up.
+// A private viewer holds none: its links go through TURN, and an idle one
+// would double what it costs the relay server.
 func standbyCapable(p *peerConn) bool {
-	return p != nil && p.hello != nil && p.hello.Kind == protocol.KindGo
+	if p == nil || p.hello == nil || p.private {
+		return false
+	}
+	return p.hello.Kind == protocol.KindGo || p.hello.Kind == protocol.KindBrowser
 }
 
 // planStandby is the standby parent child should hold a link to now, or "".
@@ -154,61 +187,6 @@ func (c *coordinator) heldBy(id string) []string {
 	return kids
 }
 
-// replanStandbys gives each peer the tree's changes may have affected the
-// standby it should have, and tells both sides of every edge that changes:
-// the child first (`standby` with its standby parent), so that it expects
-// the parent's offer, then the parent (`standby` with the child). Affected
-// are the nodes that moved and their children (their parent's departure
-// plan changed), the old and new parents' children (siblings: the heir and
-// free slots changed), the children whose standby parent gained a child
-// (it may be full now) and the ancestors of every new parent (a standby of
-// theirs may now be their descendant). Called with c.mu held.
-func (c *coordinator) replanStandbys(changes []tree.Change, extra ...string) {
-	todo := make(map[string]bool)
-	add := func(ids ...string) {
-		for _, id := range ids {
-			if id != "" {
-				todo[id] = true
-			}
-		}
-	}
-	add(extra...)
-	for _, ch := range changes {
-		add(ch.Node)
-		add(c.tree.Children(ch.Node)...)
-		for _, p := range []string{ch.From, ch.To} {
-			if p == "" {
-				continue
-			}
-			add(c.tree.Children(p)...)
-			for k := range c.standby.held[p] {
-				add(k)
-			}
-		}
-		hops := 0
-		for a, ok := ch.To, ch.To != ""; ok && a != "" && hops < standbyAncestorWalk; a, ok = c.tree.Parent(a) {
-			if c.standby.of[a] != "" {
-				add(a)
-			}
-			hops++
-		}
-	}
-	plans := make(standbyPlans)
-	for id := range todo {
-		c.restandby(id, c.planStandby(id, plans))
-	}
-	retries := 0
-	for id := range c.standby.wanting {
-		if retries == standbyRetries {
-			break
-		}
-		if !todo[id] {
-			retries++
-			c.restandby(id, c.planStandby(id, plans))
-		}
-	}
-}
-
 // restandby makes want child's standby parent, telling whoever the change
 // concerns. Called with c.mu held.
 func (c *coordinator) restandby(child, want string) {
@@ -221,10 +199,7 @@ func (c *coordinator) restandby(child, want string) {
 	if had {
 		c.standby.drop(child)
 		c.ended.add(cur, child, now)
-		if q := c.peerOrDeparted(cur); q != nil {
-			q.budgets.resetEdge(child)
-			q.send(&protocol.Message{Type: protocol.TypeDetach, Peer: child})
-		}
+		c.detachStandby(cur, child)
 	}
 	p := c.peers[child]
 	if p == nil {
@@ -244,7 +219,7 @@ func (c *coordinator) restandby(child, want string) {
 	p.budgets.resetEdge(want)
 	s.budgets.resetEdge(child)
 	p.send(&protocol.Message{Type: protocol.TypeStandby, Standby: want})
-	s.send(&protocol.Message{Type: protocol.TypeStandby, Peer: child})
+	s.send(&protocol.Message{Type: protocol.TypeStandby, Peer: child, Strip: c.stripFor(want, child)})
 }
 
 // forgetStandbys drops the standby edge of a peer that left the tree, and
@@ -254,12 +229,27 @@ func (c *coordinator) forgetStandbys(id string) []string {
 	c.standby.want(id, false)
 	if s := c.standby.drop(id); s != "" {
 		c.ended.add(s, id, time.Now())
-		if q := c.peerOrDeparted(s); q != nil {
-			q.budgets.resetEdge(id)
-			q.send(&protocol.Message{Type: protocol.TypeDetach, Peer: id})
-		}
+		c.detachStandby(s, id)
 	}
 	return c.heldBy(id)
+}
+
+// detachStandby tells standby parent s that its standby link to child
+// ended. Not when child has become s's own parent since (the standby was
+// dropped because it is now child's descendant): `detach` naming a peer's
+// parent tells it to close its parent's connection, so s would cut off its
+// live feed; its idle link's other end closes, and it drops it when its
+// connection fails. Called with c.mu held.
+func (c *coordinator) detachStandby(s, child string) {
+	q := c.peerOrDeparted(s)
+	if q == nil {
+		return
+	}
+	q.budgets.resetEdge(child)
+	if parent, ok := c.tree.Parent(s); ok && parent == child {
+		return
+	}
+	q.send(&protocol.Message{Type: protocol.TypeDetach, Peer: child})
 }
 
 // attachOrPromote tells a new parent about its child: `promote` when the
@@ -268,18 +258,35 @@ func (c *coordinator) forgetStandbys(id string) []string {
 func (c *coordinator) attachOrPromote(parent, child *peerConn) {
 	if c.standby.of[child.id] == parent.id {
 		c.standby.drop(child.id)
-		parent.send(&protocol.Message{Type: protocol.TypePromote, Peer: child.id})
+		parent.send(&protocol.Message{Type: protocol.TypePromote, Peer: child.id, Strip: c.stripFor(parent.id, child.id)})
 		return
 	}
 	parent.budgets.resetEdge(child.id) // a new connection, negotiated afresh
 	child.budgets.resetEdge(parent.id)
-	parent.send(&protocol.Message{Type: protocol.TypeAttach, Peer: child.id})
+	parent.send(&protocol.Message{Type: protocol.TypeAttach, Peer: child.id, Strip: c.stripFor(parent.id, child.id)})
 }
 
-// preferStandbys amends the changes of a departure: an orphan the plan put
-// elsewhere than its standby parent (whose free slot was taken since its
-// standby was planned, say) moves to its standby instead when that parent
-// can still take it, so that it needs no negotiation. The changes are then
+// standbysOfChildren maps each of id's children that holds a standby link
+// to its standby parent, for the departure plan (tree.LeaveVia). Called
+// with c.mu held.
+func (c *coordinator) standbysOfChildren(id string) map[string]string {
+	var via map[string]string
+	for _, k := range c.tree.Children(id) {
+		if s := c.standby.of[k]; s != "" {
+			if via == nil {
+				via = make(map[string]string)
+			}
+			via[k] = s
+		}
+	}
+	return via
+}
+
+// preferStandbys amends the changes of a shed (a relay's measured uplink
+// dropped): a child the plan put elsewhere than its standby parent moves
+// to its standby instead when that parent can still take it, so that it
+// needs no negotiation. (A departure plans its orphans' standbys in the
+// first place: tree.LeaveVia.) The changes are then
 // merged per node (its first From, its last To). Called with c.mu held.
 func (c *coordinator) preferStandbys(changes []tree.Change) []tree.Change {
 	out := changes
@@ -290,6 +297,7 @@ func (c *coordinator) preferStandbys(changes []tree.Change) []tree.Change {
 		}
 		more, err := c.tree.Adopt(ch.Node, s)
 		if err != nil {
+			c.log.Info("orphan not moved to its standby parent", "peer", ch.Node, "standby", s, "plan", ch.To, "err", err)
 			continue // the plan stands: the server moves it, make before break
 		}
 		out = append(out, more...)
@@ -334,6 +342,9 @@ func (c *coordinator) promote(p *peerConn, s string) {
 	if c.peers[p.id] != p {
 		return
 	}
+	if parent, ok := c.tree.Parent(p.id); ok {
+		c.lostMedia(parent, p.id) // a suspended parent that crashed (suspend.go): its departure's plan first
+	}
 	parent, placed := c.tree.Parent(p.id)
 	if placed && parent == s {
 		return // the server's plan came first and already made it so
@@ -353,7 +364,7 @@ func (c *coordinator) promote(p *peerConn, s string) {
 	if !placed || parent == "" {
 		return // queued, the source, or below a vacant root: no parent to go back to
 	}
-	p.send(&protocol.Message{Type: protocol.TypeParent, Peer: parent, Depth: c.tree.Depth(p.id), Standby: c.standby.of[p.id]})
+	p.send(&protocol.Message{Type: protocol.TypeParent, Peer: parent, Depth: c.tree.Depth(p.id), Standby: c.standby.of[p.id], Verify: c.verifyFlag(p.id)})
 	c.stalled(p.id, parent)
 }
 
@@ -374,7 +385,7 @@ var (
 // held.
 func (c *coordinator) silentFromAbove(parent string) bool {
 	now := time.Now()
-	return now.Sub(c.movedAt[parent]) < stallGrace || c.brokenAbove(parent, now)
+	return now.Sub(c.movedAt[parent]) < stallGrace || c.brokenAbove(parent, now) || c.aboveSuspended(parent)
 }
 
 // checkStandbys verifies the standby records against the tree: every

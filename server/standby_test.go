@@ -305,6 +305,7 @@ const stallTimeoutForTest = 1500 * time.Millisecond
 // the server's own standby message) changes nothing: its parent stays,
 // it is told its parent again, and bad forms get bad_message.
 func TestHostilePromote(t *testing.T) {
+	lightTest(t)
 	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
 	_, srcID := join(t, url, protocol.RoleSource, protocol.KindGo, "hp", 1)
 	relay, relayID := join(t, url, protocol.RoleRelay, protocol.KindGo, "hp", 2)

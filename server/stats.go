@@ -458,6 +458,8 @@ type statsResponse struct {
 	At      time.Time  `json:"at"`
 	Nodes   []nodeView `json:"nodes"`
 	Figures figures    `json:"figures"`
+
+	P2P *p2pView `json:"p2p,omitempty"` // -p2p-min-viewers (p2pmin.go)
 }
 
 // statsView joins the tree with what its peers reported.
@@ -468,6 +470,7 @@ func (c *coordinator) statsView() statsResponse {
 		snap := c.treeView()
 		r := statsResponse{Stream: c.id, Live: c.source != nil, Nodes: make([]nodeView, 0, len(snap))}
 		r.Figures.Depth = c.tree.MaxDepth()
+		r.P2P = c.gateView()
 		c.obs.view(&r, snap)
 		return r
 	})

@@ -16,6 +16,7 @@ import (
 // peer efficiency stays what they make it, the negative delay costs only
 // that figure, and the dashboard JSON stays sane during and after.
 func TestStatsPoisoningIsBounded(t *testing.T) {
+	lightTest(t)
 	_, url := startServer(t, tree.Config{SourceCapacity: 2})
 	src := dialSig(t, url, "p", protocol.RoleSource, protocol.KindGo, 2)
 	relay := dialSig(t, url, "p", protocol.RoleRelay, protocol.KindGo, 2)
@@ -139,7 +140,8 @@ func TestStatsPoisoningIsBounded(t *testing.T) {
 	}
 
 	attacker.close()
-	waitFor(t, 10*time.Second, "the attacker gone from the tree", func() bool {
+	// Its place is kept for its resume (10 s) before it is gone.
+	waitFor(t, 30*time.Second, "the attacker gone from the tree", func() bool {
 		getJSON(t, url+"/api/streams/p/stats", &sr)
 		for _, n := range sr.Nodes {
 			if n.ID == attacker.id {
@@ -173,20 +175,27 @@ func TestStatsBudget(t *testing.T) {
 			raw = protocol.Stats{}
 		}
 		bytes, stall := uint64(4e6/8*step.Seconds()), float64(step.Milliseconds()/2)
+		checked := uint64(80 * step.Seconds()) // 30 video + 50 audio frames a second
 		raw.BytesReceived += bytes
 		raw.StallMs += stall
+		raw.FramesVerified += checked
 		want.BytesReceived += bytes
 		want.StallMs += stall
+		want.FramesVerified += checked
 		got := honest.bound(raw, now, joined, &rej)
-		if got.BytesReceived != want.BytesReceived || got.StallMs != want.StallMs {
+		if got.BytesReceived != want.BytesReceived || got.StallMs != want.StallMs || got.FramesVerified != want.FramesVerified {
 			t.Fatalf("report %d: credited %d bytes, %v ms stall; owed %d, %v", i, got.BytesReceived, got.StallMs, want.BytesReceived, want.StallMs)
 		}
 		if rej != (rejections{}) {
 			t.Fatalf("report %d: honest figures rejected: %v", i, rej)
 		}
-		lie := protocol.Stats{BytesReceived: uint64(i%2) * math.MaxUint64, StallMs: float64(i%2) * 1e12, BytesRelayed: math.MaxUint64 / uint64(i+1)}
+		lie := protocol.Stats{BytesReceived: uint64(i%2) * math.MaxUint64, StallMs: float64(i%2) * 1e12, BytesRelayed: math.MaxUint64 / uint64(i+1),
+			FramesVerified: uint64(i%2) * protocol.MaxFrameCount, FramesRejected: protocol.MaxFrameCount / uint64(i+1)}
 		c := liar.bound(lie, now, joined, &liarRej)
 		elapsed := now.Sub(joined).Seconds()
+		if float64(c.FramesVerified) > maxPeerCheckedRate*elapsed || float64(c.FramesRejected) > maxPeerCheckedRate*elapsed {
+			t.Fatalf("report %d: a liar credited %d frames verified, %d rejected in %v s", i, c.FramesVerified, c.FramesRejected, elapsed)
+		}
 		if float64(c.BytesReceived) > maxPeerByteRate*elapsed || c.StallMs > 1000*elapsed+ms(stallBeforeHello) || c.BytesRelayed != 0 {
 			t.Fatalf("report %d: a liar without children credited %d bytes in, %d out, %v ms stall in %v s",
 				i, c.BytesReceived, c.BytesRelayed, c.StallMs, elapsed)

@@ -18,6 +18,9 @@ const (
 	maxPeerPacketRate = 20000
 	// maxPeerFrameRate is four times 60 frames per second.
 	maxPeerFrameRate = 240
+	// maxPeerCheckedRate is the frames a viewer checks per second, video
+	// and audio (Opus sends 50): four times 60 + 50.
+	maxPeerCheckedRate = 4 * (60 + 50)
 	// budgetBurst is how much time at the maximum rate one report may
 	// claim at once. A peer reports every 5 s, but a background tab's
 	// timers fire once a minute (Chromium's intensive throttling), and
@@ -47,6 +50,8 @@ const (
 	figBytesRelayed
 	figPacketsRelayed
 	figFramesDecoded
+	figFramesVerified
+	figFramesRejected
 	figStall
 	figFirstFrame
 	figBitrate
@@ -58,7 +63,7 @@ const (
 
 var figureNames = [numFigures]string{
 	"bytes_received", "packets_received", "packets_lost", "bytes_relayed", "packets_relayed",
-	"frames_decoded", "stall", "first_frame", "bitrate", "relay_bitrate", "jitter", "delay",
+	"frames_decoded", "frames_verified", "frames_rejected", "stall", "first_frame", "bitrate", "relay_bitrate", "jitter", "delay",
 }
 
 // rejections counts, per figure, the reports whose figure was dropped.
@@ -97,6 +102,8 @@ func counterRate(f, children int) float64 {
 		return maxPeerPacketRate * float64(children)
 	case figFramesDecoded:
 		return maxPeerFrameRate
+	case figFramesVerified, figFramesRejected:
+		return maxPeerCheckedRate
 	case figStall:
 		return 1000 // ms of stall per second
 	}
@@ -155,6 +162,8 @@ func (b *peerBudget) bound(s protocol.Stats, now, joined time.Time, rej *rejecti
 	counter(figBytesRelayed, &s.BytesRelayed, &b.raw.BytesRelayed, &b.acc.BytesRelayed)
 	counter(figPacketsRelayed, &s.PacketsRelayed, &b.raw.PacketsRelayed, &b.acc.PacketsRelayed)
 	counter(figFramesDecoded, &s.FramesDecoded, &b.raw.FramesDecoded, &b.acc.FramesDecoded)
+	counter(figFramesVerified, &s.FramesVerified, &b.raw.FramesVerified, &b.acc.FramesVerified)
+	counter(figFramesRejected, &s.FramesRejected, &b.raw.FramesRejected, &b.acc.FramesRejected)
 
 	// Stall is a float of milliseconds: the same allowance, one second of
 	// stall per second.

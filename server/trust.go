@@ -112,6 +112,9 @@ func (c *coordinator) onLive(child, parent string) {
 	if len(b.played[child]) >= maxPlayedFrom {
 		clear(b.played[child])
 	}
+	if !b.played[child][parent] {
+		c.markPeer(child)
+	}
 	b.played[child][parent] = true
 	b.everPlayed[child] = true
 	delete(b.blind, child)

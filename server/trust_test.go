@@ -112,6 +112,7 @@ func TestTrustAnonymousPeersCannotCaptureTree(t *testing.T) {
 // placed there reports it (the parent never connects) and plays from the
 // source instead.
 func TestTrustBrowserLeavesParentThatNeverConnects(t *testing.T) {
+	browserTest(t)
 	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
 	src := startSource(t, url, "blackhole", 1)
 	hole := blackHole(t, s, url, "blackhole", protocol.RoleViewer, 8, true)
@@ -148,6 +149,7 @@ func TestTrustBrowserLeavesParentThatNeverConnects(t *testing.T) {
 // anything from it, so it keeps its capacity and its honest children keep
 // playing from it.
 func TestTrustSockpuppetStallsCannotStripRelay(t *testing.T) {
+	lightTest(t)
 	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
 	src := startSource(t, url, "puppets", 1)
 	relay := startPeer(t, url, "puppets", protocol.RoleRelay, 8, src)
@@ -172,14 +174,31 @@ func TestTrustSockpuppetStallsCannotStripRelay(t *testing.T) {
 	}
 	playsOn(t, viewers, 30, 30*time.Second)
 	n, _ := nodeOf(s, "puppets", rid)
-	if n.Usable != 8 || n.Trust != tree.TrustProven {
-		t.Errorf("relay after sockpuppet reports: trust %s, usable %d (want proven, 8)", n.Trust, n.Usable)
+	if want := uplinkAllows(s, "puppets", rid, 8); n.Usable != want || n.Trust != tree.TrustProven {
+		t.Errorf("relay after sockpuppet reports: trust %s, usable %d (want proven, %d)", n.Trust, n.Usable, want)
 	}
 	for _, v := range viewers {
 		if v.node.Parent() != rid {
 			t.Errorf("viewer %s moved off the honest relay to %s", v.node.ID(), v.node.Parent())
 		}
 	}
+}
+
+// uplinkAllows is the usable capacity a relay of the given capacity has
+// once trust no longer bounds it: all of it, unless its measured upload
+// bounds it lower (uplink.go). On a loaded machine loopback loses packets
+// and queues, and that bound, not trust, may hold a relay back.
+func uplinkAllows(s *Server, stream, id string, capacity int) int {
+	co := s.hub.get(stream)
+	if co == nil {
+		return capacity
+	}
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	if st := co.uplinks[id]; st != nil && st.bound >= 0 {
+		return min(capacity, st.bound)
+	}
+	return capacity
 }
 
 // pausableSource is testSource whose frames can be withheld while its
@@ -205,6 +224,7 @@ func startPausableSource(t *testing.T, server, stream string, capacity int) *pau
 // children report the relay; the break is above the relay, so it keeps its
 // children and capacity, and they play on when the media returns.
 func TestTrustStallBlamedAtFirstBrokenHop(t *testing.T) {
+	lightTest(t)
 	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
 	src := startPausableSource(t, url, "upstream", 1)
 	relay := startPeer(t, url, "upstream", protocol.RoleRelay, 8, src.testSource)
@@ -218,8 +238,8 @@ func TestTrustStallBlamedAtFirstBrokenHop(t *testing.T) {
 	src.paused.Store(false)
 	playsOn(t, viewers, 30, 30*time.Second)
 	n, _ := nodeOf(s, "upstream", rid)
-	if n.Trust != tree.TrustProven || n.Usable != 8 {
-		t.Errorf("relay below the broken hop: trust %s, usable %d (want proven, 8)", n.Trust, n.Usable)
+	if want := uplinkAllows(s, "upstream", rid, 8); n.Trust != tree.TrustProven || n.Usable != want {
+		t.Errorf("relay below the broken hop: trust %s, usable %d (want proven, %d)", n.Trust, n.Usable, want)
 	}
 	for _, v := range viewers {
 		if v.node.Parent() != rid {
@@ -234,6 +254,7 @@ func TestTrustStallBlamedAtFirstBrokenHop(t *testing.T) {
 // child, that child plays, and its capacity returns: every viewer plays
 // again and the relay feeds children.
 func TestTrustStrippedRelayRestoredAfterProbation(t *testing.T) {
+	lightTest(t)
 	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
 	src := startPausableSource(t, url, "probation", 1)
 	relay := startPeer(t, url, "probation", protocol.RoleRelay, 8, src.testSource)
@@ -248,7 +269,7 @@ func TestTrustStrippedRelayRestoredAfterProbation(t *testing.T) {
 	stripped := time.Now()
 	waitFor(t, 60*time.Second, "relay restored", func() bool {
 		n, _ := nodeOf(s, "probation", rid)
-		return n.Trust == tree.TrustProven && n.Usable == 8
+		return n.Trust == tree.TrustProven && n.Usable == uplinkAllows(s, "probation", rid, 8)
 	})
 	t.Logf("relay restored %v after it was stripped", time.Since(stripped).Round(100*time.Millisecond))
 	playsOn(t, viewers, 30, 60*time.Second)

@@ -24,6 +24,7 @@ func permissionCode(t *testing.T, p *turnPeer, ip string) int {
 // Reserved, benchmarking and documentation ranges are refused as peers,
 // with the default policy, as main runs it.
 func TestTURNDeniesReservedRanges(t *testing.T) {
+	lightTest(t)
 	ts := startTURNOn(t, "127.0.0.1", TURNConfig{})
 	p, err := allocateFrom(t, ts, "127.0.0.1", "p1")
 	if err != nil {
@@ -50,6 +51,7 @@ func TestTURNDeniesReservedRanges(t *testing.T) {
 // server's listen address (its own port) and the relay address it
 // advertises (a NAT's public address that hairpins back).
 func TestTURNDeniesTheHostItself(t *testing.T) {
+	lightTest(t)
 	allowAll := func(net.IP) bool { return true }
 	// 192.0.2.77 stands for a public address behind a 1:1 NAT: on no
 	// interface, advertised in relayed candidates.
@@ -85,6 +87,7 @@ func TestTURNDeniesTheHostItself(t *testing.T) {
 // An IPv6 allocation refuses the IPv6 special ranges: documentation, ULA,
 // discard, NAT64, Teredo, 6to4, site-local, SRv6, and the host's own.
 func TestTURNDeniesIPv6SpecialRanges(t *testing.T) {
+	lightTest(t)
 	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
 		t.Skipf("no IPv6 loopback: %v", err)
 	} else {
@@ -115,6 +118,7 @@ func TestTURNDeniesIPv6SpecialRanges(t *testing.T) {
 // TCP relaying (RFC 6062) is refused on the UDP listener: pion would open
 // a TCP listener on the host per allocation and dial peers from it.
 func TestTURNRefusesTCPAllocations(t *testing.T) {
+	lightTest(t)
 	ts := startTURNOn(t, "127.0.0.1", TURNConfig{})
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -148,6 +152,7 @@ func TestTURNRefusesTCPAllocations(t *testing.T) {
 }
 
 func TestPublicPeerPolicy(t *testing.T) {
+	lightTest(t)
 	for _, c := range []struct {
 		ip   string
 		want bool

@@ -77,6 +77,7 @@ func newRelayNet(t *testing.T) *relayNet {
 // A viewer that cannot reach its parent directly gets the stream through
 // the embedded TURN relay, with the credentials the server hands out.
 func TestRelayThroughEmbeddedTURNWhenDirectFails(t *testing.T) {
+	lightTest(t)
 	vn := newRelayNet(t)
 	conn, err := vn.turnNet.ListenPacket("udp4", net.JoinHostPort(vnetTURNIP, "3478"))
 	if err != nil {

@@ -76,6 +76,7 @@ func restCredential(expiry time.Time, peer string) (string, string) {
 }
 
 func TestTURNCredentials(t *testing.T) {
+	lightTest(t)
 	ts := startLoopbackTURN(t)
 	for _, c := range []struct {
 		name   string
@@ -100,6 +101,7 @@ func TestTURNCredentials(t *testing.T) {
 }
 
 func TestTURNPermissionDenied(t *testing.T) {
+	lightTest(t)
 	ts := startLoopbackTURN(t)
 	user, pass := restCredential(time.Now().Add(time.Hour), "p0123")
 	_, relay, err := turnClient(t, ts, user, pass)
@@ -127,6 +129,7 @@ func TestTURNPermissionDenied(t *testing.T) {
 // Each peer's welcome carries its own TURN credential, valid for the
 // embedded server.
 func TestWelcomeCarriesTURNCredential(t *testing.T) {
+	lightTest(t)
 	ts := startLoopbackTURN(t)
 	_, url := startServerWith(t, Config{
 		ICEServers: []protocol.ICEServer{{URLs: []string{"stun:stun.example:3478"}}},

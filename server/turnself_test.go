@@ -10,6 +10,7 @@ import (
 // self ports admit the host's addresses at those ports only. Without them
 // the host stays unreachable (TestTURNDeniesTheHostItself).
 func TestTURNSelfExceptions(t *testing.T) {
+	lightTest(t)
 	host := net.ParseIP("192.0.2.77").To4() // the host's address (fixed, as -public-ip is)
 	other := net.ParseIP("8.8.8.8").To4()   // pion hands IPv4 peers over as 4 bytes
 	loop := net.ParseIP("127.0.0.1").To4()

@@ -53,6 +53,7 @@ func (c *coordinator) treeView() []tree.NodeInfo {
 		return c.views.tree
 	}
 	nodes := c.tree.Snapshot()
+	c.markTampering(nodes)
 	c.views.tree, c.views.treeUntil = nodes, c.views.reuseUntil(start, len(nodes))
 	return nodes
 }

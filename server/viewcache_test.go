@@ -18,6 +18,7 @@ import (
 // peers keep joining and signaling. Before, every request took a fresh
 // snapshot under the lock, and 8 pollers held it 60 % of the time.
 func TestTreeAPIPollingCannotHoldTheStreamLock(t *testing.T) {
+	lightTest(t)
 	s, url := startServer(t, tree.Config{SourceCapacity: 4})
 	startSource(t, url, "big", 4)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -71,6 +71,7 @@ type whepPageStats struct {
 // encoder's profile; server/testdata/high_nobf.h264 is ffmpeg's
 // "-c:v libx264 -profile:v high -bf 0 -g 30" of testsrc2).
 func TestWHEPInChromium(t *testing.T) {
+	browserTest(t)
 	for _, clip := range []string{h264Clip, "testdata/high_nobf.h264"} {
 		t.Run(clip[strings.LastIndex(clip, "/")+1:], func(t *testing.T) { whepInChromium(t, clip) })
 	}

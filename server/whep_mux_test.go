@@ -17,6 +17,7 @@ import (
 // sockets of its own (mesh.Config.LocalPeer), since two ICE agents on one
 // mux socket never reach each other (before, no player ever played).
 func TestWHEPOnOneUDPPort(t *testing.T) {
+	lightTest(t)
 	mux, err := peer.NewUDPMuxFromPort(0, // as main does for -udp-port
 		ice.UDPMuxFromPortWithLoopback(),
 		ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4),

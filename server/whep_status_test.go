@@ -45,6 +45,7 @@ func whepOffer(t *testing.T, codecs ...webrtc.RTPCodecParameters) string {
 // TestWHEPStatusCodes checks WHEP's answers: the same HTTP semantics and
 // error codes as WHIP.
 func TestWHEPStatusCodes(t *testing.T) {
+	lightTest(t)
 	url := startWHIPServer(t, 2)
 	private := signHS256(t, claims("private", true, time.Hour))
 	obs := newWHIPClient(t)

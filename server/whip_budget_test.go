@@ -42,6 +42,7 @@ func TestWHEPPostsPayTheJoinRate(t *testing.T) {
 // the next. Before, only the WHEP relay node took a slot: players from
 // many addresses were uncapped.
 func TestWHEPPlayersTakePeerSlots(t *testing.T) {
+	lightTest(t)
 	// The source, the server's WHEP relay node and one player.
 	_, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 2}, Hosted: peer.Config{LoopbackOnly: true},
 		Limits: Limits{MaxPeers: 3}})

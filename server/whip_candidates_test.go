@@ -28,6 +28,7 @@ func withCandidate(offer, cand string) string {
 // that name a UDP port of the server's own, in their offers and in trickle
 // PATCHes, never make the server send STUN there, and still connect.
 func TestWHIPWHEPIgnoreHostileCandidates(t *testing.T) {
+	lightTest(t)
 	trap := newSTUNTrap(t)
 	policy := newCandidatePolicy(true, trap.port()) // the trap stands for the server's TURN or mux port
 	_, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 2},

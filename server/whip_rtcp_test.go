@@ -172,6 +172,7 @@ func (c *rawChild) received() int {
 // node's send buffer: the packet comes again, and the publisher is never
 // asked for it.
 func TestWHIPNACKAnsweredByServer(t *testing.T) {
+	lightTest(t)
 	_, url := startServer(t, tree.Config{SourceCapacity: 2})
 	obs := newWHIPClient(t)
 	if code, body := obs.publish(url, "nack", ""); code != http.StatusCreated {

@@ -33,6 +33,7 @@ const noMediaSDP = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 // TestWHIPStatusCodes checks each answer RFC 9725 (and Canopy) defines for
 // a WHIP request, and the headers of the ones that succeed.
 func TestWHIPStatusCodes(t *testing.T) {
+	lightTest(t)
 	url := startWHIPServer(t, 2)
 	key := authConfig().StreamKeys["keyed"]
 	offer := newWHIPClient(t).offer()
@@ -147,6 +148,7 @@ func sdpAttr(sdp, prefix string) string {
 // -max-streams, or a hosted node past -max-peers, gets 503 with
 // Retry-After, not a 500.
 func TestWHIPServerFull(t *testing.T) {
+	lightTest(t)
 	_, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 2}, Hosted: peer.Config{LoopbackOnly: true},
 		Limits: Limits{MaxStreams: 1}})
 	startSource(t, url, "first", 2)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
+	"canopy/server/cluster"
 )
 
 // Limits of the signaling connection. Timeouts and rates are in Limits
@@ -70,6 +72,11 @@ type peerConn struct {
 	reclaim string
 	// private: a viewer in private mode, set at admission (privacy.go).
 	private bool
+	// remote is the client's address as its edge saw it: the owner logs
+	// it and bars a tampering relay's (bars.go).
+	remote string
+	// hosted: a node the server hosts itself, on an in-process connection (local.go).
+	hosted bool
 	// onForward is Config.onForward, for tests.
 	onForward func(from, to string, sig *protocol.Signal)
 	// stats is the peer's last report; guarded by its coordinator's mu.
@@ -78,20 +85,38 @@ type peerConn struct {
 	// (budget.go); guarded by its coordinator's mu.
 	budgets signalBudgets
 
+	// resumer renews the peer's resume token (resume.go); token is its
+	// current one, held its signals kept while it is suspended (nil while
+	// it is connected).
+	resumer *resumer
+	token   atomic.Pointer[resumeToken]
+	held    atomic.Pointer[heldSignals]
+	// probing: a resume for this peer arrived while it is connected; it
+	// must answer a ping within probeTimeout or be suspended (suspend.go).
+	probing atomic.Bool
+
 	closeOnce sync.Once
 	closed    chan struct{}
 }
 
-func newPeerID() string {
+// newPeerID names a peer connected here: prefixed with this server's id,
+// so the id says which edge holds its connection.
+func (s *Server) newPeerID() string { return newPeerID(s.node.ID()) }
+
+// newPeerID is prefix, a dash and 12 random hex digits.
+func newPeerID(prefix string) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return "p" + hex.EncodeToString(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
 }
 
 // send queues m without blocking. A peer whose buffer is full is
 // disconnected: the coordinator calls send under its lock and must never
 // wait on one peer's network.
 func (p *peerConn) send(m *protocol.Message) {
+	if p.held.Load() != nil {
+		return // suspended: its resumed welcome will say where it stands
+	}
 	data, err := protocol.Encode(m)
 	if err != nil {
 		p.log.Error("encode", "type", m.Type, "err", err)
@@ -147,12 +172,15 @@ func (s *Server) handleWS(c *gin.Context) {
 		return
 	}
 	p := &peerConn{
-		id:     newPeerID(),
+		id:     s.newPeerID(),
+		remote: c.Request.RemoteAddr,
 		conn:   conn,
 		closed: make(chan struct{}),
 		lim:    g.lim,
 		grant:  gr,
 		origin: s.gate.classify(c.Request),
+
+		resumer: s.hub.resumer,
 
 		onForward: s.cfg.onForward,
 	}
@@ -190,18 +218,20 @@ func refuseSocket(conn *websocket.Conn, timeout time.Duration, err error) {
 	}
 }
 
-// session reads the peer's messages until it leaves or fails. A panic while
-// handling one peer ends only that peer.
+// session reads the peer's messages until it leaves or fails: its edge's
+// half (owner.go has the other). Before the hello it answers here; the
+// admitted hello goes to the stream's owner, and so does every frame after
+// it. A panic while handling one peer ends only that peer.
 func (s *Server) session(ctx context.Context, p *peerConn) {
-	var coord *coordinator
+	var link *cluster.Link
 	reason := "connection closed"
 	defer func() {
 		if r := recover(); r != nil {
 			p.log.Error("panic in peer session", "panic", r)
 			reason = "internal error"
 		}
-		if coord != nil {
-			coord.gone(p, reason)
+		if link != nil {
+			link.Close(reason)
 		}
 		p.close()
 	}()
@@ -211,9 +241,12 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 	_ = conn.SetReadDeadline(time.Now().Add(p.lim.HelloTimeout))
 	// A pong or any message proves the peer is alive; one that answers
 	// neither within PongTimeout is dropped and its children re-attached.
-	alive := func() error { return conn.SetReadDeadline(time.Now().Add(p.lim.PongTimeout)) }
+	alive := func() error {
+		p.probing.Store(false) // it answered (suspend.go, probe)
+		return conn.SetReadDeadline(time.Now().Add(p.lim.PongTimeout))
+	}
 	conn.SetPongHandler(func(string) error {
-		if coord == nil {
+		if link == nil {
 			return nil // before hello the hello timeout stands
 		}
 		return alive()
@@ -222,111 +255,25 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 	for {
 		_, data, err := conn.ReadMessage()
 		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
+			var ne net.Error
+			switch {
+			case errors.Is(err, websocket.ErrReadLimit):
 				reason = "frame too large" // gorilla has sent close 1009
+			case errors.As(err, &ne) && ne.Timeout() && !p.probing.Load():
+				reason = "ping timeout" // silent for PongTimeout: gone, not resumable (suspend.go)
 			}
 			return
 		}
-		if coord != nil {
+		if end := s.beforeHello(p, budget, data, &link); end != "" {
+			reason = end
+			return
+		}
+		if link != nil {
 			_ = alive()
-		}
-		if !budget.frame() {
-			if budget.reply() {
-				p.send(protocol.Errorf(protocol.CodeRateLimited, "%v", errMessageBudget))
-			}
-			if budget.badMessage() {
-				reason = "message rate"
-				return
-			}
-			continue
-		}
-		m, err := protocol.Decode(data)
-		if err != nil {
-			p.send(protocol.Errorf(errorCode(err), "%v", err))
-			if budget.badMessage() {
-				reason = "too many bad messages"
-				return
-			}
-			continue
-		}
-		// Signals are budgeted once their edge is known (signal, below).
-		if m.Type != protocol.TypeSignal && !budget.message() {
-			p.send(protocol.Errorf(protocol.CodeRateLimited, "%v", errMessageBudget))
-			if budget.badMessage() {
-				reason = "message rate"
-				return
-			}
-			continue
-		}
-		bad := false
-		if s.cfg.onMessage != nil {
-			s.cfg.onMessage(m)
-		}
-		switch m.Type {
-		case protocol.TypeHello:
-			if coord != nil {
-				p.send(protocol.Errorf(protocol.CodeState, "hello sent twice"))
-				continue
-			}
-			if err := s.admit(p, m); err != nil {
-				p.send(protocol.Errorf(errorCode(err), "%v", err))
-				reason = "unauthorized"
-				return
-			}
-			c, err := s.hub.join(p, m)
-			if err != nil {
-				p.send(protocol.Errorf(errorCode(err), "%v", err))
-				reason = "join refused"
-				return
-			}
-			coord = c
-			_ = alive()
-		case protocol.TypeSignal:
-			if coord == nil {
-				budget.message()
-				p.send(protocol.Errorf(protocol.CodeState, "signal before hello"))
-				continue
-			}
-			bad = relaySignal(coord, p, m, budget)
-		case protocol.TypeCapacity:
-			if coord == nil {
-				p.send(protocol.Errorf(protocol.CodeState, "capacity before hello"))
-				continue
-			}
-			h := *p.hello
-			h.Capacity = m.Capacity
-			capacity, err := s.guard.auth.authorize(&h, p.grant)
-			if err != nil {
-				p.send(protocol.Errorf(protocol.CodeUnauthorized, "%v", err))
-				continue
-			}
-			coord.setCapacity(p, privateCapacity(p, capacity))
-		case protocol.TypePromote:
-			if coord == nil {
-				p.send(protocol.Errorf(protocol.CodeState, "promote before hello"))
-				continue
-			}
-			coord.promote(p, m.Peer)
-		case protocol.TypeLive, protocol.TypeStalled, protocol.TypeStats:
-			if coord == nil {
-				p.send(protocol.Errorf(protocol.CodeState, "%s before hello", m.Type))
-				continue
-			}
-			coord.report(p, m)
-		case protocol.TypeLeave:
-			// A graceful leave: the peer keeps its connection, and feeds its
-			// children, until they play from their new parents.
-			reason = "left"
-			if coord == nil {
-				return
-			}
-			coord.depart(p, reason)
-		default:
-			bad = budget.badMessage()
-			p.send(protocol.Errorf(protocol.CodeBadMessage, "peers may not send %q", m.Type))
-		}
-		if bad {
-			reason = "too many bad messages"
+			// The owner holds the admitted hello and runs the rest; what
+			// the edge kept of it for admission can go.
+			p.hello, p.grant = nil, nil
+			reason = relayFrames(ctx, p, link, alive)
 			return
 		}
 		select {
@@ -337,6 +284,149 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 		default:
 		}
 	}
+}
+
+// relayFrames passes an admitted peer's frames to its stream's owner until
+// the connection ends; it returns why.
+func relayFrames(ctx context.Context, p *peerConn, link *cluster.Link, alive func() error) string {
+	for {
+		_, data, err := p.conn.ReadMessage()
+		if err != nil {
+			var ne net.Error
+			switch {
+			case errors.Is(err, websocket.ErrReadLimit):
+				return "frame too large" // gorilla has sent close 1009
+			case errors.As(err, &ne) && ne.Timeout() && !p.probing.Load():
+				return "ping timeout" // silent for PongTimeout: gone, not resumable (suspend.go)
+			}
+			return "connection closed"
+		}
+		_ = alive()
+		if err := link.Send(data); err != nil {
+			p.log.Warn("lost the stream's owner", "err", err)
+			return "owner unreachable"
+		}
+		select {
+		case <-p.closed:
+			return "connection closed"
+		case <-ctx.Done():
+			return "connection closed"
+		default:
+		}
+	}
+}
+
+// decodeWithin decodes one frame of p's within its budgets. It returns the
+// message, or nil and why the session ends ("" when it goes on: the frame
+// was answered with an error and dropped).
+func (s *Server) decodeWithin(p *peerConn, budget *sessionBudget, data []byte) (*protocol.Message, string) {
+	if !budget.frame() {
+		if budget.reply() {
+			p.send(protocol.Errorf(protocol.CodeRateLimited, "%v", errMessageBudget))
+		}
+		if budget.badMessage() {
+			return nil, "message rate"
+		}
+		return nil, ""
+	}
+	m, err := protocol.Decode(data)
+	if err != nil {
+		p.send(protocol.Errorf(errorCode(err), "%v", err))
+		if budget.badMessage() {
+			return nil, "too many bad messages"
+		}
+		return nil, ""
+	}
+	// Signals are budgeted once their edge is known (relaySignal).
+	if m.Type != protocol.TypeSignal && !budget.message() {
+		p.send(protocol.Errorf(protocol.CodeRateLimited, "%v", errMessageBudget))
+		if budget.badMessage() {
+			return nil, "message rate"
+		}
+		return nil, ""
+	}
+	if s.cfg.onMessage != nil {
+		s.cfg.onMessage(m)
+	}
+	return m, ""
+}
+
+// beforeHello handles a message before the peer's hello was admitted; an
+// admitted hello sets *link. It returns why the session ends, or "".
+func (s *Server) beforeHello(p *peerConn, budget *sessionBudget, data []byte, link **cluster.Link) string {
+	m, end := s.decodeWithin(p, budget, data)
+	if m == nil {
+		return end
+	}
+	switch m.Type {
+	case protocol.TypeHello:
+		if err := s.admit(p, m); err != nil {
+			p.send(protocol.Errorf(errorCode(err), "%v", err))
+			return "unauthorized"
+		}
+		l, err := s.attach(p, m, p.remote)
+		if err != nil {
+			p.send(protocol.Errorf(errorCode(err), "%v", err))
+			return "join refused"
+		}
+		l.SetUser(p)
+		*link = l
+	case protocol.TypeSignal:
+		budget.message()
+		p.send(protocol.Errorf(protocol.CodeState, "signal before hello"))
+	case protocol.TypeCapacity, protocol.TypePromote, protocol.TypeLive, protocol.TypeStalled, protocol.TypeStats, protocol.TypeTampered:
+		p.send(protocol.Errorf(protocol.CodeState, "%s before hello", m.Type))
+	case protocol.TypeLeave:
+		return "left"
+	default:
+		bad := budget.badMessage()
+		p.send(protocol.Errorf(protocol.CodeBadMessage, "peers may not send %q", m.Type))
+		if bad {
+			return "too many bad messages"
+		}
+	}
+	return ""
+}
+
+// handleMessage is the owner's handling of one message of an admitted
+// peer (ownerSession.Frame). It returns why the session ends, or "".
+func (s *Server) handleMessage(coord *coordinator, p *peerConn, budget *sessionBudget, data []byte, left func()) string {
+	m, end := s.decodeWithin(p, budget, data)
+	if m == nil {
+		return end
+	}
+	bad := false
+	switch m.Type {
+	case protocol.TypeHello:
+		p.send(protocol.Errorf(protocol.CodeState, "hello sent twice"))
+	case protocol.TypeSignal:
+		bad = relaySignal(coord, p, m, budget)
+	case protocol.TypeCapacity:
+		h := *p.hello
+		h.Capacity = m.Capacity
+		capacity, err := s.guard.auth.authorize(&h, p.grant)
+		if err != nil {
+			p.send(protocol.Errorf(protocol.CodeUnauthorized, "%v", err))
+			return ""
+		}
+		coord.setCapacity(p, privateCapacity(p, capacity))
+	case protocol.TypePromote:
+		coord.promote(p, m.Peer)
+	case protocol.TypeLive, protocol.TypeStalled, protocol.TypeStats, protocol.TypeTampered:
+		coord.report(p, m)
+	case protocol.TypeLeave:
+		// A graceful leave: the peer keeps its connection, and feeds its
+		// children, until they play from their new parents.
+		left()
+		coord.depart(p, "left")
+	default:
+		bad = budget.badMessage()
+		p.send(protocol.Errorf(protocol.CodeBadMessage, "peers may not send %q", m.Type))
+	}
+	if bad {
+		return "too many bad messages"
+	}
+	return ""
 }
 
 // admit asks the gate about the hello, with its credential (its token,
@@ -373,9 +463,13 @@ func errorCode(err error) string {
 	switch {
 	case errors.Is(err, protocol.ErrTooLarge):
 		return protocol.CodeTooLarge
+	case errors.Is(err, errResumeLive):
+		return protocol.CodeResumeLive
+	case errors.Is(err, errResumeRefused):
+		return protocol.CodeResumeRefused
 	case errors.Is(err, errStreamTaken), errors.Is(err, errReserved):
 		return protocol.CodeStreamTaken
-	case errors.Is(err, errTooManyStreams), errors.Is(err, errTooManyPeers):
+	case errors.Is(err, errTooManyStreams), errors.Is(err, errTooManyPeers), errors.Is(err, cluster.ErrOwnerBusy):
 		return protocol.CodeFull
 	case errors.Is(err, errNotNeighbour):
 		return protocol.CodeNotNeighbour

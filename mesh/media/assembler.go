@@ -132,7 +132,7 @@ func (a *Assembler) drain() {
 		}
 		a.frames.Add(1)
 		if a.onFrame != nil {
-			a.onFrame(Frame{Data: s.Data, Duration: s.Duration, Keyframe: frameIsKeyframe(a.codec.MimeType, s.Data)})
+			a.onFrame(Frame{Data: s.Data, Duration: s.Duration, Keyframe: frameIsKeyframe(a.codec.MimeType, s.Data), Timestamp: s.PacketTimestamp})
 		}
 	}
 }

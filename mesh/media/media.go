@@ -63,6 +63,9 @@ type Frame struct {
 	// readers set it instead of Duration: they know when a frame comes after
 	// the last, not how long it lasts until the next has arrived.
 	Gap time.Duration
+	// Timestamp is the RTP timestamp of an assembled frame (Assembler sets
+	// it; readers leave it 0).
+	Timestamp uint32
 }
 
 // FrameReader yields a file's frames forever, rewinding at the end, or a

@@ -20,6 +20,7 @@ const MTU = 1200
 type Packetizer struct {
 	codec Codec
 	ssrc  uint32
+	pay   rtp.Payloader
 	rtp   rtp.Packetizer
 	// rem carries the sub-tick remainder (in ns×clock) from frame to frame
 	// (error diffusion), so the RTP clock tracks the sum of frame durations
@@ -34,7 +35,7 @@ func NewPacketizer(c Codec) (*Packetizer, error) {
 	var payloader rtp.Payloader
 	switch strings.ToLower(c.MimeType) {
 	case strings.ToLower(VP8.MimeType):
-		payloader = &codecs.VP8Payloader{EnablePictureID: true}
+		payloader = &tailPayloader{Payloader: &codecs.VP8Payloader{EnablePictureID: true}, header: vp8DescriptorSize}
 	case strings.ToLower(H264.MimeType):
 		payloader = &codecs.H264Payloader{}
 	case strings.ToLower(Opus.MimeType):
@@ -50,6 +51,7 @@ func NewPacketizer(c Codec) (*Packetizer, error) {
 		codec: c,
 		ssrc:  ssrc,
 		rem:   uint64(time.Second) / 2,
+		pay:   payloader,
 		rtp:   rtp.NewPacketizer(MTU, c.PayloadType, ssrc, payloader, rtp.NewRandomSequencer(), c.ClockRate),
 	}, nil
 }
@@ -81,3 +83,43 @@ func (p *Packetizer) ticks(d time.Duration) uint32 {
 	p.rem = n % uint64(time.Second)
 	return uint32(n / uint64(time.Second))
 }
+
+// vp8DescriptorSize is the payload descriptor pion's VP8 payloader writes
+// with EnablePictureID: 1 byte, the X byte, a 15-bit picture id.
+const vp8DescriptorSize = 4
+
+// keepTail is how many bytes of a frame's end stay together in its last
+// (marker) packet: a frame signature's trailer (framesig.TrailerSize) and
+// one byte of media, so a server node can strip the trailer from one packet
+// without assembling the frame, and leave no packet without media.
+const keepTail = 75 + 1
+
+// tailPayloader moves bytes from a frame's second-to-last packet into its
+// last when the last holds fewer than keepTail media bytes: pion splits a
+// frame into full packets and a remainder that may be a few bytes.
+type tailPayloader struct {
+	rtp.Payloader
+	header int // payload descriptor bytes at the start of every packet
+}
+
+func (t *tailPayloader) Payload(mtu uint16, payload []byte) [][]byte {
+	out := t.Payloader.Payload(mtu, payload)
+	if len(out) < 2 {
+		return out
+	}
+	last, prev := out[len(out)-1], out[len(out)-2]
+	short := keepTail - (len(last) - t.header)
+	if short <= 0 || len(prev)-t.header <= short {
+		return out
+	}
+	moved := make([]byte, 0, len(last)+short)
+	moved = append(moved, last[:t.header]...)
+	moved = append(moved, prev[len(prev)-short:]...)
+	moved = append(moved, last[t.header:]...)
+	out[len(out)-2], out[len(out)-1] = prev[:len(prev)-short], moved
+	return out
+}
+
+// payloaderOf returns the codec payloader a Packetizer uses (VP8 keeping
+// its tail in the marker packet).
+func payloaderOf(p *Packetizer) rtp.Payloader { return p.pay }

@@ -23,7 +23,7 @@ const answerGatherTimeout = 6 * time.Second
 // the server's side. The answer keeps the offer's codecs and payload types;
 // each track sends its own codec, and a track whose codec the offer lacks
 // fails with ErrUnsupportedCodec.
-func (a *API) NewDownstreamForOffer(ctx context.Context, childID string, fwds []*Forwarder, offer string) (*Downstream, string, error) {
+func (a *API) NewDownstreamForOffer(ctx context.Context, childID string, fwds []*Forwarder, offer string, opts ...DownstreamOption) (*Downstream, string, error) {
 	pc, batch, err := a.newSendingPeerConnection()
 	if err != nil {
 		return nil, "", fmt.Errorf("peer: new peer connection: %w", err)
@@ -32,6 +32,9 @@ func (a *API) NewDownstreamForOffer(ctx context.Context, childID string, fwds []
 		conn:    a.newConn(pc, func(protocol.Signal) {}, a.logger.With("child", childID)),
 		childID: childID,
 		batch:   batch,
+	}
+	for _, o := range opts {
+		o(d)
 	}
 	fail := func(err error) (*Downstream, string, error) {
 		_ = d.Close()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"canopy/mesh/protocol"
 	"github.com/pion/rtcp"
@@ -26,6 +27,8 @@ type Downstream struct {
 	// hold, on a standby link, is closed by Promote (standby.go).
 	hold        chan struct{}
 	promoteOnce sync.Once
+	// strip, if set, takes signature trailers off (strip.go).
+	strip func() bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -35,13 +38,13 @@ type Downstream struct {
 // track per Forwarder (TrackLocal id = protocol.Track.ID, stream id
 // "canopy"), and sends the offer and then the local ICE candidates through
 // send. send must not call back into this Downstream synchronously.
-func (a *API) NewDownstream(childID string, fwds []*Forwarder, send func(protocol.Signal)) (*Downstream, error) {
-	return a.newDownstream(childID, fwds, send, nil)
+func (a *API) NewDownstream(childID string, fwds []*Forwarder, send func(protocol.Signal), opts ...DownstreamOption) (*Downstream, error) {
+	return a.newDownstream(childID, fwds, send, nil, opts...)
 }
 
 // newDownstream makes a Downstream; with hold set, a standby one whose
 // tracks join their Forwarders only once hold is closed (standby.go).
-func (a *API) newDownstream(childID string, fwds []*Forwarder, send func(protocol.Signal), hold chan struct{}) (*Downstream, error) {
+func (a *API) newDownstream(childID string, fwds []*Forwarder, send func(protocol.Signal), hold chan struct{}, opts ...DownstreamOption) (*Downstream, error) {
 	pc, batch, err := a.newSendingPeerConnection()
 	if err != nil {
 		return nil, fmt.Errorf("peer: new peer connection: %w", err)
@@ -51,6 +54,9 @@ func (a *API) newDownstream(childID string, fwds []*Forwarder, send func(protoco
 		childID: childID,
 		batch:   batch,
 		hold:    hold,
+	}
+	for _, o := range opts {
+		o(d)
 	}
 	if err := d.setup(fwds); err != nil {
 		_ = d.Close()
@@ -93,6 +99,7 @@ func (d *Downstream) addTracks(fwds []*Forwarder, narrow bool) error {
 		if d.hold != nil {
 			dt.hold = d.hold
 		}
+		dt.strip = d.strip
 		d.tracks = append(d.tracks, dt)
 		tr, err := d.pc.AddTransceiverFromTrack(dt, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
 		if err != nil {
@@ -134,6 +141,8 @@ func (d *Downstream) readRTCP(s *webrtc.RTPSender, dt *downTrack) {
 				f.requestKeyframe()
 			case *rtcp.TransportLayerNack:
 				dt.onNACK(p)
+			case *rtcp.ReceiverReport:
+				dt.onReport(p, time.Now())
 			}
 		}
 	}

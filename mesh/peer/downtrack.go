@@ -3,6 +3,7 @@ package peer
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
@@ -23,10 +24,15 @@ type downTrack struct {
 	// a standby link is up (ICE, DTLS) but carries no media until promoted
 	// (standby.go).
 	hold <-chan struct{}
+	// strip, if set, takes signature trailers off what this child gets
+	// (strip.go).
+	strip func() bool
 
 	mu     sync.Mutex
 	writer *childWriter
 	closed bool
+
+	rr rrState // the child's reception reports of this track (linkstats.go)
 }
 
 var _ webrtc.TrackLocal = (*downTrack)(nil)
@@ -54,7 +60,7 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	if f.isClosed() {
 		return webrtc.RTPCodecParameters{}, ErrClosed
 	}
-	w := newChildWriter(uint32(ctx.SSRC()), uint8(codec.PayloadType), ctx.WriteStream(), f.slots)
+	w := newChildWriter(uint32(ctx.SSRC()), uint8(codec.PayloadType), d.writeStream(ctx), f.slots)
 	w.extID = captureExtID(ctx.HeaderExtensions())
 	w.burstRate, w.keepTS = float64(f.opts.BurstRate)/8, f.opts.KeepBurstTimestamps
 	w.out, w.direct = d.batch, d.direct
@@ -111,6 +117,16 @@ func (d *downTrack) onNACK(n *rtcp.TransportLayerNack) {
 	d.mu.Unlock()
 	if w != nil {
 		w.queueNACK(n.Nacks)
+	}
+}
+
+// onReport records the child's reception report of this track.
+func (d *downTrack) onReport(rr *rtcp.ReceiverReport, now time.Time) {
+	d.mu.Lock()
+	w := d.writer
+	d.mu.Unlock()
+	if w != nil {
+		d.rr.onReport(rr, w.ssrc, now)
 	}
 }
 

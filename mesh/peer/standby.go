@@ -10,8 +10,8 @@ import "canopy/mesh/protocol"
 // tracks join their Forwarders at once and each video track starts from
 // the cached GOP, so a child whose parent failed decodes within a frame or
 // two of the promote arriving.
-func (a *API) NewStandbyDownstream(childID string, fwds []*Forwarder, send func(protocol.Signal)) (*Downstream, error) {
-	return a.newDownstream(childID, fwds, send, make(chan struct{}))
+func (a *API) NewStandbyDownstream(childID string, fwds []*Forwarder, send func(protocol.Signal), opts ...DownstreamOption) (*Downstream, error) {
+	return a.newDownstream(childID, fwds, send, make(chan struct{}), opts...)
 }
 
 // Promote starts media on a standby link (see NewStandbyDownstream). It

@@ -61,7 +61,8 @@ func (u *Upstream) onTrack(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
 		u.mu.Unlock()
 		return
 	}
-	u.wg.Add(1)
+	u.wg.Add(2)
+	go u.drainRTCP(rcv)
 	u.remotes = append(u.remotes, tr)
 	if tr.Kind() == webrtc.RTPCodecTypeVideo {
 		u.videoSSRCs = append(u.videoSSRCs, uint32(tr.SSRC()))
@@ -71,6 +72,9 @@ func (u *Upstream) onTrack(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
 
 	t, ok := u.tracks[tr.ID()]
 	if !ok {
+		t, ok = u.onlyOfKind(tr.Kind().String())
+	}
+	if !ok {
 		// An id the stream did not declare: describe it from the codec so the
 		// media still flows, and say so.
 		c := tr.Codec()
@@ -78,6 +82,39 @@ func (u *Upstream) onTrack(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
 		u.logger.Warn("remote track not declared by the stream", "track", tr.ID())
 	}
 	u.readLoop(t, tr, captureExtID(rcv.GetParameters().HeaderExtensions))
+}
+
+// onlyOfKind is the stream's one declared track of kind, when it has
+// exactly one. A parent that relays encoded frames from a browser sends
+// them on track-less senders, whose ids Chromium makes up: their media is
+// the stream's track of that kind all the same. Taken as undeclared, a Go
+// child's packets went to no forwarder and nothing decoded: it reported a
+// Chromium parent stalled after 1.5 s, and the parent was barred for
+// never delivering.
+func (u *Upstream) onlyOfKind(kind string) (protocol.Track, bool) {
+	var found protocol.Track
+	n := 0
+	for _, t := range u.tracks {
+		if t.Kind == kind {
+			found = t
+			n++
+		}
+	}
+	return found, n == 1
+}
+
+// drainRTCP reads the parent's RTCP for one track: reading is what passes
+// its sender reports through pion's receiver-report interceptor, whose
+// reports then carry LSR and DLSR, from which the parent measures its
+// round trip to this child (linkstats.go). Nothing else in it is used.
+func (u *Upstream) drainRTCP(rcv *webrtc.RTPReceiver) {
+	defer u.wg.Done()
+	buf := make([]byte, 1500)
+	for {
+		if _, _, err := rcv.Read(buf); err != nil {
+			return
+		}
+	}
 }
 
 // readLoop reads into one buffer and unmarshals into one packet: no

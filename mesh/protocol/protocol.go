@@ -41,6 +41,13 @@ const (
 	MaxEdgeCandidates = 64
 	// MaxReclaimLength bounds a reclaim secret (the server's are 22 bytes).
 	MaxReclaimLength = 64
+	// MaxResumeLength bounds a resume token: the server's name the stream
+	// and the peer (64 bytes each at most), a generation, an expiry and a
+	// 43-byte MAC: under 200 bytes.
+	MaxResumeLength = 256
+	// MaxHeld bounds the standby children a resumed welcome lists: a
+	// parent holds at most two standby links per child slot.
+	MaxHeld = 2 * MaxCapacity
 )
 
 // Type names a message.
@@ -75,6 +82,15 @@ const (
 	// → parent, with Peer the child: start sending to it on its standby
 	// link; it is your child now.
 	TypePromote Type = "promote"
+	// TypeResume, server → peer, carries the peer's resume token from now
+	// on (Resume), replacing the one of its welcome before that expires.
+	TypeResume Type = "resume"
+	// TypeQuiet, server → child, says that the signaling of its parent
+	// (Peer) dropped and the server keeps its place for the resume grace.
+	// A parent whose process died looks the same until its media stops, so
+	// the child gives that media a short window (quietSilence in mesh)
+	// instead of the stall timeout before it switches to its standby.
+	TypeQuiet Type = "quiet"
 )
 
 // Role is a peer's place in a stream.
@@ -125,6 +141,16 @@ const (
 	// mode on a server without TURN); asking again will not help. The
 	// server closes.
 	CodeUnavailable = "unavailable"
+	// CodeResumeRefused: a hello's resume token was refused (forged,
+	// expired, for another stream, stale, or its peer's place is gone or
+	// still connected); nothing changed. The server closes; join afresh.
+	CodeResumeRefused = "resume_refused"
+	// CodeResumeLive: the token's peer still has a connection, as far as
+	// the server knows; the server pings it now, and if it does not answer
+	// (a client whose network changed leaves a half-open connection
+	// behind) its place is suspended within seconds. Nothing changed; the
+	// server closes. Retry the resume with back-off.
+	CodeResumeLive = "resume_live"
 )
 
 // Track describes one media track of a stream, as the source declares it.
@@ -153,7 +179,28 @@ type Stats struct {
 	BitrateKbps      float64 `json:"bitrateKbps,omitempty"`      // received, last interval
 	RelayBitrateKbps float64 `json:"relayBitrateKbps,omitempty"` // sent to children, last interval
 	Children         int     `json:"children,omitempty"`         // children it currently feeds
+	// Uplink, from a relay with children: its upload as they see it.
+	Uplink *Uplink `json:"uplink,omitempty"`
+	// Signed frames (README "Signed frames"), from a viewer that checks
+	// them: frames played after their signature verified and frames
+	// refused, since it started (counters), and what the frames it plays
+	// now are (Verification*; "" unknown).
+	FramesVerified uint64 `json:"framesVerified,omitempty"`
+	FramesRejected uint64 `json:"framesRejected,omitempty"`
+	Verification   string `json:"verification,omitempty"`
 }
+
+// What a viewer's frames are, in Stats.Verification.
+const (
+	VerificationVerified   = "verified"   // every frame it plays checked against the source's key
+	VerificationUnverified = "unverified" // played unchecked: an unsigned stream, a re-encoding hop above, no transform
+	VerificationTampered   = "tampered"   // it refused a frame in the last few seconds
+)
+
+// MaxFrameCount bounds the frame counters of a stats report: 2^53 − 1,
+// the largest integer a JavaScript number holds exactly (protocol.js
+// checks the same; at 1000 frames per second it takes 285 000 years).
+const MaxFrameCount = 1<<53 - 1
 
 // ICEServer is a STUN or TURN server a peer may use.
 type ICEServer struct {
@@ -195,6 +242,17 @@ type Message struct {
 	// against the tree's re-encode bound (tree.Config.MaxBrowserHops).
 	Passthrough bool `json:"passthrough,omitempty"`
 
+	// NoVerify, on a browser's hello, says it cannot check or strip the
+	// source's frame signatures (no receive transform, or its worker did
+	// not start): on a signed stream the server places it only below a
+	// parent whose frames carry none (README "Signed frames in the
+	// browser"). A browser that cannot verify cannot pass frames through.
+	NoVerify bool `json:"noVerify,omitempty"`
+	// Strip, on attach, standby (to a parent, with Peer) and promote, tells
+	// the parent to take the signature trailers off what it sends that
+	// child: the server's relay node feeding a browser that cannot verify.
+	Strip bool `json:"strip,omitempty"`
+
 	// welcome
 	ID         string      `json:"id,omitempty"`
 	ICEServers []ICEServer `json:"iceServers,omitempty"`
@@ -204,6 +262,21 @@ type Message struct {
 	// grace period, and only that secret (or a publish token) takes it back.
 	// A source sends the secret of its last welcome in its hello.
 	Reclaim string `json:"reclaim,omitempty"`
+	// Resume, in a welcome (and a resume message), is the token that gets
+	// the peer its place back when its signaling connection drops: a hello
+	// carrying it within the grace period (Grace) resumes the peer with its
+	// old id, parent and children, on any server of the stream.
+	Resume string `json:"resume,omitempty"`
+	// Grace, in a welcome, is how long in milliseconds the server keeps a
+	// dropped peer's place for its resume; 0: it does not.
+	Grace int `json:"grace,omitempty"`
+	// Resumed, in a welcome, says the hello's resume token was accepted:
+	// the peer has its old id and place, which Peer (parent), Depth,
+	// Standby, Children and Held describe as they are now. The peer makes
+	// its connections match (see README "Resume").
+	Resumed  bool     `json:"resumed,omitempty"`
+	Children []string `json:"children,omitempty"`
+	Held     []string `json:"held,omitempty"`
 
 	// parent, attach, detach, signal: the other peer. A peer sends a signal
 	// with Peer set to its neighbour; the server rewrites it to the sender.
@@ -217,6 +290,14 @@ type Message struct {
 
 	// stats
 	Stats *Stats `json:"stats,omitempty"`
+
+	// Source-signed frames (sign.go): SignKey on a source's hello,
+	// SourceKey on welcome, parent and sourceKey, Verify on parent,
+	// Evidence on tampered.
+	SignKey   string    `json:"signKey,omitempty"`
+	SourceKey string    `json:"sourceKey,omitempty"`
+	Verify    *bool     `json:"verify,omitempty"`
+	Evidence  *Evidence `json:"evidence,omitempty"`
 
 	// error, leave, offline, detach
 	Code   string `json:"code,omitempty"`
@@ -290,6 +371,9 @@ func (m *Message) Validate() error {
 	if len(m.Reason) > MaxReasonLength {
 		return invalid("reason longer than %d", MaxReasonLength)
 	}
+	if err := m.validateSigning(); err != nil {
+		return err
+	}
 	switch m.Type {
 	case TypeHello:
 		return m.validateHello()
@@ -299,6 +383,9 @@ func (m *Message) Validate() error {
 		}
 		if len(m.Reclaim) > MaxReclaimLength {
 			return invalid("reclaim longer than %d", MaxReclaimLength)
+		}
+		if err := m.validatePlace(); err != nil {
+			return err
 		}
 		return validateTracks(m.Tracks, false)
 	case TypeParent, TypeAttach, TypeDetach:
@@ -341,6 +428,20 @@ func (m *Message) Validate() error {
 		if !ValidID(m.Peer) {
 			return invalid("promote needs a peer id")
 		}
+		return nil
+	case TypeQuiet:
+		if !ValidID(m.Peer) {
+			return invalid("quiet needs a peer id")
+		}
+		return nil
+	case TypeResume:
+		if m.Resume == "" {
+			return invalid("resume needs a token")
+		}
+		return validResume(m.Resume)
+	case TypeTampered:
+		return m.validateTampered()
+	case TypeSourceKey:
 		return nil
 	case TypeStats:
 		if m.Stats == nil {
@@ -385,17 +486,68 @@ func (m *Message) validateHello() error {
 	if len(m.Reclaim) > MaxReclaimLength {
 		return invalid("reclaim longer than %d", MaxReclaimLength)
 	}
+	if err := validResume(m.Resume); err != nil {
+		return err
+	}
 	if m.Private && m.Role != RoleViewer {
 		return invalid("only a viewer watches in private mode")
 	}
 	if m.Passthrough && (m.Kind != KindBrowser || m.Role == RoleSource) {
 		return invalid("only a relaying browser declares passthrough")
 	}
+	if m.NoVerify && (m.Kind != KindBrowser || m.Role == RoleSource || m.Passthrough) {
+		return invalid("only a browser that relays by re-encoding, or not at all, declares noVerify")
+	}
 	if m.Role == RoleSource {
 		return validateTracks(m.Tracks, true)
 	}
 	if len(m.Tracks) != 0 {
 		return invalid("only a source declares tracks")
+	}
+	return nil
+}
+
+var resumePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]*$`)
+
+// validResume checks a resume token's bounds; "" is none. Only the server
+// that made it can tell whether it is genuine.
+func validResume(tok string) error {
+	if len(tok) > MaxResumeLength || !resumePattern.MatchString(tok) {
+		return invalid("resume token must be at most %d of [A-Za-z0-9_.-]", MaxResumeLength)
+	}
+	return nil
+}
+
+// validatePlace checks a welcome's resume fields: the token, the grace,
+// and, on a resumed welcome, the place it describes.
+func (m *Message) validatePlace() error {
+	if err := validResume(m.Resume); err != nil {
+		return err
+	}
+	if m.Grace < 0 || m.Grace > 24*3600*1000 {
+		return invalid("grace out of range")
+	}
+	if !m.Resumed {
+		if m.Peer != "" || m.Standby != "" || m.Depth != 0 || len(m.Children) != 0 || len(m.Held) != 0 {
+			return invalid("only a resumed welcome describes a place")
+		}
+		return nil
+	}
+	if (m.Peer != "" && !ValidID(m.Peer)) || (m.Standby != "" && !ValidID(m.Standby)) {
+		return invalid("resumed welcome: bad parent or standby id")
+	}
+	if m.Depth < 0 || m.Depth > 1<<16 {
+		return invalid("depth out of range")
+	}
+	if len(m.Children) > MaxCapacity || len(m.Held) > MaxHeld {
+		return invalid("resumed welcome: at most %d children and %d standby children", MaxCapacity, MaxHeld)
+	}
+	for _, ids := range [][]string{m.Children, m.Held} {
+		for _, id := range ids {
+			if !ValidID(id) {
+				return invalid("resumed welcome: bad child id")
+			}
+		}
 	}
 	return nil
 }
@@ -466,6 +618,17 @@ func (s *Stats) validate() error {
 	}
 	if s.Children < 0 || s.Children > MaxCapacity {
 		return invalid("stats: children out of range")
+	}
+	if s.FramesVerified > MaxFrameCount || s.FramesRejected > MaxFrameCount {
+		return invalid("stats: a frame count is out of range")
+	}
+	switch s.Verification {
+	case "", VerificationVerified, VerificationUnverified, VerificationTampered:
+	default:
+		return invalid("stats: unknown verification %q", truncate(s.Verification, 32))
+	}
+	if s.Uplink != nil {
+		return s.Uplink.validate()
 	}
 	return nil
 }

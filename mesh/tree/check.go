@@ -100,6 +100,7 @@ func (t *Tree) Check() error {
 			bad("%q neither placed below the root nor queued", id)
 		}
 	}
+	t.checkStrict(bad)
 	if want := len(t.nodes) - queued; placed-boolInt(t.root.id == "") != want {
 		bad("%d placed nodes reachable, %d registered", placed, want)
 	}
@@ -148,7 +149,7 @@ func (t *Tree) checkIndex(placed map[*node]bool) error {
 			}
 		}
 	}
-	heaps := []*nodeHeap{t.ix.qRelay, t.ix.qOther, t.ix.qBarred}
+	heaps := []*nodeHeap{t.ix.qRelay, t.ix.qOther, t.ix.qBarred, t.ix.qStrict}
 	heaps = append(heaps, t.ix.barred...)
 	for d := range t.ix.slots {
 		heaps = append(heaps, t.ix.slots[d]...)

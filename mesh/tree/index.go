@@ -107,7 +107,16 @@ func (h *nodeHeap) down(i int) bool {
 // Orders. Slots: oldest parent first. Leaves and frontier: the cheapest node
 // to move first (lowest capacity, then the latest to join). Queues: the
 // highest capacity first (it adds the most room), then first come.
-func slotLess(a, b *node) bool { return a.seq < b.seq }
+func slotLess(a, b *node) bool {
+	// Free slots of parents whose measured upload holds them below what
+	// they declared (sustain.go) come after the others: those are probing
+	// their way back up, one child at a time, while the others have shown
+	// no limit yet.
+	if ha, hb := held(a), held(b); ha != hb {
+		return hb
+	}
+	return a.seq < b.seq
+}
 
 func cheapLess(a, b *node) bool {
 	if a.use != b.use {
@@ -143,6 +152,7 @@ type index struct {
 	qRelay  *nodeHeap     // queued relay-class nodes
 	qOther  *nodeHeap     // other queued nodes
 	qBarred *nodeHeap     // queued barred nodes: placed only in free slots
+	qStrict *nodeHeap     // queued nodes that cannot verify, on a signed stream (noverify.go)
 }
 
 func newIndex(classes int) *index {
@@ -151,6 +161,7 @@ func newIndex(classes int) *index {
 		qRelay:  newHeap(hQueue, queueLess),
 		qOther:  newHeap(hQueue, queueLess),
 		qBarred: newHeap(hQueue, queueLess),
+		qStrict: newHeap(hQueue, queueLess),
 	}
 	for range classes {
 		ix.barred = append(ix.barred, newHeap(hBarred, barredLess))
@@ -179,6 +190,8 @@ func (t *Tree) want(n *node) (w [numHeaps]*nodeHeap) {
 	ix := t.ix
 	if n.queued {
 		switch {
+		case t.strict(n):
+			w[hQueue] = ix.qStrict
 		case n.trust == TrustBarred:
 			w[hQueue] = ix.qBarred
 		case t.relayClass(n):
@@ -196,6 +209,12 @@ func (t *Tree) want(n *node) (w [numHeaps]*nodeHeap) {
 		w[hSlot] = ix.slots[n.depth][c]
 	}
 	if n == t.root {
+		return w
+	}
+	if t.strict(n) {
+		// Only placeStrict moves it: compaction, a Go relay taking its
+		// place and a browser swapping in above it would each hang it below
+		// a parent of the wrong kind.
 		return w
 	}
 	switch {
@@ -219,6 +238,13 @@ func (t *Tree) want(n *node) (w [numHeaps]*nodeHeap) {
 
 // reindex puts n in the heaps its state calls for.
 func (t *Tree) reindex(n *node) {
+	t.touch(n)
+	t.heapsFor(n)
+}
+
+// heapsFor is reindex without recording n as changed: a subtree's
+// nodes below a moved node change only their depth (journal.go).
+func (t *Tree) heapsFor(n *node) {
 	w := t.want(n)
 	for k := range numHeaps {
 		if h := n.heap[k]; h != nil {
@@ -232,6 +258,7 @@ func (t *Tree) reindex(n *node) {
 
 // unindex takes n out of every heap.
 func (t *Tree) unindex(n *node) {
+	t.touch(n)
 	for k := range numHeaps {
 		if h := n.heap[k]; h != nil {
 			h.remove(n)

@@ -32,8 +32,10 @@ func (t *Tree) SetSource(id string, capacity int) ([]Change, error) {
 	t.seq++
 	t.root.id, t.root.seq = id, t.seq
 	t.nodes[id] = t.root
+	t.touch(t.root)
 	for _, c := range t.root.children {
 		ch = append(ch, Change{Node: c.id, To: id})
+		t.touch(c) // its parent's id changed
 	}
 	t.settle(&ch)
 	return ch, nil
@@ -48,7 +50,9 @@ func (t *Tree) RemoveSource() []Change {
 	var ch []Change
 	for _, c := range t.root.children {
 		ch = append(ch, Change{Node: c.id, From: t.root.id})
+		t.touch(c) // its parent's id changed
 	}
+	t.touch(t.root)
 	delete(t.nodes, t.root.id)
 	t.root.id = ""
 	return ch
@@ -75,7 +79,11 @@ func (t *Tree) Join(id string, role Role, kind Kind, capacity int) ([]Change, er
 		return nil, fmt.Errorf("%w: %q", ErrExists, id)
 	}
 	t.seq++
-	n := &node{id: id, role: role, kind: kind, cap: t.clamp(kind, capacity), seq: t.seq, trust: TrustProven}
+	n := &node{id: id, role: role, kind: kind, cap: t.clamp(kind, capacity), seq: t.seq, trust: TrustProven,
+		noverify: t.pendingNoVerify && kind == protocol.KindBrowser}
+	if n.noverify {
+		t.noverify[n] = true
+	}
 	if t.cfg.Prove {
 		n.trust = TrustNew
 	}
@@ -101,7 +109,20 @@ func (t *Tree) Join(id string, role Role, kind Kind, capacity int) ([]Change, er
 // make room, and only when not even that fits is the child itself queued and
 // its own children re-attached. Freed room then places queued nodes. The
 // source leaving is RemoveSource. An unknown id is a no-op.
-func (t *Tree) Leave(id string) []Change {
+func (t *Tree) Leave(id string) []Change { return t.LeaveVia(id, nil) }
+
+// LeaveVia is Leave where via names, for some of id's children, the parent
+// each already holds a hot standby link to (its Standby when it was
+// planned). Each goes there when that parent can take it once id is gone:
+// a free slot (id's own, when it is id's parent), outside its own subtree,
+// where its subtree's re-encodes fit. The plan then starts from those
+// moves: an orphan whose standby is id's parent is the heir, and the
+// others are placed as Leave places them. An orphan whose link is up may
+// already play from that parent (it switched by itself), and one that is
+// moved elsewhere stalls for a new connection; a standby plan gone stale
+// (trust, or a measured uplink, reordered the heirs since) must not move
+// it twice.
+func (t *Tree) LeaveVia(id string, via map[string]string) []Change {
 	n := t.nodes[id]
 	switch {
 	case n == nil:
@@ -111,10 +132,16 @@ func (t *Tree) Leave(id string) []Change {
 	case n.queued:
 		t.unindex(n)
 		delete(t.nodes, id)
+		delete(t.noverify, n)
+		delete(t.strippers, n)
+		delete(t.misplaced, n)
 		return nil
 	}
+	delete(t.noverify, n)
+	delete(t.strippers, n)
+	delete(t.misplaced, n)
 	var ch []Change
-	p := t.planLeave(n)
+	p := t.planLeaveVia(n, via)
 	t.apply(p, n, &ch)
 	t.unindex(n)
 	n.placed = false
@@ -182,7 +209,7 @@ func (t *Tree) rise(n *node, ch *[]Change) {
 	}
 	// A proven Go viewer with a child: carry the subtree along.
 	p := newPlanner(t)
-	p.pending[n] = true
+	p.setPending(n, true)
 	p.placeAll([]*node{n}, nil)
 	t.apply(p, nil, ch)
 }
@@ -195,7 +222,7 @@ func (t *Tree) shed(n *node, ch *[]Change) {
 	excess := t.rank(n.children)[n.use:]
 	p := newPlanner(t)
 	for _, o := range excess {
-		p.pending[o] = true
+		p.setPending(o, true)
 	}
 	p.placeAll(excess, nil)
 	t.apply(p, nil, ch)
@@ -232,13 +259,30 @@ func (t *Tree) setPos(n *node, depth, hops int) {
 	n.depth, n.hops = depth, hops
 	t.reindex(n)
 	for _, c := range n.children {
-		t.setPos(c, depth+1, t.below(n))
+		t.setBelow(c, depth+1, t.below(n))
+	}
+}
+
+// setBelow is setPos for a node whose parent did not change: only its
+// depth and hops may, which a journal does not record.
+func (t *Tree) setBelow(n *node, depth, hops int) {
+	if !n.placed || n.queued {
+		t.touch(n)
+	}
+	n.placed, n.queued = true, false
+	n.depth, n.hops = depth, hops
+	t.heapsFor(n)
+	for _, c := range n.children {
+		t.setBelow(c, depth+1, t.below(n))
 	}
 }
 
 // place puts an unplaced node without children into the tree, reporting
 // false if nothing fits; from is its former parent, for the Change.
 func (t *Tree) place(n, from *node, ch *[]Change) bool {
+	if t.strict(n) {
+		return t.placeStrict(n, from, ch)
+	}
 	relay := t.relayClass(n)
 	maxClass := t.cfg.MaxBrowserHops
 	if relay {
@@ -327,13 +371,13 @@ func (t *Tree) leafAbove(limit, c int) *node {
 // until neither applies. Both steps terminate: placing shrinks the queue, and
 // each pull lowers the sum of depths.
 func (t *Tree) settle(ch *[]Change) {
-	for t.drain(ch) || t.compact(ch) {
+	for t.drain(ch) || t.reseat(ch) || t.compact(ch) {
 	}
 }
 
 func (t *Tree) drain(ch *[]Change) bool {
 	moved := false
-	for _, q := range []*nodeHeap{t.ix.qRelay, t.ix.qOther, t.ix.qBarred} {
+	for _, q := range []*nodeHeap{t.ix.qRelay, t.ix.qOther, t.ix.qStrict, t.ix.qBarred} {
 		for q.len() > 0 {
 			n := q.top()
 			q.remove(n)

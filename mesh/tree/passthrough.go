@@ -29,8 +29,11 @@ func (t *Tree) SetPassthrough(id string) ([]Change, error) {
 		return nil, fmt.Errorf("%w: %q is not a browser", ErrInvalid, id)
 	case n.passthrough:
 		return nil, nil
+	case n.noverify:
+		return nil, fmt.Errorf("%w: %q cannot verify, so it cannot pass frames through", ErrInvalid, id)
 	}
 	n.passthrough = true
+	t.touch(n)
 	var ch []Change
 	if n.placed {
 		t.setPos(n, n.depth, n.hops) // recomputes the hops of its subtree

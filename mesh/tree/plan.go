@@ -1,5 +1,7 @@
 package tree
 
+import "slices"
+
 // A planner decides where orphaned subtrees go without touching the tree, so
 // that Leave and Standby share one rule. It sees the tree through the moves
 // it has planned so far: virtual parents, virtual child counts, and nodes
@@ -7,42 +9,90 @@ package tree
 // orphan not yet planned: nothing may attach below it, since its position,
 // and so its depth and hops, is not known yet).
 type planner struct {
-	t       *Tree
-	gone    map[*node]bool
-	pending map[*node]bool
-	vpar    map[*node]*node // planned parent; nil: queued
-	delta   map[*node]int   // planned change in child count
-	moves   []planMove
+	t     *Tree
+	epoch uint64 // the planner's marks in nodes (planMark) carry it
+	moves []planMove
+	// firstOnly stops placeAll once the nodes it was given are planned:
+	// what becomes of a queued orphan's children (the rest of the work)
+	// cannot change where those went (planOrphans).
+	firstOnly bool
+	// reference makes search pop every node in order, the plain form its
+	// scan must agree with (tests).
+	reference bool
+	// via names hot standby parents to try first (planLeaveVia).
+	via map[string]string
 }
 
 type planMove struct{ n, to *node }
 
+// planMark is what a planner knows of a node: gone, pending, its planned
+// parent, its planned change in child count. It lives in the node, valid
+// while its epoch is the planner's: the planner's maps were a quarter of a
+// load ramp's CPU (a standby plan reads them for every leaf it tries).
+// One planner is used at a time, from its making to its last read.
+type planMark struct {
+	epoch   uint64
+	gone    bool
+	pending bool
+	moved   bool  // vpar is set
+	vpar    *node // planned parent; nil: queued
+	delta   int
+}
+
 func newPlanner(t *Tree) *planner {
-	return &planner{
-		t:       t,
-		gone:    make(map[*node]bool),
-		pending: make(map[*node]bool),
-		vpar:    make(map[*node]*node),
-		delta:   make(map[*node]int),
+	t.planEpoch++
+	return &planner{t: t, epoch: t.planEpoch}
+}
+
+// mark is n's mark for writing (reset if an older planner's).
+func (p *planner) mark(n *node) *planMark {
+	if n.plan.epoch != p.epoch {
+		n.plan = planMark{epoch: p.epoch}
+	}
+	return &n.plan
+}
+
+func (p *planner) isGone(n *node) bool    { return n.plan.epoch == p.epoch && n.plan.gone }
+func (p *planner) isPending(n *node) bool { return n.plan.epoch == p.epoch && n.plan.pending }
+func (p *planner) setGone(n *node)        { p.mark(n).gone = true }
+func (p *planner) setPending(n *node, v bool) {
+	if v || n.plan.epoch == p.epoch {
+		p.mark(n).pending = v
 	}
 }
 
+// planned is n's planned parent and whether the planner moved n.
+func (p *planner) planned(n *node) (*node, bool) {
+	if n.plan.epoch != p.epoch || !n.plan.moved {
+		return nil, false
+	}
+	return n.plan.vpar, true
+}
+
+func (p *planner) delta(n *node) int {
+	if n.plan.epoch != p.epoch {
+		return 0
+	}
+	return n.plan.delta
+}
+
 func (p *planner) parent(n *node) *node {
-	if v, ok := p.vpar[n]; ok {
+	if v, ok := p.planned(n); ok {
 		return v
 	}
 	return n.parent
 }
 
-func (p *planner) free(n *node) int { return n.use - len(n.children) - p.delta[n] }
+func (p *planner) free(n *node) int { return n.use - len(n.children) - p.delta(n) }
 
 func (p *planner) move(n, to *node) {
 	if old := p.parent(n); old != nil {
-		p.delta[old]--
+		p.mark(old).delta--
 	}
-	p.vpar[n] = to
+	m := p.mark(n)
+	m.vpar, m.moved = to, true
 	if to != nil {
-		p.delta[to]++
+		p.mark(to).delta++
 	}
 	p.moves = append(p.moves, planMove{n, to})
 }
@@ -52,7 +102,7 @@ func (p *planner) move(n, to *node) {
 // see there.
 func (p *planner) locate(n, avoid *node) (ok bool, class int) {
 	for m := n; m != p.t.root; m = p.parent(m) {
-		if m == nil || m == avoid || p.gone[m] || p.pending[m] {
+		if m == nil || m == avoid || p.isGone(m) || p.isPending(m) {
 			return false, 0
 		}
 		if reencodes(m) {
@@ -106,24 +156,112 @@ func (t *Tree) inner(n *node) (int, bool) {
 
 // planLeave plans Leave(x): the heir takes x's slot, the other children
 // follow in rank order.
-func (t *Tree) planLeave(x *node) *planner {
+func (t *Tree) planLeave(x *node) *planner { return t.planDeparture(x, false, nil) }
+
+// planLeaveVia plans LeaveVia(x, via): first the orphans that can go to
+// the parent via names for them (in rounds: a standby that is another
+// orphan takes children once it is placed), then the heir, if none of
+// those took x's slot, then the rest in rank order, each still trying its
+// standby first.
+func (t *Tree) planLeaveVia(x *node, via map[string]string) *planner {
+	return t.planDeparture(x, false, via)
+}
+
+// planOrphans plans where Leave(x) puts x's children, and only them: the
+// standby plans (StandbysOf, Standby) read nothing else. Their places are
+// decided before any of the later work (the children of an orphan that
+// found no place), and a later step never moves a node already planned
+// (an evicted leaf is one not moved yet), so they are Leave's exactly. In
+// a tree whose relays are still earning their slots most orphans of a
+// wide relay find none, and their children were most of the plan's cost.
+func (t *Tree) planOrphans(x *node) *planner { return t.planDeparture(x, true, nil) }
+
+func (t *Tree) planDeparture(x *node, firstOnly bool, via map[string]string) *planner {
 	p := newPlanner(t)
-	p.gone[x] = true
+	p.firstOnly = firstOnly
+	p.setGone(x)
 	p.move(x, nil)
 	if len(x.children) == 0 {
 		return p
 	}
 	orphans := t.rank(x.children)
 	for _, o := range orphans {
-		p.pending[o] = true
+		p.setPending(o, true)
 	}
-	heir := orphans[0]
-	delete(p.pending, heir)
+	p.via = via
+	var heir *node
+	for len(via) > 0 {
+		var left []*node
+		for _, o := range orphans {
+			if s := p.standbyOf(o); s != nil {
+				p.setPending(o, false)
+				p.move(o, s)
+				if s == x.parent && heir == nil {
+					heir = o
+				}
+				continue
+			}
+			left = append(left, o)
+		}
+		if len(left) == len(orphans) {
+			break
+		}
+		orphans = left
+	}
+	if len(orphans) == 0 {
+		return p
+	}
+	if heir != nil {
+		p.placeAll(orphans, heir)
+		return p
+	}
+	// The heir is the best child that may hang below x's parent (a child
+	// that cannot verify may not, unless that parent strips or
+	// re-encodes); with none, every child is placed afresh.
+	hi := slices.IndexFunc(orphans, func(o *node) bool { return t.feeds(x.parent, o) })
+	if hi < 0 {
+		p.placeAll(orphans, nil)
+		return p
+	}
+	heir = orphans[hi]
+	p.setPending(heir, false)
 	// Moving up one level never adds re-encodes, and a relay's path was all
-	// Go, so the heir always fits x's slot.
+	// Go, so the heir always fits x's slot (no standby move took it: those
+	// that did are heirs).
 	p.move(heir, x.parent)
-	p.placeAll(orphans[1:], heir)
+	p.placeAll(slices.Delete(orphans, hi, hi+1), heir)
 	return p
+}
+
+// standbyOf is the parent p.via names for o when the planned tree lets o
+// go there now, else nil: placed (not gone, not an orphan still pending),
+// outside o's subtree, with a free slot, feeding o, and where o's
+// subtree's re-encodes fit.
+func (p *planner) standbyOf(o *node) *node {
+	s := p.t.nodes[p.via[o.id]]
+	if s == nil || !s.placed || p.isGone(s) || p.isPending(s) || p.free(s) <= 0 || !p.t.feeds(s, o) {
+		return nil
+	}
+	if ok, class := p.locate(s, o); !ok || class > p.t.allowedClass(o) {
+		return nil
+	}
+	return s
+}
+
+// waitsForStandby reports whether o's standby is not placed yet in the
+// plan (it is, or hangs below, an orphan still pending), so that o should
+// be planned after the others.
+func (p *planner) waitsForStandby(o *node) bool {
+	s := p.t.nodes[p.via[o.id]]
+	for m := s; m != nil && m != p.t.root; m = p.parent(m) {
+		if p.isPending(m) {
+			return m != o
+		}
+		if p.isGone(m) {
+			return false
+		}
+	}
+	return false
 }
 
 // placeAll plans a place for each orphan in turn: below the heir if it has
@@ -132,11 +270,31 @@ func (t *Tree) planLeave(x *node) *planner {
 // the work list.
 func (p *planner) placeAll(work []*node, heir *node) {
 	t := p.t
+	given := len(work)
+	var waited map[*node]bool
 	for i := 0; i < len(work); i++ {
+		if p.firstOnly && i == given {
+			return
+		}
 		o := work[i]
-		delete(p.pending, o)
+		if p.via != nil {
+			if s := p.standbyOf(o); s != nil {
+				p.setPending(o, false)
+				p.move(o, s)
+				continue
+			}
+			if !waited[o] && p.waitsForStandby(o) {
+				if waited == nil {
+					waited = make(map[*node]bool)
+				}
+				waited[o] = true
+				work = append(work, o) // once: after the orphan its standby hangs below
+				continue
+			}
+		}
+		p.setPending(o, false)
 		maxClass := t.allowedClass(o)
-		if heir != nil && p.free(heir) > 0 {
+		if heir != nil && p.free(heir) > 0 && t.feeds(heir, o) {
 			if ok, c := p.locate(heir, o); ok && c <= maxClass {
 				p.move(o, heir)
 				continue
@@ -148,17 +306,17 @@ func (p *planner) placeAll(work []*node, heir *node) {
 		}
 		if len(o.children) > 0 {
 			if l, par := p.findEvict(o, maxClass); l != nil {
-				p.gone[l] = true
+				p.setGone(l)
 				p.move(l, nil)
 				p.move(o, par)
 				continue
 			}
 		}
-		p.gone[o] = true
+		p.setGone(o)
 		p.move(o, nil)
 		kids := t.rank(o.children)
 		for _, k := range kids {
-			p.pending[k] = true
+			p.setPending(k, true)
 		}
 		work = append(work, kids...)
 	}
@@ -171,7 +329,7 @@ func (p *planner) findSlot(o *node, maxClass int) *node {
 		for c := 0; c <= maxClass && c < ix.classes; c++ {
 			if s := p.search(ix.slots[d][c], func(s *node) bool {
 				ok, cl := p.locate(s, o)
-				return ok && cl <= maxClass && p.free(s) > 0
+				return ok && cl <= maxClass && p.free(s) > 0 && p.t.feeds(s, o)
 			}); s != nil {
 				return s
 			}
@@ -187,11 +345,11 @@ func (p *planner) findEvict(o *node, maxClass int) (leaf, parent *node) {
 	for d := len(ix.leaves) - 1; d > 0; d-- {
 		for h := 0; h <= maxClass && h < ix.classes; h++ {
 			if l := p.search(ix.leaves[d][h], func(l *node) bool {
-				if _, moved := p.vpar[l]; moved || p.pending[l] || p.delta[l] != 0 || l.parent == nil {
+				if _, moved := p.planned(l); moved || p.isPending(l) || p.delta(l) != 0 || l.parent == nil {
 					return false
 				}
 				ok, cl := p.locate(l.parent, o)
-				return ok && cl <= maxClass
+				return ok && cl <= maxClass && p.t.feeds(l.parent, o)
 			}); l != nil {
 				return l, l.parent
 			}
@@ -200,16 +358,57 @@ func (p *planner) findEvict(o *node, maxClass int) (leaf, parent *node) {
 	return nil, nil
 }
 
-// search returns the first node of h, in heap order, that satisfies ok. It
-// pops and pushes back, which leaves the heap's order (not its layout)
-// unchanged.
+// searchPops is how many nodes search takes from a heap in order before
+// it scans the rest: the first free slot usually fits, while an eviction
+// in a tree of unproven relays may fail for every leaf of a depth.
+const searchPops = 8
+
+// search returns the first node of h, in heap order, that satisfies ok
+// (ok has no side effects). It pops the first few and pushes them back,
+// which leaves the heap's order (not its layout) unchanged; past them it
+// scans the rest for the least node that satisfies ok, which the order
+// being total makes the same node. Popping all of a heap of 4 000 leaves
+// that all failed was a third of a load run's CPU.
 func (p *planner) search(h *nodeHeap, ok func(*node) bool) *node {
+	var stash [searchPops]*node
+	popped := 0
+	var found *node
+	if p.reference {
+		return p.searchAll(h, ok)
+	}
+	for h.len() > 0 && popped < searchPops {
+		n := h.pop()
+		stash[popped] = n
+		popped++
+		if !p.isGone(n) && ok(n) {
+			found = n
+			break
+		}
+	}
+	if found == nil {
+		for _, n := range h.items {
+			if p.isGone(n) || (found != nil && !h.less(n, found)) {
+				continue
+			}
+			if ok(n) {
+				found = n
+			}
+		}
+	}
+	for _, n := range stash[:popped] {
+		h.push(n)
+	}
+	return found
+}
+
+// searchAll is search by popping in order until ok: the reference.
+func (p *planner) searchAll(h *nodeHeap, ok func(*node) bool) *node {
 	var stash []*node
 	var found *node
 	for h.len() > 0 {
 		n := h.pop()
 		stash = append(stash, n)
-		if !p.gone[n] && ok(n) {
+		if !p.isGone(n) && ok(n) {
 			found = n
 			break
 		}
@@ -253,6 +452,7 @@ func (t *Tree) Standby(id string) string {
 	if n == nil || !n.placed || n.parent == nil || n.parent == t.root {
 		return ""
 	}
-	p := t.planLeave(n.parent)
-	return idOf(p.vpar[n])
+	p := t.planOrphans(n.parent)
+	to, _ := p.planned(n)
+	return idOf(to)
 }

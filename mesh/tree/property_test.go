@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"canopy/mesh/protocol"
@@ -112,6 +113,27 @@ func (s *sim) step(popTarget int) string {
 			s.t.Fatalf("source capacity: %v", err)
 		}
 		return "source-capacity"
+	case op < 21 && len(s.ids) > 0:
+		id := s.ids[s.rng.IntN(len(s.ids))]
+		k := s.rng.IntN(6) - 1 // -1: the bound lifted
+		trust, _ := s.tr.Trust(id)
+		// Shed by trust or capacity, not by sustain; or "" is the vacant root.
+		mayQueue := trust != TrustProven || s.tr.Capacity(id) < len(s.tr.Children(id)) || s.tr.Source() == ""
+		before := layoutAll(s.tr)
+		ch, err := s.tr.SetSustain(id, k)
+		if err != nil {
+			s.t.Fatalf("set sustain %s %d: %v", id, k, err)
+		}
+		// The bound applied is k, or more where shedding would queue.
+		if b, u := s.tr.Sustain(id), s.tr.Usable(id); k >= 0 && id != s.tr.Source() && (b < k || u > b) {
+			s.t.Fatalf("sustain %s %d: bound %d, usable %d", id, k, b, u)
+		}
+		for _, c := range ch {
+			if c.From == id && c.To == "" && !mayQueue {
+				s.t.Fatalf("sustain %s %d queued its child %s: %+v\nbefore %s\nafter %s", id, k, c.Node, ch, before, layoutAll(s.tr))
+			}
+		}
+		return fmt.Sprintf("sustain %s %d", id, k)
 	case len(s.ids) > 0 && (len(s.ids) >= popTarget || op < 40):
 		id, ch := s.leave(s.rng.IntN(len(s.ids)))
 		for _, c := range ch {
@@ -209,4 +231,12 @@ func TestStandbyMatchesLeave(t *testing.T) {
 		s.mustCheck("leave "+victim, i)
 	}
 	t.Logf("%d standby predictions verified", checked)
+}
+
+func layoutAll(tr *Tree) string {
+	var out []string
+	for _, n := range tr.Snapshot() {
+		out = append(out, fmt.Sprintf("%s<%s(%s,%s,cap%d,use%d,q%v)", n.ID, n.Parent, n.Kind, n.Trust, n.Capacity, n.Usable, n.Queued))
+	}
+	return strings.Join(out, " ")
 }

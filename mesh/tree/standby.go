@@ -55,6 +55,8 @@ func (t *Tree) Adopt(id, parent string) ([]Change, error) {
 		return nil, fmt.Errorf("%w: %q is full", ErrNoSlot, parent)
 	case t.below(p) > t.allowedClass(n):
 		return nil, fmt.Errorf("%w: %q's subtree would pass too many re-encodes below %q", ErrNoSlot, id, parent)
+	case !t.feeds(p, n):
+		return nil, fmt.Errorf("%w: %q cannot verify and %q forwards signatures", ErrNoSlot, id, parent)
 	}
 	var ch []Change
 	t.move(n, p, &ch)
@@ -80,10 +82,11 @@ func (t *Tree) StandbysOf(id string) map[string]string {
 	if n == nil || !n.placed || n == t.root || len(n.children) == 0 {
 		return nil
 	}
-	p := t.planLeave(n)
+	p := t.planOrphans(n)
 	out := make(map[string]string, len(n.children))
 	for _, c := range n.children {
-		out[c.id] = idOf(p.vpar[c])
+		to, _ := p.planned(c)
+		out[c.id] = idOf(to)
 	}
 	return out
 }

@@ -89,6 +89,17 @@ type NodeInfo struct {
 
 	// Passthrough: a browser that relays without re-encoding (SetPassthrough).
 	Passthrough bool `json:"passthrough,omitempty"`
+	// Unverified: a browser above re-encodes (Hops > 0), so the source's
+	// frame signatures do not reach this node (README "Signed frames").
+	Unverified bool `json:"unverified,omitempty"`
+	// Tampering: the server barred this peer for altering frames; the tree
+	// package never sets it (the server's view does).
+	Tampering bool `json:"tampering,omitempty"`
+	// NoVerify: a browser that cannot check signatures (no receive
+	// transform); always Unverified. Strips: the node takes signatures off
+	// for such children (the server's relay node). See noverify.go.
+	NoVerify bool `json:"noVerify,omitempty"`
+	Strips   bool `json:"strips,omitempty"`
 }
 
 // Errors returned by Tree methods.
@@ -122,8 +133,18 @@ type node struct {
 	// unchanged, so its children see no re-encode of its own (SetPassthrough).
 	passthrough bool
 
+	// noverify: a browser that cannot verify nor strip signatures; strips:
+	// a node that strips them for such children (noverify.go).
+	noverify, strips bool
+
+	// measured: the server bounds n by what its measured upload sustains,
+	// sustain children (SetSustain); the declared cap stays the upper bound.
+	measured bool
+	sustain  int
+
 	heap [numHeaps]*nodeHeap
 	hidx [numHeaps]int
+	plan planMark // the current planner's view of n (plan.go)
 }
 
 // Tree is one stream's overlay. The zero value is not usable; call New.
@@ -133,12 +154,27 @@ type Tree struct {
 	nodes map[string]*node
 	seq   uint64
 	ix    *index
+	// planEpoch numbers planners: a node's planMark is the current
+	// planner's if it carries its epoch (plan.go).
+	planEpoch uint64
+
+	// Signed frames (noverify.go): whether the stream is signed, the nodes
+	// that cannot verify and those that strip for them.
+	signed          bool
+	noverify        map[*node]bool
+	strippers       map[*node]bool
+	misplaced       map[*node]bool // strict nodes left below a parent that forwards signatures (SetSigned)
+	pendingNoVerify bool           // JoinWith's option, read by Join
+
+	// journal: the ids of nodes changed since Touched, when on (journal.go).
+	journal map[string]struct{}
 }
 
 // New returns an empty tree with a vacant root.
 func New(cfg Config) *Tree {
 	cfg = cfg.withDefaults()
-	t := &Tree{cfg: cfg, nodes: make(map[string]*node), ix: newIndex(cfg.MaxBrowserHops + 1)}
+	t := &Tree{cfg: cfg, nodes: make(map[string]*node), ix: newIndex(cfg.MaxBrowserHops + 1),
+		noverify: make(map[*node]bool), strippers: make(map[*node]bool), misplaced: make(map[*node]bool)}
 	t.root = &node{role: protocol.RoleSource, kind: protocol.KindGo, cap: cfg.SourceCapacity, use: cfg.SourceCapacity, trust: TrustProven, placed: true}
 	t.reindex(t.root)
 	return t
@@ -262,7 +298,9 @@ func (t *Tree) Queued(id string) bool {
 func (t *Tree) Len() int { return len(t.nodes) }
 
 // QueueLen returns the number of queued nodes.
-func (t *Tree) QueueLen() int { return t.ix.qRelay.len() + t.ix.qOther.len() + t.ix.qBarred.len() }
+func (t *Tree) QueueLen() int {
+	return t.ix.qRelay.len() + t.ix.qOther.len() + t.ix.qBarred.len() + t.ix.qStrict.len()
+}
 
 // MaxDepth returns the depth of the deepest placed node.
 func (t *Tree) MaxDepth() int {
@@ -279,20 +317,27 @@ func (t *Tree) MaxDepth() int {
 	return 0
 }
 
+// info is n's row of a Snapshot.
+func (t *Tree) info(n *node) NodeInfo {
+	info := NodeInfo{
+		ID: n.id, Parent: idOf(n.parent), Role: n.role, Kind: n.kind,
+		Capacity: n.cap, Usable: n.use, Trust: n.trust, Depth: n.depth, Hops: n.hops, Queued: n.queued,
+		Children: childIDs(n),
+	}
+	if !n.placed {
+		info.Depth, info.Hops = -1, -1
+	}
+	info.Passthrough = n.passthrough
+	info.Unverified = n.placed && (n.hops > 0 || n.noverify)
+	info.NoVerify, info.Strips = n.noverify, n.strips
+	return info
+}
+
 // Snapshot describes every node, sorted by id.
 func (t *Tree) Snapshot() []NodeInfo {
 	out := make([]NodeInfo, 0, len(t.nodes))
 	for _, n := range t.nodes {
-		info := NodeInfo{
-			ID: n.id, Parent: idOf(n.parent), Role: n.role, Kind: n.kind,
-			Capacity: n.cap, Usable: n.use, Trust: n.trust, Depth: n.depth, Hops: n.hops, Queued: n.queued,
-			Children: childIDs(n),
-		}
-		if !n.placed {
-			info.Depth, info.Hops = -1, -1
-		}
-		info.Passthrough = n.passthrough
-		out = append(out, info)
+		out = append(out, t.info(n))
 	}
 	slices.SortFunc(out, func(a, b NodeInfo) int {
 		switch {

@@ -63,10 +63,11 @@ func (tr *Trust) UnmarshalJSON(b []byte) error {
 	return fmt.Errorf("%w: trust %q", ErrInvalid, s)
 }
 
-// usable is n's capacity as its trust allows: a node on trial feeds one
-// child, so a peer that lies about forwarding strands one viewer for a few
-// seconds (until that viewer reports it) rather than a subtree.
-func (t *Tree) usable(n *node) int {
+// trustUsable is n's capacity as its trust allows: a node on trial feeds
+// one child, so a peer that lies about forwarding strands one viewer for a
+// few seconds (until that viewer reports it) rather than a subtree. usable
+// bounds it by the measured upload too (sustain.go).
+func (t *Tree) trustUsable(n *node) int {
 	if n == t.root {
 		return n.cap
 	}
@@ -137,10 +138,10 @@ func (t *Tree) Reattach(id string) ([]Change, error) {
 		return nil, nil
 	}
 	p := newPlanner(t)
-	p.gone[n.parent] = true // neither the parent nor anywhere below it
-	p.pending[n] = true
+	p.setGone(n.parent) // neither the parent nor anywhere below it
+	p.setPending(n, true)
 	p.placeAll([]*node{n}, nil)
-	to := p.vpar[n]
+	to, _ := p.planned(n)
 	if to == nil || len(n.children) == 0 && to.depth >= n.parent.depth+1 {
 		// Queued, or a leaf so deep that compaction would pull it straight
 		// back into the slot it left: better where it is.

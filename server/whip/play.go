@@ -33,6 +33,7 @@ type relay struct {
 	// Guarded by Handler.mu.
 	players map[string]*session
 	idle    *time.Timer
+	holds   int // callers of Hold that keep it without players (hold.go)
 }
 
 // play is POST /whep/<stream>: the player's offer is answered by the
@@ -186,12 +187,12 @@ func (h *Handler) startRelay(r *relay, connect Connect) {
 func (h *Handler) relayMaybeIdle(r *relay) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(r.players) > 0 || r.idle != nil || r.node == nil {
+	if len(r.players) > 0 || r.holds > 0 || r.idle != nil || r.node == nil {
 		return
 	}
 	r.idle = time.AfterFunc(relayLinger, func() {
 		h.mu.Lock()
-		if len(r.players) > 0 || h.relays[r.stream] != r {
+		if len(r.players) > 0 || r.holds > 0 || h.relays[r.stream] != r {
 			h.mu.Unlock()
 			return
 		}

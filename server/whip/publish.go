@@ -15,6 +15,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"canopy/mesh"
+	"canopy/mesh/framesig"
 	"canopy/mesh/peer"
 	"canopy/mesh/protocol"
 )
@@ -141,7 +142,13 @@ func (h *Handler) startPublisher(ctx context.Context, stream, offer string, medi
 	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
+	// The server signs for the publisher: a new key for each session.
+	_, key, err := framesig.GenerateKey()
+	if err != nil {
+		return fail(err)
+	}
 	node, err := mesh.Dial(dctx, mesh.Config{
+		SignKey:   key,
 		Transport: connect(), Stream: stream, Role: protocol.RoleSource, Capacity: h.cfg.SourceCapacity,
 		Tracks: tracks, LoopbackOnly: h.cfg.Peer.LoopbackOnly, UDPMux: h.cfg.Peer.UDPMux, PublicIPs: h.cfg.Peer.PublicIPs,
 		Logger: h.log.With("whip", s.id), OnKeyframeRequest: p.requestKeyframe,
@@ -336,7 +343,7 @@ func (p *publisher) readLoop(t protocol.Track, tr *webrtc.TrackRemote, extID uin
 		pkt.Extensions = pkt.Extensions[:0]
 		pkt.Extension = false
 		_ = pkt.SetExtension(peer.AbsCaptureTimeID, ext)
-		if err := p.node.WriteRTP(t.ID, &pkt); err != nil && !errors.Is(err, peer.ErrPacketTooLarge) {
+		if err := p.node.WriteSourceRTP(t.ID, &pkt); err != nil && !errors.Is(err, peer.ErrPacketTooLarge) {
 			return // the node stopped; watch ends the session
 		}
 	}

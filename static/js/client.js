@@ -14,7 +14,11 @@ import { PlaybackMonitor } from './monitor.js';
 import { kbps } from './format.js';
 import { DEFAULT_RELAY_CAPACITY } from './relaypolicy.js';
 import { ChildLink, preferCodec } from './relay.js';
+import { uplinkOf } from './uplink.js';
 import { PassthroughRelay, receivedCodecs, waitForCodecs } from './relay-passthrough.js';
+import { QUIET_FOR_MS, QUIET_SILENCE_MS, REFUSED_RETRY_MS, SILENCE_POLL_MS, STANDBY_PER_SLOT, SilenceWatch, StandbyUpstream, parentFailed, silenceLimit } from './standby.js';
+import { FrameChecks, cannotVerify } from './framesig-client.js';
+import { cannotDecode, offeredVideoCodecs } from './codecs.js';
 
 /** @typedef {import('./protocol.js').Message} Message */
 /** @typedef {import('./protocol.js').ICEServer} ICEServer */
@@ -44,18 +48,20 @@ export const REPORT_INTERVAL_MS = 5000;
  * @property {number} packetsRelayed packets sent to children since start
  * @property {number} children children connected now
  * @property {number} capacity children this tab offered to feed
+ * @property {import('./uplink.js').LinkFigures[]} links what each connected child link's stats say of the upload to it
  */
 
 /**
  * What the client measured at its last sample: Stats plus rates.
  * @typedef {Stats & {state: State, parent: string|null, bitrateKbps: number,
  *   relayBitrateKbps: number, latencyMs?: number, stallMs: number, firstFrameMs?: number,
- *   relayMode: 'pass-through'|'re-encode'}} Snapshot
+ *   relayMode: 'pass-through'|'re-encode'} & import('./framesig-client.js').FrameCheckSnapshot} Snapshot
  */
 
 /**
  * @typedef {object} ClientOptions
- * @property {string} [server] http(s) origin of the server; location.origin by default
+ * @property {string} [server] http(s) origin of the server, or several separated by commas (tried in
+ *   turn on connect and when resuming); location.origin by default
  * @property {string} stream
  * @property {string} [role] 'viewer' by default
  * @property {string} [kind] 'browser' by default
@@ -65,6 +71,34 @@ export const REPORT_INTERVAL_MS = 5000;
  * @property {boolean} [private] private mode: connect through TURN relay candidates only, so no other
  *   peer learns this browser's address, and relay to nobody (the server enforces both)
  */
+
+/**
+ * How a dropped connection is resumed: at once, then after 250 ms doubling to
+ * 2 s, the next server of the list each time, until the grace period the
+ * welcome gave runs out (the same schedule as mesh/resume.go).
+ */
+export const RESUME_BACKOFF = Object.freeze({ base: 250, max: 2000 });
+/** Messages held while resuming, at most (as the Go node's). */
+export const MAX_PENDING = 256;
+
+/**
+ * The signaling WebSocket URLs of a server option: one http(s) origin or
+ * several separated by commas.
+ * @param {string} servers
+ * @returns {string[]}
+ */
+export function signalingURLs(servers) {
+  const out = [];
+  for (const s of servers.split(',')) {
+    const trimmed = s.trim();
+    if (!trimmed) continue;
+    const url = new URL('/ws', trimmed);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    out.push(url.toString());
+  }
+  if (!out.length) throw new Error('canopy: no server address');
+  return out;
+}
 
 /** Counters of one connection, summed over its RTP streams. */
 function zeroCounters() {
@@ -87,10 +121,11 @@ export class CanopyClient extends EventTarget {
     super();
     const server = opts.server ?? globalThis.location?.origin;
     if (!server) throw new Error('canopy: no server given and no location to default to');
-    const url = new URL('/ws', server);
-    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-    /** WebSocket URL of the directory. */
-    this.url = url.toString();
+    /** WebSocket URLs of the directory's servers, tried in turn. */
+    this.urls = signalingURLs(server);
+    /** WebSocket URL of the server in use (the first until one fails). */
+    this.url = this.urls[0];
+    this._server = 0;
     this.streamName = opts.stream;
     this.role = opts.role ?? Role.VIEWER;
     this.kind = opts.kind ?? Kind.BROWSER;
@@ -105,7 +140,12 @@ export class CanopyClient extends EventTarget {
      * worker runs before the first hello.
      * @type {PassthroughRelay|null}
      */
-    this.relay = opts.passthrough === false || this.private ? null : PassthroughRelay.create();
+    // The same worker checks the source's signatures on every frame this
+    // tab plays (framesig-client.js), relaying or not: private viewers and
+    // re-encoding relays start it too, without forwarding.
+    this.relay = PassthroughRelay.create({ forward: opts.passthrough !== false && !this.private });
+    /** Source-signed frames: the stream's key, each parent's path, tampering reports. */
+    this.frameChecks = new FrameChecks(this.relay, (m) => this._send(m));
 
     /** @type {State} */
     this.state = 'connecting';
@@ -138,6 +178,15 @@ export class CanopyClient extends EventTarget {
     /** Connection whose media plays (and is relayed): the current parent's, or the previous one's until the new one's media flows. @type {RTCPeerConnection|null} */
     this._mediaPC = null;
     /** @type {string|null} */ this._mediaParent = null;
+    /** The resume token of the last welcome (or resume message); null: none, join afresh. @type {string|null} */
+    this._resumeToken = null;
+    /** How long the server keeps this peer's place after a drop, ms. */
+    this._graceMs = 0;
+    /** While resuming: when the grace period ends (performance.now()); 0 otherwise. */
+    this._resumeUntil = 0;
+    this._resumeAttempt = 0;
+    /** Messages held while resuming, sent once resumed. @type {Message[]} */
+    this._held = [];
     /** Tracks of the current parent's connection, by kind. @type {Map<string, MediaStreamTrack>} */
     this._incoming = new Map();
     /** Remote candidates that arrived before the offer. @type {RTCIceCandidateInit[]} */ this._pending = [];
@@ -160,6 +209,23 @@ export class CanopyClient extends EventTarget {
     this._prev = { at: 0, bytes: 0, relayed: 0, jbDelay: 0, jbCount: 0 };
     this._sinceReport = 0;
     this._sampling = false;
+
+    // Hot standby (standby.js).
+    /** The link to this tab's standby parent, up and idle. @type {StandbyUpstream|null} */
+    this.standby = null;
+    /** Idle links this tab holds for children-to-be, by peer id. @type {Map<string, ChildLink>} */
+    this.standbyChildren = new Map();
+    /** Switches to a standby link, counted (a diagnostic the tests read). */
+    this.standbySwitches = 0;
+    /** The parent this tab left by switching itself, while the server may still refuse. @type {{peer: string, pc: RTCPeerConnection, depth: number}|null} */
+    this._promotedFrom = null;
+    this._refusedAt = -Infinity;
+    this._silence = new SilenceWatch();
+    /** When the server last said which parent went quiet (performance.now()). */
+    this._quiet = { peer: '', at: 0 };
+    /** @type {ReturnType<typeof setInterval>|null} */ this._silenceTimer = null;
+    /** Wakes _checkSilence when a quiet parent's silence reaches QUIET_SILENCE_MS. @type {ReturnType<typeof setTimeout>|null} */
+    this._quietWake = null;
   }
 
   /** Opens the connection; call once, after adding listeners. @returns {this} */
@@ -169,6 +235,7 @@ export class CanopyClient extends EventTarget {
       this._startedAt = performance.now();
       this._open();
       this._sampleTimer = setInterval(() => { this._sample(); }, SAMPLE_INTERVAL_MS);
+      this._silenceTimer = setInterval(() => { this._checkSilence(); }, SILENCE_POLL_MS);
     }
     return this;
   }
@@ -178,7 +245,9 @@ export class CanopyClient extends EventTarget {
     if (this.state === 'closed') return;
     if (this._retryTimer) clearTimeout(this._retryTimer);
     if (this._sampleTimer) clearInterval(this._sampleTimer);
-    this._retryTimer = this._sampleTimer = null;
+    if (this._silenceTimer) clearInterval(this._silenceTimer);
+    if (this._quietWake) clearTimeout(this._quietWake);
+    this._retryTimer = this._sampleTimer = this._silenceTimer = this._quietWake = null;
     const ws = this._ws;
     this._ws = null;
     if (ws) {
@@ -223,17 +292,45 @@ export class CanopyClient extends EventTarget {
     this.dispatchEvent(new CustomEvent('statechange', { detail: { state, reason } }));
   }
 
+  /** Sends this tab's hello on ws. @param {WebSocket} ws */
+  _sendHello(ws) {
+    this._sendNow({
+      type: Type.HELLO, v: VERSION, role: this.role, kind: this.kind,
+      stream: this.streamName, capacity: this.capacity, token: this.token, private: this.private,
+      passthrough: !this.private && this.relayMode === 'pass-through',
+      // No worker to check and strip signatures: the server feeds this
+      // tab from a parent that sends none (framesig-client.js).
+      noVerify: (this.frameChecks.declaredNoVerify = cannotVerify(this.relay)),
+      // Resuming: the place this token names, with every connection kept.
+      resume: this._resumeUntil ? this._resumeToken ?? undefined : undefined,
+    }, ws);
+  }
+
   _open() {
     if (this.state === 'closed') return;
-    const ws = new WebSocket(this.url);
+    /** @type {WebSocket} */
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (err) { // a URL the page may not reach (its CSP, say): the next server
+      console.warn('canopy: cannot open', this.url, /** @type {Error} */ (err).message);
+      this._server = (this._server + 1) % this.urls.length;
+      this.url = this.urls[this._server];
+      this._retryTimer = setTimeout(() => { this._retryTimer = null; this._open(); }, backoffDelay(this._attempt++));
+      return;
+    }
     this._ws = ws;
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
       // The hello says how this tab relays: wait for the relay's worker.
-      void (this.relay?.started ?? Promise.resolve()).then(() => this._send({
-        type: Type.HELLO, v: VERSION, role: this.role, kind: this.kind,
-        stream: this.streamName, capacity: this.capacity, token: this.token, private: this.private,
-        passthrough: !this.private && this.relayMode === 'pass-through',
-      }, ws));
+      void (this.relay?.started ?? Promise.resolve()).then(() => {
+        // A worker that starts after the hello said re-encode must not
+        // pass frames through later: the tree counts this tab's hops by
+        // what the hello declared.
+        if (this.relay && !this.relay.ready) this.relay.forwarding = false;
+        this._sendHello(ws);
+      });
     };
     ws.onmessage = (ev) => {
       if (typeof ev.data !== 'string') return;
@@ -249,6 +346,11 @@ export class CanopyClient extends EventTarget {
     ws.onclose = () => {
       if (this._ws !== ws) return;
       this._ws = null;
+      if (this._resumeStep()) return; // the place is kept for us: every connection stays
+      if (!opened) { // that server is down: the next of the list
+        this._server = (this._server + 1) % this.urls.length;
+        this.url = this.urls[this._server];
+      }
       // The server has dropped us and re-attached our children elsewhere.
       this._closeChildren();
       if (this._refused) return; // 'offline' with the server's reason; no retry
@@ -260,8 +362,84 @@ export class CanopyClient extends EventTarget {
     ws.onerror = () => {}; // onclose follows and does the work
   }
 
-  /** @param {Message} msg @param {WebSocket|null} [ws] */
+  /**
+   * Called when the socket closed: while the server keeps this peer's place
+   * (a resume token, within the grace period), dials again, the next server
+   * of the list each time, and reports true; false when the place is gone
+   * and the client must join afresh.
+   */
+  _resumeStep() {
+    if (this._refused || !this._resumeToken || !this.id || this._graceMs <= 0) return false;
+    const now = performance.now();
+    if (!this._resumeUntil) {
+      this._resumeUntil = now + this._graceMs;
+      this._resumeAttempt = 0;
+      this.dispatchEvent(new CustomEvent('resuming', { detail: { id: this.id } }));
+    }
+    if (now >= this._resumeUntil) {
+      this._endResume(); // too late: the server has let the place go
+      return false;
+    }
+    const attempt = this._resumeAttempt++;
+    if (attempt > 0) this._server = (this._server + 1) % this.urls.length;
+    this.url = this.urls[this._server];
+    const delay = attempt === 0 ? 0 : Math.min(backoffDelay(attempt - 1, RESUME_BACKOFF), this._resumeUntil - now);
+    this._retryTimer = setTimeout(() => { this._retryTimer = null; this._open(); }, delay);
+    return true;
+  }
+
+  /** Stops resuming: the next hello joins afresh. */
+  _endResume() {
+    this._resumeUntil = 0;
+    this._resumeToken = null;
+    this._held = [];
+  }
+
+  /**
+   * A resumed welcome: this peer has its old id and place. Make the
+   * connections match what the server says now (a no-op when nothing moved
+   * meanwhile), then send what was held.
+   * @param {Message} msg
+   */
+  _reconcile(msg) {
+    const parent = msg.peer ?? null;
+    if (parent && parent !== this.parentId) {
+      this._newParent(parent, msg.depth ?? 0); // moved while away: its offer follows
+    } else if (!parent && this.parentId) {
+      this._closePC(); // queued now
+      this.parentId = null;
+      this._monitor.setParent(null, performance.now());
+    } else {
+      this.depth = msg.depth ?? this.depth;
+    }
+    const want = new Set(msg.children ?? []);
+    for (const peer of [...this.children.keys()]) {
+      if (!want.has(peer)) this._detachChild(peer);
+    }
+    for (const peer of want) {
+      if (!this.children.has(peer)) this._attachChild(peer); // attached while away: offer now
+    }
+    const held = this._held;
+    this._held = [];
+    for (const m of held) this._send(m);
+    this.dispatchEvent(new CustomEvent('resumed', { detail: { id: this.id, parent, children: want.size } }));
+  }
+
+  /**
+   * Sends msg, or holds it while resuming (stats are not held: the next
+   * report replaces them).
+   * @param {Message} msg @param {WebSocket|null} [ws]
+   */
   _send(msg, ws = this._ws) {
+    if (this._resumeUntil) {
+      if (msg.type !== Type.STATS && this._held.length < MAX_PENDING) this._held.push(msg);
+      return;
+    }
+    this._sendNow(msg, ws);
+  }
+
+  /** @param {Message} msg @param {WebSocket|null} [ws] */
+  _sendNow(msg, ws = this._ws) {
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
     try {
       ws.send(encode(msg));
@@ -274,25 +452,63 @@ export class CanopyClient extends EventTarget {
   _handle(msg) {
     if (!SERVER_TYPES.has(msg.type)) return;
     switch (msg.type) {
-      case Type.WELCOME:
+      case Type.WELCOME: {
+        const resuming = !!this._resumeUntil;
+        this._resumeUntil = 0;
+        if (msg.resume) { // not on the welcome that says the source is back
+          this._resumeToken = msg.resume;
+          this._graceMs = msg.grace ?? 0;
+        }
+        this._server = Math.max(0, this.urls.indexOf(this.url));
         this.id = msg.id ?? null;
         this.iceServers = msg.iceServers ?? [];
         this.tracks = msg.tracks ?? [];
+        this.frameChecks.welcome(msg.sourceKey ?? '', this.tracks);
         if (msg.private) { // the server's -privacy: keep to it on reconnects too
           this.private = true;
           this.capacity = 0;
         }
         this.dispatchEvent(new CustomEvent('welcome', { detail: msg }));
+        if (this._unplayable(cannotDecode(this.tracks.filter((t) => t.kind === 'video').map((t) => t.mimeType)))) return;
+        if (msg.resumed && resuming) {
+          this._reconcile(msg);
+          return;
+        }
+        this._held = [];
         if (this.state === 'offline' && this.reason === 'stream not found') this._setState('connecting');
         return;
+      }
+      case Type.RESUME:
+        if (msg.resume) this._resumeToken = msg.resume; // renewed before the old one expires
+        return;
       case Type.PARENT:
+        this.frameChecks.parent(msg.sourceKey, msg.verify);
         this._newParent(/** @type {string} */ (msg.peer), msg.depth ?? 0);
+        return;
+      case Type.STANDBY:
+        if (msg.peer) this._holdStandby(msg.peer);
+        else this._setStandby(msg.standby ?? '');
+        return;
+      case Type.PROMOTE:
+        this._promoteChild(/** @type {string} */ (msg.peer));
+        return;
+      case Type.QUIET:
+        this._quiet = { peer: msg.peer ?? '', at: performance.now() };
+        this._checkSilence();
+        return;
+      case Type.SOURCE_KEY:
+        this.frameChecks.setKey(msg.sourceKey ?? '');
+        if (msg.verify !== undefined) this.frameChecks.pathChanged([this.pc, this._mediaPC], msg.verify);
         return;
       case Type.SIGNAL: {
         if (!msg.signal) return;
-        const child = this.children.get(/** @type {string} */ (msg.peer));
+        const child = this.children.get(/** @type {string} */ (msg.peer)) ?? this.standbyChildren.get(/** @type {string} */ (msg.peer));
         if (child) {
           child.onSignal(msg.signal);
+          return;
+        }
+        if (this.standby && msg.peer === this.standby.peer) {
+          this.standby.onSignal(msg.signal);
           return;
         }
         if (msg.peer !== this.parentId || !this.pc) return;
@@ -307,6 +523,10 @@ export class CanopyClient extends EventTarget {
           this._detachChild(/** @type {string} */ (msg.peer));
           return;
         }
+        // No switch to the standby here: the server detaches a child's
+        // parent only when it has no place for it (queued), where a promote
+        // would be refused, and a switch on it moved tabs off live parents.
+        if (this._dropStandby(/** @type {string} */ (msg.peer))) return;
         if (msg.peer !== this.parentId) {
           if (msg.peer === this._mediaParent) this._dropMedia(); // the old edge of a move
           this._updateLive();
@@ -326,7 +546,20 @@ export class CanopyClient extends EventTarget {
       case Type.ERROR: {
         const code = msg.code ?? Code.INTERNAL;
         const reason = msg.reason ?? '';
+        // Our old connection still looks alive to the server, which checks
+        // it now: the server closes, and the next resume attempt follows.
+        if (code === Code.RESUME_LIVE) return;
         this.dispatchEvent(new CustomEvent('error', { detail: { code, reason } }));
+        if (code === Code.RESUME_REFUSED) {
+          // The place is gone (its grace ended, say): the server closes, and
+          // the next hello joins afresh with every connection new.
+          this._endResume();
+          this._closeChildren();
+          this._closePC();
+          this.parentId = null;
+          this._monitor.setParent(null, performance.now());
+          return;
+        }
         if (code === Code.UNAUTHORIZED || code === Code.UNAVAILABLE) {
           // The server closes after this; the same token (or a private
           // hello to a server without TURN) would be refused again.
@@ -352,6 +585,8 @@ export class CanopyClient extends EventTarget {
    * @param {string} peer @param {number} depth
    */
   _newParent(peer, depth) {
+    if (this._reuseUpstream(peer, depth)) return; // a standby link, already up (standby.js)
+    this._promotedFrom = null;
     const prev = this.pc;
     const keep = this._mediaPC && isConnected(this._mediaPC) ? this._mediaPC : null;
     if (prev && prev !== keep) this._dropPC(prev); // never played, or no longer can
@@ -371,13 +606,21 @@ export class CanopyClient extends EventTarget {
     this._incoming = new Map();
     this._pending = [];
     this._chain = Promise.resolve();
+    this._wireUpstream(pc, peer);
+  }
+
+  /** Takes a connection to the parent peer as the current one's handlers. @param {RTCPeerConnection} pc @param {string} peer */
+  _wireUpstream(pc, peer) {
     pc.onicecandidate = (ev) => {
       if (pc !== this.pc || !ev.candidate || !ev.candidate.candidate) return; // skip end-of-candidates
       this._send({ type: Type.SIGNAL, peer, signal: { kind: SignalKind.CANDIDATE, candidate: ev.candidate.toJSON() } });
     };
     pc.ontrack = (ev) => this._onTrack(pc, peer, ev.track);
-    pc.onconnectionstatechange = () => this._updateLive();
-    pc.oniceconnectionstatechange = () => this._updateLive();
+    pc.onconnectionstatechange = pc.oniceconnectionstatechange = () => {
+      if (pc === this.pc && parentFailed(pc)) this._promoteStandby(`connection ${pc.connectionState}/${pc.iceConnectionState}`);
+      this._updateLive();
+    };
+    this.frameChecks.connection(pc);
   }
 
   /** @param {RTCPeerConnection} pc @param {import('./protocol.js').Signal} sig */
@@ -386,6 +629,7 @@ export class CanopyClient extends EventTarget {
     const step = async () => {
       if (pc !== this.pc) return;
       if (sig.kind === SignalKind.OFFER) {
+        if (this._unplayable(cannotDecode(offeredVideoCodecs(sig.sdp ?? '')))) return;
         await pc.setRemoteDescription({ type: 'offer', sdp: sig.sdp });
         for (const c of this._pending.splice(0)) await this._addCandidate(pc, c);
         await pc.setLocalDescription(await pc.createAnswer());
@@ -418,7 +662,7 @@ export class CanopyClient extends EventTarget {
   _onTrack(pc, peer, track) {
     if (pc !== this.pc) return;
     const receiver = pc.getReceivers().find((r) => r.track === track);
-    if (receiver) this.relay?.receive(pc, receiver);
+    if (receiver) this.relay?.receive(pc, receiver, this.frameChecks.optionsFor(pc), peer);
     this._incoming.set(track.kind, track);
     track.addEventListener('unmute', () => {
       if (pc === this.pc && pc !== this._mediaPC) this._switchTo(pc, peer);
@@ -441,10 +685,18 @@ export class CanopyClient extends EventTarget {
    */
   _switchTo(pc, peer) {
     const old = this._mediaPC;
+    if (this._promotedFrom?.pc === old) this._promotedFrom = null; // media flows: the server passed the promote on
     this._mediaPC = pc;
     this._mediaParent = peer;
     this.relay?.activate(pc);
-    this.stream = new MediaStream();
+    // The same stream, its tracks replaced: the page's <video> keeps its
+    // player and its last picture and shows the new track's first frame,
+    // where a new srcObject reloads the element first (a parent switch's
+    // stall, on top of the switch).
+    if (!this.stream) this.stream = new MediaStream();
+    for (const t of this.stream.getTracks()) {
+      if (this._incoming.get(t.kind) !== t) this.stream.removeTrack(t);
+    }
     for (const t of this._incoming.values()) this._addTrack(t);
     if (old && old !== pc) this._dropPC(old);
   }
@@ -478,8 +730,35 @@ export class CanopyClient extends EventTarget {
     }
   }
 
+  /**
+   * Stops for good when this browser cannot decode the stream's video
+   * (codec, e.g. 'H264'; '' when it can): the tree forwards the source's
+   * codec unchanged, so waiting or reconnecting cannot help, and a viewer
+   * that stayed would hold a slot and report its parent stalled.
+   * @param {string} codec
+   * @returns {boolean} whether it stopped
+   */
+  _unplayable(codec) {
+    if (!codec) return false;
+    const reason = `this browser cannot decode ${codec} video`;
+    console.warn('canopy:', reason);
+    this._refused = true; // onclose: no retry
+    this._closeChildren();
+    this._closePC();
+    this.parentId = null;
+    const ws = this._ws;
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      this._send({ type: Type.LEAVE }, ws);
+      ws.close(1000, 'leave');
+    }
+    this._setState('offline', reason);
+    this.dispatchEvent(new CustomEvent('error', { detail: { code: Code.UNAVAILABLE, reason } }));
+    return true;
+  }
+
   /** Drops the socket so onclose reconnects with backoff and a fresh hello. */
   _rejoin() {
+    this._endResume(); // a fresh place, not the one that failed
     this._closePC();
     this.parentId = null;
     this._ws?.close(4000, 'rejoin');
@@ -513,11 +792,197 @@ export class CanopyClient extends EventTarget {
     pc.close();
   }
 
+  // Hot standby (standby.js).
+
+  /**
+   * The server names this tab's standby parent ('' none): the old link
+   * closes, a new one waits for the standby parent's offer.
+   * @param {string} id
+   */
+  _setStandby(id) {
+    if (this.standby?.peer === id) return;
+    this.standby?.close();
+    this.standby = null;
+    if (!id || id === this.parentId) return;
+    this.standby = this._standbyLink(id);
+    this._refusedAt = -Infinity;
+  }
+
+  /** @param {string} id @param {{pc: RTCPeerConnection, tracks: Map<string, MediaStreamTrack>}} [from] */
+  _standbyLink(id, from) {
+    const relay = this.relay;
+    return new StandbyUpstream({
+      peer: id, iceServers: this.iceServers, private: this.private,
+      send: (signal) => this._send({ type: Type.SIGNAL, peer: id, signal }),
+      receive: relay ? (pc, r) => relay.receive(pc, r) : undefined,
+    }, from);
+  }
+
+  /**
+   * The server asks this tab to hold an idle link for a child-to-be. A
+   * pass-through relay's link is track-less and its worker writes nothing
+   * to it until promoted; a re-encoding one's (Firefox, Safari) has senders
+   * without a track until promoted, so nothing is encoded or sent either.
+   * @param {string} child
+   */
+  _holdStandby(child) {
+    if (this.capacity <= 0 || this.children.has(child)) return;
+    this.standbyChildren.get(child)?.close();
+    if (this.standbyChildren.size >= STANDBY_PER_SLOT * this.capacity) {
+      console.warn('canopy: standby link refused: too many held', child, this.standbyChildren.size);
+      return;
+    }
+    const link = this._newChildLink(child, true);
+    this.standbyChildren.set(child, link);
+    link.start();
+  }
+
+  /**
+   * Media starts on a child's standby link, which becomes an ordinary
+   * child's: no negotiation. Without one, the child is attached afresh.
+   * @param {string} child
+   */
+  _promoteChild(child) {
+    const link = this.standbyChildren.get(child);
+    this.standbyChildren.delete(child);
+    if (!link || link.closed) {
+      this._attachChild(child);
+      return;
+    }
+    this.children.get(child)?.close();
+    this.children.set(child, link);
+    link.promote(this._currentTracks());
+    this.dispatchEvent(new CustomEvent('children', { detail: { count: this.children.size } }));
+  }
+
+  /** Closes the standby link to or from id; false if there is none. @param {string} id */
+  _dropStandby(id) {
+    const link = this.standbyChildren.get(id);
+    if (link) {
+      link.close();
+      this.standbyChildren.delete(id);
+      return true;
+    }
+    if (this.standby?.peer !== id) return false;
+    this.standby.close();
+    this.standby = null;
+    return true;
+  }
+
+  /**
+   * The parent failed: switch to the standby link at once and tell the
+   * server, which makes it the tree edge (and passes `promote` on) or
+   * refuses. False when there is no link up to switch to.
+   * @param {string} reason
+   */
+  _promoteStandby(reason) {
+    const s = this.standby;
+    if (!s || !s.connected || !this.pc || !this.parentId || performance.now() - this._refusedAt < REFUSED_RETRY_MS) return false;
+    const from = { peer: this.parentId, pc: this.pc, depth: this.depth };
+    this._send({ type: Type.PROMOTE, peer: s.peer });
+    console.info('canopy: parent', from.peer, 'failed (' + reason + '); switching to the standby link to', s.peer);
+    this._adopt(s, this.depth);
+    this._promotedFrom = from;
+    return true;
+  }
+
+  /**
+   * A new parent this tab already has a connection to: its standby link
+   * (the server's plan after a failure), the link it switched to itself
+   * (the server confirms), or, after the server refused that switch, the
+   * parent it left (the link it switched to is its standby again).
+   * @param {string} peer @param {number} depth
+   */
+  _reuseUpstream(peer, depth) {
+    const back = this._promotedFrom;
+    if (back && peer === this.parentId) {
+      this._promotedFrom = null;
+      this.depth = depth;
+      return true;
+    }
+    if (this.standby?.peer === peer) {
+      this._adopt(this.standby, depth);
+      return true;
+    }
+    if (!back || back.peer !== peer || back.pc.connectionState === 'closed') return false;
+    this._promotedFrom = null;
+    this.standby?.close();
+    this.standby = this._standbyLink(/** @type {string} */ (this.parentId), { pc: /** @type {RTCPeerConnection} */ (this.pc), tracks: this._incoming });
+    this._refusedAt = performance.now();
+    this.pc = back.pc;
+    this.parentId = back.peer;
+    this.depth = depth;
+    this._incoming = new Map(back.pc.getReceivers().map((r) => [r.track.kind, r.track]));
+    this._chain = Promise.resolve();
+    this._wireUpstream(back.pc, back.peer);
+    this.relay?.activate(back.pc);
+    this._monitor.setParent(back.peer, performance.now());
+    console.info('canopy: standby switch refused; back to the parent', back.peer);
+    this.dispatchEvent(new CustomEvent('parentchange', { detail: { parent: back.peer, depth } }));
+    return true;
+  }
+
+  /**
+   * Makes a standby link the connection to the parent. Its tracks are muted
+   * until the standby parent sends; the picture switches on their first
+   * packet, as for any new parent, but the pass-through worker forwards the
+   * new link's frames at once: the old parent has failed, and the first
+   * frames (the standby parent's cached GOP) are what this tab's children
+   * missed.
+   * @param {StandbyUpstream} s @param {number} depth
+   */
+  _adopt(s, depth) {
+    this.standby = null;
+    this.standbySwitches++;
+    const old = this.pc;
+    const pc = s.release();
+    if (old && old !== this._mediaPC) this._dropPC(old); // never played: nothing to go back to
+    this.pc = pc;
+    this.parentId = s.peer;
+    this.depth = depth;
+    this._incoming = new Map();
+    this._pending = [];
+    this._chain = s.chain;
+    this._wireUpstream(pc, s.peer);
+    this.relay?.activate(pc);
+    this._monitor.setParent(s.peer, performance.now());
+    this.dispatchEvent(new CustomEvent('parentchange', { detail: { parent: s.peer, depth, hot: true } }));
+    for (const t of s.tracks.values()) this._onTrack(pc, s.peer, t);
+    this._updateLive();
+  }
+
+  /**
+   * Switches to the standby link when the playing connection has been silent
+   * for MEDIA_SILENCE_MS (a pass-through tab; see silenceLimit), or
+   * QUIET_SILENCE_MS after the server said its
+   * parent's signaling dropped.
+   */
+  _checkSilence() {
+    const pc = this.pc;
+    if (!pc || !this.standby || pc !== this._mediaPC || this.state === 'offline' || this.state === 'ended') return;
+    /** @type {number[]} */
+    const times = [];
+    for (const r of pc.getReceivers()) {
+      for (const src of r.getSynchronizationSources()) times.push(src.timestamp);
+    }
+    const now = performance.now();
+    const silent = this._silence.silentFor(pc, times, now, Date.now());
+    const quiet = this._quiet.peer === this.parentId && now - this._quiet.at < QUIET_FOR_MS;
+    if (silent > silenceLimit(quiet, this.relayMode === 'pass-through')) {
+      this._promoteStandby(`no media for ${Math.round(silent)} ms`);
+    } else if (quiet && !this._quietWake && this.state !== 'closed') {
+      this._quietWake = setTimeout(() => {
+        this._quietWake = null;
+        this._checkSilence();
+      }, QUIET_SILENCE_MS - silent + 2);
+    }
+  }
+
   // Relaying.
 
   /** How this tab relays: 'pass-through' (encoded frames, Chromium) or 're-encode'. */
   get relayMode() {
-    return this.relay?.ready ? 'pass-through' : 're-encode';
+    return this.relay?.ready && this.relay.forwarding ? 'pass-through' : 're-encode';
   }
 
   /**
@@ -527,7 +992,7 @@ export class CanopyClient extends EventTarget {
    */
   _passthroughLink(kinds) {
     const relay = this.relay;
-    if (!relay?.ready) return undefined;
+    if (!relay?.ready || !relay.forwarding) return undefined;
     return {
       relay,
       codecs: () => waitForCodecs(() => receivedCodecs(this._mediaPC, kinds), () => this.state === 'closed'),
@@ -551,6 +1016,17 @@ export class CanopyClient extends EventTarget {
       return;
     }
     this.children.get(peer)?.close();
+    const child = this._newChildLink(peer, false);
+    this.children.set(peer, child);
+    this.dispatchEvent(new CustomEvent('children', { detail: { count: this.children.size } }));
+    child.start();
+  }
+
+  /**
+   * A link to a child, or (standby) an idle one to a child-to-be that
+   * carries nothing until promoted. @param {string} peer @param {boolean} standby
+   */
+  _newChildLink(peer, standby) {
     const kinds = this.tracks.length ? [...new Set(this.tracks.map((t) => t.kind))] : ['video', 'audio'];
     const child = new ChildLink({
       peer,
@@ -559,6 +1035,7 @@ export class CanopyClient extends EventTarget {
       tracks: this._currentTracks(),
       send: (signal) => this._send({ type: Type.SIGNAL, peer, signal }),
       onClosed: (counters) => {
+        if (this.standbyChildren.get(peer) === child) this.standbyChildren.delete(peer);
         if (this.children.get(peer) !== child) return;
         this.children.delete(peer);
         this._relayBase.bytes += counters.bytes;
@@ -567,10 +1044,9 @@ export class CanopyClient extends EventTarget {
       },
       preferCodec,
       passthrough: this._passthroughLink(kinds),
+      standby,
     });
-    this.children.set(peer, child);
-    this.dispatchEvent(new CustomEvent('children', { detail: { count: this.children.size } }));
-    child.start();
+    return child;
   }
 
   /** @param {string} peer */
@@ -580,6 +1056,9 @@ export class CanopyClient extends EventTarget {
 
   _closeChildren() {
     for (const child of [...this.children.values()]) child.close();
+    for (const link of [...this.standbyChildren.values()]) link.close();
+    this.standby?.close(); // its parent knew this tab by an id a reconnect replaces
+    this.standby = null;
   }
 
   // Measuring.
@@ -659,6 +1138,7 @@ export class CanopyClient extends EventTarget {
     const out = {
       ...total, ...extra, jitter, depth: this.depth, bytesRelayed, packetsRelayed,
       children: children.filter((c) => c.connected).length, capacity: this.capacity,
+      links: children.flatMap((c) => (c.connected && c.link ? [c.link] : [])),
     };
     return { stats: out, jbDelay, jbCount };
   }
@@ -708,6 +1188,7 @@ export class CanopyClient extends EventTarget {
       const snap = {
         ...s, state: this.state, parent: this.parentId, bitrateKbps, relayBitrateKbps, relayMode: this.relayMode,
         stallMs: this._stallMs, firstFrameMs: this._firstFrameMs,
+        ...(await this.frameChecks.sample(this._mediaPC, now)),
       };
       if (latencyMs !== undefined) snap.latencyMs = latencyMs;
       this.snapshot = snap;
@@ -743,6 +1224,11 @@ export class CanopyClient extends EventTarget {
         packetsRelayed: s.packetsRelayed,
         relayBitrateKbps: ms(s.relayBitrateKbps),
         children: s.children,
+        uplink: uplinkOf(s.links, ms(s.relayBitrateKbps)),
+        // What the player shows as "verified" (framesig-client.js), for the dashboard.
+        framesVerified: s.framesVerified,
+        framesRejected: s.framesRejected,
+        verification: s.verification,
       },
     });
   }

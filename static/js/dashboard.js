@@ -11,6 +11,9 @@
  * @property {number} [jitterMs]
  * @property {number} [delayMs]
  * @property {number} [stallMs]
+ * @property {number} [framesVerified] frames it played after their signature verified
+ * @property {number} [framesRejected] frames it refused as forged, unsigned or replayed
+ * @property {'verified'|'unverified'|'tampered'} [verification] what the frames it plays now are
  */
 
 /**
@@ -30,6 +33,10 @@
  * @property {number} bitrateKbps
  * @property {number} relayKbps
  * @property {number} loss
+ * @property {boolean} [unverified] its frames cannot be checked: a hop above re-encodes (source-signed frames)
+ * @property {boolean} [tampering] the server barred it for altering frames: it relays no more in this stream
+ * @property {boolean} [noVerify] a browser that cannot check signatures (no receive transform): fed only by a parent that strips or re-encodes
+ * @property {boolean} [strips] the server's relay: strips signatures for children that cannot check them
  */
 
 /**
@@ -182,16 +189,37 @@ function nodeTitle(n) {
   const lines = [`${n.role} · ${n.kind} · ${n.id}`, `state: ${n.state}`];
   if (n.role !== 'source') lines.push(n.queued ? 'queued for a slot' : `depth ${n.depth} under ${n.parent || '—'}`);
   lines.push(`children ${n.children.length} of ${n.capacity}`);
+  if (n.tampering) lines.push('barred from relaying: it altered frames (children caught it)');
+  if (n.noVerify) lines.push('frames unverified: no transform (this browser cannot check them; fed without signatures)');
+  else if (n.unverified) lines.push('frames unverified: a browser above re-encodes them');
+  if (n.strips) lines.push('strips signatures for children that cannot check them');
   if (n.stats) {
     if (n.role !== 'source') lines.push(`receives ${fmtRate(n.bitrateKbps)}, ${fmtLoss(n.loss)}`);
     if (n.relayKbps > 0) lines.push(`relays ${fmtRate(n.relayKbps)}`);
     if (n.stats.jitterMs) lines.push(`jitter ${n.stats.jitterMs.toFixed(1)} ms`);
     if (n.stats.delayMs) lines.push(`delay from source ${fmtMs(n.stats.delayMs)}`);
     if (n.stats.stallMs) lines.push(`stalled ${fmtMs(n.stats.stallMs)} in total`);
+    if (n.stats.verification) {
+      lines.push(`frames ${n.stats.verification}: ${n.stats.framesVerified ?? 0} verified, ${n.stats.framesRejected ?? 0} rejected`);
+    }
   } else {
     lines.push('no stats reported yet');
   }
   return lines.join('\n');
+}
+
+/**
+ * The node's label for signed frames, from its last report: what its
+ * player's stats panel shows ("verified 1234"), '' when it says nothing.
+ * @param {PeerStats|undefined} s
+ */
+export function verifyLabel(s) {
+  switch (s?.verification) {
+    case 'verified': return `verified ${s.framesVerified ?? 0}`;
+    case 'tampered': return `tampered (${s.framesRejected ?? 0} rejected)`;
+    case 'unverified': return 'unverified';
+  }
+  return '';
 }
 
 /** @param {NodeView} n */
@@ -200,6 +228,21 @@ function glyph(n) {
   if (n.role === 'relay') return 'R';
   if (n.kind === 'whep') return 'W';
   return n.kind === 'browser' ? 'B' : 'V';
+}
+
+/**
+ * What an edge says about signed frames: 'tampered' when its parent was
+ * barred for altering frames (children it still feeds are about to move),
+ * 'unverified' when the child's frames cannot be checked (a re-encoding hop
+ * above), '' when its frames are checked end to end.
+ * @param {NodeView} n the child
+ * @param {NodeView|undefined} parent
+ * @returns {'tampered'|'unverified'|''}
+ */
+export function edgeTrust(n, parent) {
+  if (parent?.tampering) return 'tampered';
+  if (n.unverified) return 'unverified';
+  return '';
 }
 
 /** @param {NodeView[]} nodes */
@@ -232,7 +275,11 @@ function drawTree(nodes) {
     path.setAttribute('d', `M${from.x},${startY} C${from.x},${midY} ${to.x},${midY} ${to.x},${to.y - R}`);
     const severity = !n.stats ? 'none' : n.loss > 0.05 ? 'bad' : n.loss > 0.01 ? 'warn' : 'ok';
     g.setAttribute('data-severity', severity);
-    const label = n.stats ? `${fmtRate(n.bitrateKbps)} · ${fmtLoss(n.loss)}` : '';
+    const trust = edgeTrust(n, byID.get(n.parent));
+    if (trust) g.setAttribute('data-trust', trust);
+    else g.removeAttribute('data-trust');
+    const rate = n.stats ? `${fmtRate(n.bitrateKbps)} · ${fmtLoss(n.loss)}` : '';
+    const label = trust === 'tampered' ? 'tampered' : trust === 'unverified' ? (rate ? `${rate} · unverified` : 'unverified') : rate;
     text.textContent = labels ? label : '';
     // The label sits on the edge just above the child, where the curve
     // runs vertical and siblings' labels are a column apart.
@@ -278,20 +325,23 @@ function drawTree(nodes) {
       const letter = el('text', { class: 'glyph', y: 5 });
       const name = el('text', { class: 'name', y: R + 17 });
       const sub = el('text', { class: 'sub', y: R + 31 });
-      g.append(title, ring, dot, letter, name, sub);
+      const verify = el('text', { class: 'verify', y: R + 44 });
+      g.append(title, ring, dot, letter, name, sub, verify);
       nodeLayer.append(g);
       nodeEls.set(n.id, g);
     }
     g.setAttribute('transform', `translate(${p.x},${p.y})`);
-    g.setAttribute('class', `node state-${n.state} role-${n.role} kind-${n.kind}`);
+    g.setAttribute('class', `node state-${n.state} role-${n.role} kind-${n.kind}${n.tampering ? ' tampering' : ''}`);
     g.setAttribute('aria-label', `${n.role} ${short(n.id)}, ${n.state}`);
-    const [title, , , letter, name, sub] = /** @type {SVGElement[]} */ ([...g.children]);
+    const [title, , , letter, name, sub, verify] = /** @type {SVGElement[]} */ ([...g.children]);
     title.textContent = nodeTitle(n);
     letter.textContent = glyph(n);
     name.textContent = short(n.id);
     sub.textContent = n.role === 'source'
       ? (n.relayKbps > 0 ? `↑ ${fmtRate(n.relayKbps)}` : `${n.children.length}/${n.capacity}`)
       : n.capacity > 0 ? `${n.children.length}/${n.capacity} · ${n.kind}` : n.kind;
+    verify.textContent = verifyLabel(n.stats);
+    verify.setAttribute('class', `verify verify-${n.stats?.verification || 'none'}`);
   }
   for (const [id, g] of nodeEls) {
     if (!byID.has(id)) { g.remove(); nodeEls.delete(id); }

@@ -5,7 +5,9 @@
 // state, and re-dispatches the client's changes as DOM events: live, stalled,
 // reconnecting, offline, parentchange (and statechange with every state).
 //
-// Attributes: stream (required), server, muted ("0" starts with sound, which
+// Attributes: stream (required), server (one address, or several separated
+// by commas: the servers of one cluster, tried in turn on connect and when
+// the player resumes after its connection dropped), muted ("0" starts with sound, which
 // browsers may refuse), autoplay ("0" waits for a click), controls ("0" hides
 // them), relay ("0" opts out of relaying, "1" opts in; otherwise the viewer's
 // remembered choice or the connection decides), stats ("1" shows the
@@ -74,6 +76,7 @@ const TEMPLATE = `
       <dt>video</dt><dd id="p-video">—</dd>
       <dt>relaying to</dt><dd id="p-relay">—</dd>
       <dt>relay mode</dt><dd id="p-mode">—</dd>
+      <dt>frames</dt><dd id="p-signed" title="Whether each frame carries the source's signature, checked before it is played">—</dd>
       <dt>address</dt><dd id="p-privacy" title="Private mode: you connect through the server's TURN relay, so no other viewer learns your network address">—</dd>
     </dl>
   </div>
@@ -126,7 +129,7 @@ export class CanopyPlayer extends HTMLElement {
       title: $('title'), detail: $('detail'), badge: $('badge'), hint: $('hint'), panel: $('panel'),
       mute: $('mute'), stats: $('stats'), fullscreen: $('fullscreen'),
       latency: $('p-latency'), bitrate: $('p-bitrate'), depth: $('p-depth'), res: $('p-video'), relay: $('p-relay'), mode: $('p-mode'),
-      privacy: $('p-privacy'),
+      privacy: $('p-privacy'), signed: $('p-signed'),
       play: /** @type {HTMLElement} */ (root.querySelector('.play')),
     };
     /** The client playing the stream; null until started. @type {CanopyClient|null} */
@@ -206,7 +209,7 @@ export class CanopyPlayer extends HTMLElement {
     const attr = this.getAttribute('server');
     if (attr) {
       try {
-        server = new URL(attr, location.href).origin;
+        server = serverOrigins(attr);
       } catch {
         this._show('error', 'Bad server address', attr);
         return;
@@ -355,12 +358,28 @@ export class CanopyPlayer extends HTMLElement {
     ui.relay.classList.toggle('relay-on', n > 0);
     ui.mode.textContent = this.private ? 'none' : s.relayMode; // 'pass-through' (encoded frames as received) or 're-encode'
     ui.privacy.textContent = this.private ? 'private' : 'direct';
+    ui.signed.textContent = signedLabel(s);
+    ui.signed.dataset.verification = s.verification;
+    ui.signed.title = s.unverifiedWhy ? `Frames play unchecked: ${s.unverifiedWhy}` : "Whether each frame carries the source's signature, checked before it is played";
   }
 
   /** @param {string} type @param {object} detail */
   _emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail, bubbles: true, composed: true }));
   }
+}
+
+/**
+ * The stats panel's word on signed frames: "verified N" (frames played after
+ * their signature verified), "unverified", or "tampered" (a parent sent a
+ * frame that failed; it was not played).
+ * @param {Snapshot} s
+ * @returns {string}
+ */
+export function signedLabel(s) {
+  if (s.verification === 'tampered') return `tampered (${s.framesRejected} rejected)`;
+  if (s.verification === 'verified') return `verified ${s.framesVerified}`;
+  return 'unverified';
 }
 
 /** Remembers the viewer's relay choice for the next visit. @param {boolean} on */
@@ -373,3 +392,16 @@ export function rememberRelayChoice(on) {
 }
 
 if (!customElements.get('canopy-player')) customElements.define('canopy-player', CanopyPlayer);
+
+/**
+ * The origins of a server attribute: one address or several separated by
+ * commas, each relative to the page; joined by commas as CanopyClient takes
+ * them. Throws on a bad address or none.
+ * @param {string} attr
+ * @returns {string}
+ */
+export function serverOrigins(attr) {
+  const out = attr.split(',').map((s) => s.trim()).filter((s) => s).map((s) => new URL(s, location.href).origin);
+  if (!out.length) throw new Error('no server address');
+  return out.join(',');
+}

@@ -85,6 +85,8 @@ svg { width: 20px; height: 20px; fill: currentColor; display: block; }
 .panel dt { color: #8b949e; }
 .panel dd { margin: 0; text-align: right; font-variant-numeric: tabular-nums; }
 .panel dd.relay-on { color: var(--accent); }
+.panel dd[data-verification="verified"] { color: var(--accent); }
+.panel dd[data-verification="tampered"] { color: #ff6b7a; font-weight: 700; }
 
 .controls {
   position: absolute; left: 0; right: 0; bottom: 0; display: flex; align-items: center; gap: 4px;

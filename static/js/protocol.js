@@ -24,6 +24,10 @@ export const MAX_REASON_LENGTH = 512;
  */
 export const MAX_EDGE_CANDIDATES = 64;
 export const MAX_RECLAIM_LENGTH = 64;
+/** Upper bound of a resume token (MaxResumeLength in Go). */
+export const MAX_RESUME_LENGTH = 256;
+/** Standby children a resumed welcome may list (MaxHeld in Go). */
+export const MAX_HELD = 2 * MAX_CAPACITY;
 /** Upper bound of a depth, as Validate checks it. */
 export const MAX_DEPTH = 1 << 16;
 
@@ -48,11 +52,20 @@ export const Type = Object.freeze({
   // child → server {peer}: my parent failed, I play from my standby now;
   // server → parent {peer}: start sending to this child on its standby link
   PROMOTE: 'promote',
+  // server → child {peer}: your parent's signaling dropped; if its media stopped too, switch to your standby
+  QUIET: 'quiet',
+  // server → peer {resume}: your resume token from now on (a renewal)
+  RESUME: 'resume',
+  // peer → server {peer, evidence}: a frame from my parent failed verification (source-signed frames)
+  TAMPERED: 'tampered',
+  // server → peer {sourceKey}: the stream's source has a new key ('' : it signs nothing now)
+  SOURCE_KEY: 'sourceKey',
 });
 
 /** Types the server sends to a peer; a browser ignores anything else. @type {ReadonlySet<string>} */
 export const SERVER_TYPES = Object.freeze(new Set([
   Type.WELCOME, Type.PARENT, Type.ATTACH, Type.DETACH, Type.SIGNAL, Type.OFFLINE, Type.ERROR,
+  Type.STANDBY, Type.PROMOTE, Type.RESUME, Type.SOURCE_KEY, Type.QUIET,
 ]));
 
 /** Roles a peer may take in a stream. */
@@ -77,6 +90,8 @@ export const Code = Object.freeze({
   UNAUTHORIZED: 'unauthorized', // a missing, invalid or insufficient token; the server closes
   RATE_LIMITED: 'rate_limited', // a message over its budget was dropped; the connection stays up
   UNAVAILABLE: 'unavailable', // the server cannot serve this as asked (private mode without TURN); the server closes
+  RESUME_REFUSED: 'resume_refused', // a hello's resume token was refused; nothing changed; the server closes: join afresh
+  RESUME_LIVE: 'resume_live', // the token's peer still has a connection the server is now checking; retry the resume shortly
 });
 
 /**
@@ -123,7 +138,29 @@ export const Code = Object.freeze({
  * @property {number} [bitrateKbps] received, last interval
  * @property {number} [relayBitrateKbps] sent to children, last interval
  * @property {number} [children] children it currently feeds
+ * @property {Uplink} [uplink] a relay's upload as its children see it
+ * @property {number} [framesVerified] frames played after their signature verified, since start
+ * @property {number} [framesRejected] frames refused (forged, unsigned, replayed), since start
+ * @property {''|'verified'|'unverified'|'tampered'} [verification] what the frames it plays now are
  */
+
+/**
+ * A relay's upload to its children over the last report interval, from
+ * their receiver reports; protocol.Uplink. Zero means unknown.
+ * @typedef {object} Uplink
+ * @property {number} [links] child links the figures cover
+ * @property {number} [lossy] links that lost more than UPLINK_LOSSY
+ * @property {number} [queued] links whose round trip exceeded its lowest by more than UPLINK_QUEUE_MS
+ * @property {number} [loss] the links' mean fraction lost, 0-1
+ * @property {number} [rttMs] the links' mean round trip
+ * @property {number} [sentKbps] sent to all children
+ * @property {number} [estimateKbps] the best child link's availableOutgoingBitrate
+ */
+
+/** A child link that lost more than this fraction is lossy (protocol.UplinkLossy). */
+export const UPLINK_LOSSY = 0.02;
+/** A round trip this far above the link's lowest means a queue (protocol.UplinkQueueMs). */
+export const UPLINK_QUEUE_MS = 40;
 
 /**
  * The one envelope every signaling message uses; type says which fields matter.
@@ -138,17 +175,48 @@ export const Code = Object.freeze({
  * @property {Track[]} [tracks] hello from a source; welcome
  * @property {boolean} [private] hello from a viewer: watch in private mode (relay-only ICE, no children); welcome: this viewer is in private mode
  * @property {boolean} [passthrough] hello from a browser that relays encoded frames unchanged
+ * @property {boolean} [noVerify] hello from a browser that cannot check or strip frame signatures (no receive transform)
+ * @property {boolean} [strip] attach, promote, standby to a parent: take signature trailers off what goes to this child
  * @property {string} [id] welcome: this peer's id
  * @property {ICEServer[]} [iceServers] welcome
  * @property {string} [reclaim] welcome to a source: the secret that reclaims its stream name after a drop; hello from a source: that secret
- * @property {string} [peer] parent, attach, detach, signal: the other peer
+ * @property {string} [resume] welcome, resume: this peer's resume token; hello: resume the place that token names
+ * @property {number} [grace] welcome: milliseconds the server keeps a dropped peer's place for its resume
+ * @property {boolean} [resumed] welcome: the resume was accepted; peer, depth, standby, children and held describe the place now
+ * @property {string[]} [children] resumed welcome: the children this peer feeds
+ * @property {string[]} [held] resumed welcome: the children it holds standby links for
+ * @property {string} [peer] parent, attach, detach, signal: the other peer; resumed welcome: the parent
  * @property {number} [depth] parent, attach, detach
  * @property {Signal} [signal] signal
  * @property {string} [standby] parent: the peer this one would get if its new parent failed; standby, to a child: its standby parent
  * @property {Stats} [stats] stats
+ * @property {string} [signKey] hello from a source: its public key (base64url)
+ * @property {string} [sourceKey] welcome, parent, sourceKey: the stream's public key (base64url); none: frames are not signed
+ * @property {boolean} [verify] parent, sourceKey: false when a hop above re-encodes, so frames arrive unsigned
+ * @property {Evidence} [evidence] tampered
  * @property {string} [code] error
  * @property {string} [reason] error, leave, offline, detach
  */
+
+/**
+ * What a tampered report shows of the frame it rejected, as received
+ * (protocol.Evidence): track 'v' or 'a', its counter, the SHA-256 of its
+ * canonical media, its signature ('' when none), and for a replay the
+ * counter of the last frame accepted.
+ * @typedef {object} Evidence
+ * @property {'v'|'a'} track
+ * @property {number} counter
+ * @property {string} hash base64url
+ * @property {string} [sig] base64url
+ * @property {number} [last]
+ */
+
+/** Base64url lengths of an Ed25519 key, a SHA-256 hash and a signature (sign.go). */
+export const KEY_LENGTH = 43;
+export const HASH_LENGTH = 43;
+export const SIG_LENGTH = 86;
+/** Counters stay exact as JavaScript numbers. */
+export const MAX_COUNTER = Number.MAX_SAFE_INTEGER;
 
 /** Thrown by encode and decode; `code` is the protocol error code that fits. */
 export class ProtocolError extends Error {
@@ -199,8 +267,12 @@ const MESSAGE_FIELDS = {
   capacity: 'int', token: 'string', tracks: 'array', id: 'string', iceServers: 'array',
   peer: 'string', depth: 'int', signal: 'object', standby: 'string', stats: 'object',
   code: 'string', reason: 'string', reclaim: 'string',
-  passthrough: 'bool', private: 'bool',
+  passthrough: 'bool', private: 'bool', noVerify: 'bool', strip: 'bool',
+  resume: 'string', grace: 'int', resumed: 'bool', children: 'array', held: 'array',
+  signKey: 'string', sourceKey: 'string', verify: 'bool', evidence: 'object',
 };
+/** @type {Record<string, FieldType>} */
+const EVIDENCE_FIELDS = { track: 'string', counter: 'uint', hash: 'string', sig: 'string', last: 'uint' };
 /** @type {Record<string, FieldType>} */
 const TRACK_FIELDS = {
   id: 'string', kind: 'string', mimeType: 'string', clockRate: 'uint32', channels: 'uint16', fmtp: 'string',
@@ -214,7 +286,13 @@ const STATS_FIELDS = {
   bytesReceived: 'uint', packetsReceived: 'uint', packetsLost: 'uint', bytesRelayed: 'uint',
   packetsRelayed: 'uint', framesDecoded: 'uint', jitterMs: 'number', stallMs: 'number',
   delayMs: 'number', firstFrameMs: 'number', bitrateKbps: 'number', relayBitrateKbps: 'number',
-  children: 'int',
+  children: 'int', uplink: 'object', framesVerified: 'uint', framesRejected: 'uint', verification: 'string',
+};
+/** Stats.verification's values (protocol.go Verification*); '' is unknown. */
+const VERIFICATIONS = ['', 'verified', 'unverified', 'tampered'];
+/** @type {Record<string, FieldType>} */
+const UPLINK_FIELDS = {
+  links: 'int', lossy: 'int', queued: 'int', loss: 'number', rttMs: 'number', sentKbps: 'number', estimateKbps: 'number',
 };
 /** Stats fields that are measures (float64 in Go) and must lie in [0, 1e12]. */
 const STATS_MEASURES = ['jitterMs', 'stallMs', 'firstFrameMs', 'bitrateKbps', 'relayBitrateKbps'];
@@ -282,6 +360,12 @@ function checkMessageShape(m) {
   }
   if (m.signal) checkShape(/** @type {Record<string, unknown>} */ (m.signal), SIGNAL_FIELDS, 'signal');
   if (m.stats) checkShape(/** @type {Record<string, unknown>} */ (m.stats), STATS_FIELDS, 'stats');
+  if (m.evidence) checkShape(/** @type {Record<string, unknown>} */ (m.evidence), EVIDENCE_FIELDS, 'evidence');
+  const up = /** @type {Record<string, unknown>|undefined} */ (/** @type {Record<string, unknown>|undefined} */ (m.stats)?.uplink);
+  if (up !== undefined) {
+    if (!isObject(up)) throw new ProtocolError(Code.BAD_MESSAGE, 'malformed message: uplink is not an object');
+    checkShape(up, UPLINK_FIELDS, 'uplink');
+  }
 }
 
 /**
@@ -291,12 +375,14 @@ function checkMessageShape(m) {
  */
 export function validate(m) {
   if (m.reason && byteLength(m.reason) > MAX_REASON_LENGTH) throw invalid(`reason longer than ${MAX_REASON_LENGTH}`);
+  validateSigning(m);
   switch (m.type) {
     case Type.HELLO:
       return validateHello(m);
     case Type.WELCOME:
       if (!validID(m.id) || !validID(m.stream)) throw invalid('welcome needs id and stream');
       if (m.reclaim && byteLength(m.reclaim) > MAX_RECLAIM_LENGTH) throw invalid(`reclaim longer than ${MAX_RECLAIM_LENGTH}`);
+      validatePlace(m);
       return validateTracks(m.tracks ?? [], false);
     case Type.PARENT: case Type.ATTACH: case Type.DETACH: {
       if (!validID(m.peer)) throw invalid(`${m.type} needs a peer id`);
@@ -320,6 +406,16 @@ export function validate(m) {
     case Type.PROMOTE:
       if (!validID(m.peer)) throw invalid('promote needs a peer id');
       return;
+    case Type.QUIET:
+      if (!validID(m.peer)) throw invalid('quiet needs a peer id');
+      return;
+    case Type.RESUME:
+      if (!m.resume) throw invalid('resume needs a token');
+      return validateResume(m.resume);
+    case Type.TAMPERED:
+      return validateTampered(m);
+    case Type.SOURCE_KEY:
+      return;
     case Type.STATS:
       return validateStats(m.stats);
     case Type.CAPACITY: {
@@ -337,6 +433,42 @@ export function validate(m) {
   }
 }
 
+const B64URL = /^[A-Za-z0-9_-]*$/;
+/** @param {unknown} s @param {number} len @returns {boolean} base64url without padding of that length */
+function b64(s, len) {
+  return typeof s === 'string' && s.length === len && B64URL.test(s);
+}
+
+/** The signing fields, wherever they appear (sign.go validateSigning). @param {Message} m */
+function validateSigning(m) {
+  if (m.signKey) {
+    if (m.type !== Type.HELLO || m.role !== Role.SOURCE) throw invalid("only a source's hello carries signKey");
+    if (!b64(m.signKey, KEY_LENGTH)) throw invalid('signKey must be a base64url Ed25519 public key');
+  }
+  if (m.sourceKey) {
+    if (m.type !== Type.WELCOME && m.type !== Type.PARENT && m.type !== Type.SOURCE_KEY) throw invalid(`${m.type} carries no sourceKey`);
+    if (!b64(m.sourceKey, KEY_LENGTH)) throw invalid('sourceKey must be a base64url Ed25519 public key');
+  }
+  // sourceKey carries verify when a move above a peer changed whether its path can be verified.
+  if (m.verify !== undefined && m.type !== Type.PARENT && m.type !== Type.SOURCE_KEY) throw invalid('only parent and sourceKey carry verify');
+  if (m.evidence && m.type !== Type.TAMPERED) throw invalid('only tampered carries evidence');
+  if (m.noVerify && m.type !== Type.HELLO) throw invalid('only a hello carries noVerify');
+  if (m.strip && m.type !== Type.ATTACH && m.type !== Type.PROMOTE && (m.type !== Type.STANDBY || !m.peer)) {
+    throw invalid('only attach, promote and a parent\'s standby carry strip');
+  }
+}
+
+/** @param {Message} m */
+function validateTampered(m) {
+  if (!validID(m.peer)) throw invalid("tampered needs the parent's peer id");
+  const e = m.evidence;
+  if (!e) throw invalid('tampered needs evidence');
+  if (e.track !== 'v' && e.track !== 'a') throw invalid('evidence track must be v or a');
+  if ((e.counter ?? 0) > MAX_COUNTER || (e.last ?? 0) > MAX_COUNTER) throw invalid('evidence counter above 2^53');
+  if (!b64(e.hash, HASH_LENGTH)) throw invalid('evidence hash must be a base64url SHA-256');
+  if (e.sig && !b64(e.sig, SIG_LENGTH)) throw invalid('evidence sig must be a base64url Ed25519 signature');
+}
+
 /** @param {Message} m */
 function validateHello(m) {
   if (m.v !== VERSION) throw invalid(`unsupported protocol version ${m.v ?? 0} (want ${VERSION})`);
@@ -347,10 +479,48 @@ function validateHello(m) {
   if (capacity < 0 || capacity > MAX_CAPACITY) throw invalid(`capacity must be 0-${MAX_CAPACITY}`);
   if (m.token && byteLength(m.token) > MAX_TOKEN_LENGTH) throw invalid(`token longer than ${MAX_TOKEN_LENGTH}`);
   if (m.reclaim && byteLength(m.reclaim) > MAX_RECLAIM_LENGTH) throw invalid(`reclaim longer than ${MAX_RECLAIM_LENGTH}`);
+  validateResume(m.resume);
   if (m.private && m.role !== Role.VIEWER) throw invalid('only a viewer watches in private mode');
   if (m.passthrough && (m.kind !== Kind.BROWSER || m.role === Role.SOURCE)) throw invalid('only a relaying browser declares passthrough');
+  if (m.noVerify && (m.kind !== Kind.BROWSER || m.role === Role.SOURCE || m.passthrough)) {
+    throw invalid('only a browser that relays by re-encoding, or not at all, declares noVerify');
+  }
   if (m.role === Role.SOURCE) return validateTracks(m.tracks ?? [], true);
   if ((m.tracks ?? []).length !== 0) throw invalid('only a source declares tracks');
+}
+
+const RESUME_PATTERN = /^[A-Za-z0-9_.-]*$/;
+
+/** A resume token's bounds ('' or undefined: none). @param {string|undefined} tok */
+function validateResume(tok) {
+  if (tok === undefined) return;
+  if (byteLength(tok) > MAX_RESUME_LENGTH || !RESUME_PATTERN.test(tok)) {
+    throw invalid(`resume token must be at most ${MAX_RESUME_LENGTH} of [A-Za-z0-9_.-]`);
+  }
+}
+
+/** A welcome's resume fields, as validatePlace in Go. @param {Message} m */
+function validatePlace(m) {
+  validateResume(m.resume);
+  const grace = m.grace ?? 0;
+  if (grace < 0 || grace > 24 * 3600 * 1000) throw invalid('grace out of range');
+  const children = m.children ?? [];
+  const held = m.held ?? [];
+  if (!m.resumed) {
+    if (m.peer || m.standby || (m.depth ?? 0) !== 0 || children.length || held.length) {
+      throw invalid('only a resumed welcome describes a place');
+    }
+    return;
+  }
+  if ((m.peer && !validID(m.peer)) || (m.standby && !validID(m.standby))) throw invalid('resumed welcome: bad parent or standby id');
+  const depth = m.depth ?? 0;
+  if (depth < 0 || depth > MAX_DEPTH) throw invalid('depth out of range');
+  if (children.length > MAX_CAPACITY || held.length > MAX_HELD) {
+    throw invalid(`resumed welcome: at most ${MAX_CAPACITY} children and ${MAX_HELD} standby children`);
+  }
+  for (const id of [...children, ...held]) {
+    if (!validID(id)) throw invalid('resumed welcome: bad child id');
+  }
 }
 
 /** @param {Track[]} tracks @param {boolean} needOne */
@@ -406,6 +576,26 @@ function validateStats(s) {
   if (!(delay >= -1e12 && delay <= 1e12)) throw invalid('stats: delay out of range');
   const children = s.children ?? 0;
   if (children < 0 || children > MAX_CAPACITY) throw invalid('stats: children out of range');
+  // Frame counts: 'uint' already holds them to 2^53 − 1, protocol.go's MaxFrameCount.
+  if (!VERIFICATIONS.includes(s.verification ?? '')) {
+    throw invalid(`stats: unknown verification ${JSON.stringify(truncate(String(s.verification), 32))}`);
+  }
+  if (s.uplink) validateUplink(s.uplink);
+}
+
+/** The rules of Uplink.validate in uplink.go. @param {Uplink} u */
+function validateUplink(u) {
+  const links = u.links ?? 0;
+  const lossy = u.lossy ?? 0;
+  const queued = u.queued ?? 0;
+  if (!(links >= 0 && links <= MAX_CAPACITY && lossy >= 0 && lossy <= links && queued >= 0 && queued <= links)) {
+    throw invalid('stats: uplink link counts out of range');
+  }
+  const loss = u.loss ?? 0;
+  if (!(loss >= 0 && loss <= 1)) throw invalid('stats: uplink loss out of range');
+  for (const v of [u.rttMs ?? 0, u.sentKbps ?? 0, u.estimateKbps ?? 0]) {
+    if (!(v >= 0 && v <= 1e12)) throw invalid('stats: an uplink measure is out of range');
+  }
 }
 
 /**
@@ -433,8 +623,10 @@ function omitEmpty(obj) {
 export function encode(msg) {
   const m = /** @type {Record<string, any>} */ (omitEmpty(msg));
   if (m.signal) m.signal = omitEmpty(m.signal);
+  if (m.evidence) m.evidence = omitEmpty(m.evidence);
   // Go sends "stats":{} for all-zero stats (a non-nil pointer is never omitted).
   if (msg.stats && typeof msg.stats === 'object') m.stats = omitEmpty(msg.stats);
+  if (m.stats?.uplink && typeof m.stats.uplink === 'object') m.stats.uplink = omitEmpty(m.stats.uplink);
   if (m.type === undefined) m.type = '';
   checkMessageShape(m);
   validate(/** @type {Message} */ (m));

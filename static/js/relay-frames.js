@@ -22,6 +22,86 @@ export const KEYFRAME_RETRY_MS = 1000;
  */
 export const SAME_TIMELINE_S = 30;
 
+/**
+ * A burst to a promoted child replays the cached GOP this many times
+ * faster than it was made. Chromium paces what a link sends, and a link's
+ * estimate collapses when media starts on it (a promoted standby link
+ * carried none): a GOP burst left at ~0.8 Mbps here, 2.4× the demo
+ * stream's bitrate, under load 25. Spaced 1 ms apart, as a Go relay's
+ * unpaced burst is, its frames arrived 14× slower than their timestamps
+ * ran; the child's decoder took that as its clock and froze 2–3 s after
+ * the burst (59 frames dropped). Replayed at 2×, the timestamps run no
+ * faster than the frames can arrive, and the child plays the GOP through
+ * instead, a little behind the live edge while its jitter buffer drains.
+ */
+export const BURST_SPEEDUP = 2;
+
+/**
+ * The timestamps a cached GOP is burst with: the newest frame keeps its
+ * own, and each earlier one is moved before the next by its share of the
+ * burst's span in bytes (Chromium's pacer sends bytes at a rate: a big
+ * keyframe takes longer than a small delta), the span being the GOP's
+ * frames at the nominal step, replayed BURST_SPEEDUP times faster; at
+ * least 1 ms apart. Pure.
+ * @param {number} newest the newest frame's timestamp
+ * @param {number[]} sizes each frame's size, bytes, oldest first
+ * @param {number} step the nominal spacing of frames, ticks
+ * @param {number} clockRate ticks per second
+ * @returns {number[]} the timestamps, oldest first (mod 2^32)
+ */
+export function burstTimestamps(newest, sizes, step, clockRate = 90000) {
+  const n = sizes.length;
+  const out = new Array(n);
+  if (n === 0) return out;
+  const minGap = Math.round(clockRate / 1000);
+  const span = ((n - 1) * step) / BURST_SPEEDUP;
+  let bytes = 0;
+  for (let i = 0; i < n - 1; i++) bytes += Math.max(1, sizes[i]);
+  let ts = newest;
+  out[n - 1] = newest >>> 0;
+  for (let i = n - 2; i >= 0; i--) {
+    ts -= Math.max(minGap, Math.round((span * Math.max(1, sizes[i])) / bytes));
+    out[i] = ts >>> 0;
+  }
+  return out;
+}
+
+/**
+ * How recent the playing upstream's last video frame must be for its cached
+ * GOP to start a promoted child at once: two frames at 30 fps, and less
+ * than the silence after which a tab switches parent itself (standby.js
+ * QUIET_SILENCE_MS, 120 ms). Older, the GOP may be a dead parent's while
+ * this tab is switching too.
+ */
+export const FRESH_GOP_MS = 70;
+
+/**
+ * A frame this long after the one before it (10 ms of the 90 kHz clock) is
+ * live: a Go parent's burst spaces its frames 1 ms apart.
+ */
+export const LIVE_GAP = 900;
+
+/**
+ * Whether a promoted child starts from the cached GOP now, or waits for the
+ * next frames (freshGop false). Pure.
+ * @param {{gopUp: number, active: number, frames: number, lastVideoAt: number, now: number}} s
+ *   whose GOP it is, the playing upstream, how many frames it holds, and when the playing upstream's last video frame came
+ */
+export function freshGop(s) {
+  return s.gopUp === s.active && s.frames > 0 && s.now - s.lastVideoAt <= FRESH_GOP_MS;
+}
+
+/**
+ * Whether a GOP whose last two timestamps are these ends with a live frame,
+ * not inside a Go parent's burst (a child started mid-burst would get the
+ * rest 1 ms apart, through Chromium's pacer). Pure.
+ * @param {number[]} last the timestamps of the GOP's last frames (at most two used)
+ */
+export function burstOver(last) {
+  const n = last.length;
+  return n >= 2 && ((last[n - 1] - last[n - 2]) | 0) >= LIVE_GAP;
+}
+
 /** @param {number} x @returns {number} x as a signed 32-bit difference */
 function i32(x) {
   return x | 0;

@@ -8,10 +8,15 @@
 // (the sender has no keyframe event) and merged in the worker.
 //
 // Chromium only (createEncodedStreams is its API; FIELD-NOTES verified it in
-// Chromium 156 without flags). Elsewhere create() returns null and the client
-// relays its decoded track, re-encoding it (relay.js).
+// Chromium 156 without flags). Elsewhere the client relays its decoded track,
+// re-encoding it (relay.js).
+//
+// The same worker checks source-signed frames (framesig-worker.js) for the
+// tab's own playback: wherever the standard receive transform exists
+// (Chromium, Firefox, Safari) create() starts it, forwarding or not, and the
+// tab decodes only frames whose signature verified, stripped of it.
 
-import { alignPayloadTypes, preferencesFor, upstreamCodec } from './relay-sdp.js';
+import { alignPayloadTypes, preferencesFor, upstreamCodec, withoutDependencyDescriptor } from './relay-sdp.js';
 
 /** @typedef {import('./relay-sdp.js').UpstreamCodec} UpstreamCodec */
 
@@ -20,10 +25,11 @@ export const KEYFRAME_POLL_MS = 250;
 
 /**
  * How long a hello waits for the worker to start (a module fetch from the
- * same server: milliseconds, unless the machine is very busy). Past it, the
- * hello says re-encode, which the tree treats conservatively.
+ * same server: milliseconds, unless the machine is very busy: at a load of
+ * 40 on 2 cores a tab's took over 3 s). Past it, the hello says re-encode,
+ * which the tree treats conservatively, and the tab keeps re-encoding.
  */
-export const WORKER_START_MS = 3000;
+export const WORKER_START_MS = 8000;
 
 /** How long a child's offer waits for this tab's own upstream to be negotiated. */
 export const UPSTREAM_WAIT_MS = 30_000;
@@ -35,26 +41,47 @@ export function passthroughSupported() {
     typeof globalThis.RTCRtpScriptTransform === 'function' && typeof globalThis.Worker === 'function';
 }
 
+/** Whether this browser can run a receive transform in a worker (to check signed frames). */
+export function receiveTransformSupported() {
+  return typeof globalThis.RTCRtpScriptTransform === 'function' && typeof globalThis.Worker === 'function';
+}
+
+/**
+ * What a tampering report from the worker says (framesig-worker.js).
+ * @typedef {object} TamperNotice
+ * @property {string} peer the parent whose connection delivered the frame
+ * @property {string} why 'unsigned', 'signature' or 'replay'
+ * @property {import('./framesig.js').Evidence|null} evidence
+ */
+
 export class PassthroughRelay {
   /**
-   * Starts the relay's worker, or returns null where pass-through cannot
-   * run (no APIs, or a page of another origin that cannot start a worker
-   * from Canopy's: the web component on a third-party site).
+   * Starts the receive worker, or returns null where it cannot run (no
+   * receive transform, or a page of another origin that cannot start a
+   * worker from Canopy's: the web component on a third-party site).
+   * @param {{forward?: boolean}} [opts] forward: false checks frames only, and never passes them on
    * @returns {PassthroughRelay|null}
    */
-  static create() {
-    if (!passthroughSupported()) return null;
+  static create(opts = {}) {
+    if (!receiveTransformSupported()) return null;
+    const forward = opts.forward !== false && passthroughSupported();
     try {
-      return new PassthroughRelay(new Worker(new URL('./relay-worker.js', import.meta.url), { type: 'module' }));
+      return new PassthroughRelay(new Worker(new URL('./relay-worker.js', import.meta.url), { type: 'module' }), forward);
     } catch (err) {
-      console.info('canopy: pass-through relay unavailable, relaying by re-encoding:', err);
+      console.info('canopy: receive worker unavailable (frames play unverified, relaying re-encodes):', err);
       return null;
     }
   }
 
-  /** @param {Worker} worker */
-  constructor(worker) {
+  /** @param {Worker} worker @param {boolean} [forward] */
+  constructor(worker, forward = true) {
     this._worker = worker;
+    /** Whether children are fed encoded frames (pass-through); else this worker only checks. */
+    this.forwarding = forward;
+    /** Parents by upstream id, for tampering reports. @type {Map<number, string>} */
+    this._peers = new Map();
+    /** Called when a frame from a parent failed verification. @type {(n: TamperNotice) => void} */
+    this.onTampered = () => {};
     /** Whether the worker runs: until then (and if it never does) nothing is routed through it. */
     this.ready = false;
     /** @type {(ok: boolean) => void} */
@@ -62,6 +89,10 @@ export class PassthroughRelay {
     /** Resolves with ready once the worker runs, or fails to, or WORKER_START_MS pass. @type {Promise<boolean>} */
     this.started = new Promise((resolve) => { settle = resolve; });
     setTimeout(() => settle(this.ready), WORKER_START_MS);
+    /** @type {() => void} */
+    let ran = () => {};
+    /** Resolves when the worker runs, however late (never if it fails). @type {Promise<void>} */
+    this._running = new Promise((resolve) => { ran = resolve; });
     /** @type {WeakMap<RTCPeerConnection, number>} */
     this._ids = new WeakMap();
     this._next = 1;
@@ -74,6 +105,11 @@ export class PassthroughRelay {
       if (m.ready) {
         this.ready = true;
         settle(true);
+        ran();
+      }
+      if (m.tampered) {
+        const t = m.tampered;
+        this.onTampered({ peer: this._peers.get(t.up) ?? '', why: t.why, evidence: t.evidence });
       }
       if (m.id && this._asks.has(m.id)) {
         /** @type {(s: any) => void} */ (this._asks.get(m.id))(m.stats);
@@ -95,13 +131,45 @@ export class PassthroughRelay {
 
   /**
    * Routes a receiver of an upstream connection through the worker (which
-   * hands every frame back to the tab's decoder). Once per receiver.
+   * hands every frame back to the tab's decoder, checked against verify's
+   * key). Once per receiver.
    * @param {RTCPeerConnection} pc
    * @param {RTCRtpReceiver} receiver
+   * @param {import('./framesig-worker.js').VerifyOptions} [verify] no key: frames pass unchecked
+   * @param {string} [peer] the parent pc connects to
    */
-  receive(pc, receiver) {
-    if (!this.ready || receiver.transform) return;
-    receiver.transform = new RTCRtpScriptTransform(this._worker, { up: this._idOf(pc), kind: receiver.track.kind });
+  receive(pc, receiver, verify, peer) {
+    if (receiver.transform) return;
+    if (!this.ready) {
+      // A worker slow to start (a busy machine): attach once it runs; the
+      // frames before go to the decoder unchecked, and the panel says so.
+      void this._running.then(() => { if (pc.connectionState !== 'closed') this.receive(pc, receiver, verify, peer); });
+      return;
+    }
+    const up = this._idOf(pc);
+    if (peer) this._peers.set(up, peer);
+    receiver.transform = new RTCRtpScriptTransform(this._worker, { up, kind: receiver.track.kind, verify });
+  }
+
+  /** The worker's id of pc, or 0 when none of its receivers passed through it. @param {RTCPeerConnection} pc */
+  upstreamId(pc) {
+    return this._ids.get(pc) ?? 0;
+  }
+
+  /**
+   * Upstream up's receivers check against key from now on, or (required
+   * false: a re-encoding hop appeared above) only strip valid signatures.
+   * @param {number} up
+   * @param {string|null} key
+   * @param {boolean} required
+   */
+  setUpstreamKey(up, key, required) {
+    this._worker.postMessage({ cmd: 'key', up, key, required });
+  }
+
+  /** The stream's key changed: every receiver checks against it from now on. @param {string|null} key */
+  setKey(key) {
+    this._worker.postMessage({ cmd: 'key', key });
   }
 
   /** Forwards pc's frames to the children from now on. @param {RTCPeerConnection} pc */
@@ -127,8 +195,10 @@ export class PassthroughRelay {
    * keyframe (and asks for one), and its PLI/FIR counts are watched.
    * @param {string} child
    * @param {RTCPeerConnection} pc the link to the child
+   * @param {boolean} [burst] start from the worker's cached GOP (a promoted standby link) instead of
+   *   waiting for the next keyframe
    */
-  childLive(child, pc) {
+  childLive(child, pc, burst = false) {
     /** @type {Record<string, number>} */
     const pts = {};
     for (const tr of pc.getTransceivers()) {
@@ -136,7 +206,7 @@ export class PassthroughRelay {
       const c = tr.sender.getParameters().codecs?.[0];
       if (c) pts[kind] = c.payloadType;
     }
-    this._worker.postMessage({ cmd: 'live', child, pts });
+    this._worker.postMessage({ cmd: 'live', child, pts, burst });
     if (this._polls.has(child)) return;
     let seen = 0;
     let reading = false;
@@ -251,5 +321,5 @@ export async function passthroughOffer(pc, codecs) {
   const wants = [...codecs].map(([kind, c]) => ({ ...c, kind }));
   const { sdp, missing } = alignPayloadTypes(offer.sdp ?? '', wants);
   if (missing.length) console.warn('canopy: could not align payload types for', missing.join(', '));
-  return sdp;
+  return withoutDependencyDescriptor(sdp);
 }

@@ -160,3 +160,83 @@ function swapPayloadTypes(lines, a, b) {
     return m[1] + swap(m[2]) + rest;
   });
 }
+
+/** The RTP header extension that carries a frame's id and its dependencies. */
+export const DEPENDENCY_DESCRIPTOR_URI = 'https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension';
+
+/**
+ * Removes the dependency descriptor extension from an offer. A forwarded
+ * frame's metadata carries the frame id and dependencies that the receiver
+ * it came through assigned; after a parent switch they are another
+ * receiver's numbering, and a child told so over this extension drops every
+ * frame until the next keyframe (seen here: 50 frames, a 1.6 s freeze,
+ * after a standby switch). Without it the child derives references from
+ * the codec's own payload descriptor, which the sending link numbers
+ * itself, continuously. Pure.
+ * @param {string} sdp
+ * @returns {string}
+ */
+export function withoutDependencyDescriptor(sdp) {
+  return sdp.split('\r\n').filter((l) => !(l.startsWith('a=extmap:') && l.includes(DEPENDENCY_DESCRIPTOR_URI))).join('\r\n');
+}
+
+/**
+ * The send-side bandwidth estimate a pass-through link starts from and
+ * never goes below, kbps. Chromium starts every link's estimate at 300 kbps
+ * and paces what it sends to 2.5× the estimate; a standby link carries
+ * nothing before it is promoted, so its estimate is still 300 kbps then
+ * (measured here), and the cached GOP a promoted child starts from (125 KB
+ * for the demo's 2 s GOP at 500 kbps) sat in the pacer for seconds: the
+ * child froze 2–3 s after its hot switch, its own children longer. A
+ * pass-through sender cannot lower what it sends anyway (no encoder), so an
+ * estimate below the stream's bitrate only queues it; the tree's measured
+ * uplink (uplink.js) is what sheds children of a relay that cannot keep up.
+ */
+export const PASSTHROUGH_START_KBPS = 4000;
+export const PASSTHROUGH_MIN_KBPS = 1500;
+
+/**
+ * Adds x-google-start-bitrate and x-google-min-bitrate, as an fmtp line of
+ * their own, to every video codec of an answer a pass-through relay applies
+ * that has no fmtp line (VP8; Chromium reads them from the remote
+ * description for its sending side), so a child's link starts and stays
+ * fast enough for a GOP burst. A codec with parameters (H264) is left
+ * alone: extending its fmtp line made the H264 chain test's leaf receive
+ * frames its relays never had (not understood yet). So are codecs that are
+ * not media (RTX, RED, FEC). Pure.
+ * @param {string} sdp
+ * @param {number} [startKbps]
+ * @param {number} [minKbps]
+ * @returns {string}
+ */
+export function withSendBitrates(sdp, startKbps = PASSTHROUGH_START_KBPS, minKbps = PASSTHROUGH_MIN_KBPS) {
+  const params = `x-google-start-bitrate=${startKbps};x-google-min-bitrate=${minKbps}`;
+  const lines = sdp.split('\r\n');
+  /** @type {string[]} */
+  const out = [];
+  let video = false;
+  /** Media payload types of the current video section with an fmtp line. @type {Set<string>} */
+  let withFmtp = new Set();
+  /** @type {string[]} */
+  let media = [];
+  for (const [i, l] of lines.entries()) {
+    if (l.startsWith('m=')) {
+      video = l.startsWith('m=video');
+      withFmtp = new Set();
+      media = [];
+      for (let j = i + 1; j < lines.length && !lines[j].startsWith('m='); j++) {
+        const f = /^a=fmtp:(\d+) /.exec(lines[j]);
+        if (f) withFmtp.add(f[1]);
+      }
+    }
+    const r = video ? /^a=rtpmap:(\d+) ([^/]+)\//.exec(l) : null;
+    if (r && !NOT_MEDIA.has(r[2].toLowerCase())) {
+      media.push(r[1]);
+      out.push(l);
+      if (!withFmtp.has(r[1])) out.push(`a=fmtp:${r[1]} ${params}`);
+      continue;
+    }
+    out.push(l);
+  }
+  return out.join('\r\n');
+}

@@ -12,6 +12,10 @@
 
 import { MAX_EDGE_CANDIDATES, SignalKind } from './protocol.js';
 import { passthroughOffer } from './relay-passthrough.js';
+import { withSendBitrates } from './relay-sdp.js';
+import { readLink } from './uplink.js';
+
+/** @typedef {import('./uplink.js').LinkFigures} LinkFigures */
 
 /** @typedef {import('./protocol.js').Signal} Signal */
 /** @typedef {import('./protocol.js').ICEServer} ICEServer */
@@ -59,6 +63,8 @@ export function orderCodecs(codecs, mime) {
  * @property {(counters: {bytes: number, packets: number}) => void} onClosed called once when the link closes
  * @property {(tr: RTCRtpTransceiver, kind: string) => void} [preferCodec]
  * @property {PassthroughLink} [passthrough] forward encoded frames instead of sending tracks
+ * @property {boolean} [standby] a hot standby link (standby.js): negotiated and kept up, but the
+ *   worker writes nothing to it until promote()
  */
 
 /**
@@ -81,6 +87,35 @@ export class ChildLink {
     this._closed = false;
     /** Last counters read, reported when the link closes. */
     this._counters = { bytes: 0, packets: 0 };
+    /** Whether this is an idle standby link, not promoted yet. */
+    this.standby = !!opts.standby;
+    this._promoted = false;
+    /** What the last getStats said of the upload to this child (uplink.js). @type {LinkFigures|null} */
+    this.link = null;
+  }
+
+  /** Whether the link has been closed. */
+  get closed() {
+    return this._closed;
+  }
+
+  /**
+   * Starts media on a standby link: the worker writes to it from its cached
+   * GOP on (at once, or when the link comes up), so the child decodes
+   * without waiting for a keyframe; a re-encoding link gets the tab's
+   * tracks, which play now, by kind.
+   * @param {Map<string, MediaStreamTrack>} [tracks]
+   */
+  promote(tracks = new Map()) {
+    if (!this.standby) return;
+    this.standby = false;
+    this._promoted = true;
+    const pass = this._opts.passthrough;
+    if (pass && this.connected) pass.relay.childLive(this.peer, this.pc, true);
+    // Re-encoding (Firefox, Safari): the idle senders have no track, so
+    // nothing was encoded or sent; the tab's tracks start them now, and
+    // a fresh encoder begins with a keyframe.
+    if (!pass) for (const track of tracks.values()) this.setTrack(track);
   }
 
   /** How this link relays: 'pass-through' or 're-encode'. */
@@ -107,7 +142,9 @@ export class ChildLink {
         this.senders.set(kind, tr.sender);
         continue;
       }
-      const track = this._opts.tracks.get(kind);
+      // A re-encoding standby link's senders stay track-less until
+      // promote(): negotiated, but no encoder runs and no RTP goes out.
+      const track = this.standby ? undefined : this._opts.tracks.get(kind);
       if (track) stream.addTrack(track);
       const tr = pc.addTransceiver(track ?? kind, { direction: 'sendonly', streams: [stream] });
       this._opts.preferCodec?.(tr, kind);
@@ -121,7 +158,7 @@ export class ChildLink {
       // A child that cannot be reached is the server's to re-place; it
       // reports the stall itself. Free the slot's resources here.
       if (pc.connectionState === 'failed') this.close();
-      if (pc.connectionState === 'connected' && pass) pass.relay.childLive(this.peer, pc);
+      if (pc.connectionState === 'connected' && pass && !this.standby) pass.relay.childLive(this.peer, pc, this._promoted);
     };
     this._run(async () => {
       if (pass) {
@@ -142,7 +179,10 @@ export class ChildLink {
     const pc = this.pc;
     this._run(async () => {
       if (sig.kind === SignalKind.ANSWER) {
-        await pc.setRemoteDescription({ type: 'answer', sdp: sig.sdp });
+        // A pass-through link's sending estimate starts high enough for a
+        // GOP burst (withSendBitrates); a re-encoding one's encoder adapts.
+        const sdp = this._opts.passthrough ? withSendBitrates(sig.sdp ?? '') : sig.sdp;
+        await pc.setRemoteDescription({ type: 'answer', sdp });
         for (const c of this._pending.splice(0)) await addCandidate(pc, c);
       } else if (sig.kind === SignalKind.CANDIDATE && sig.candidate) {
         if (pc.remoteDescription) await addCandidate(pc, sig.candidate);
@@ -157,7 +197,7 @@ export class ChildLink {
    * @param {MediaStreamTrack} track
    */
   setTrack(track) {
-    if (this._opts.passthrough) return; // the worker follows the tab's new parent
+    if (this._opts.passthrough || this.standby) return; // the worker follows the tab's new parent; an idle link sends nothing
     const sender = this.senders.get(track.kind);
     if (!sender || this._closed || sender.track === track) return;
     sender.replaceTrack(track).catch((err) => {
@@ -178,6 +218,7 @@ export class ChildLink {
           packets += r.packetsSent ?? 0;
         }
       });
+      this.link = readLink(report, this.link?.minRttMs ?? 0);
     } catch {
       return this._counters;
     }

@@ -31,6 +31,10 @@ test('encode omits empty fields as Go omitempty does', () => {
   assert.equal(encode({ type: 'leave' }), '{"type":"leave"}');
   assert.equal(encode({ ...hello, passthrough: false }), encode(hello));
   assert.equal(JSON.parse(encode({ ...hello, capacity: 2, passthrough: true })).passthrough, true);
+  assert.equal(encode({ ...hello, noVerify: false }), encode(hello));
+  assert.equal(JSON.parse(encode({ ...hello, capacity: 2, noVerify: true })).noVerify, true);
+  assert.equal(decode('{"type":"attach","peer":"p3","strip":true}').strip, true);
+  assert.equal(decode('{"type":"standby","peer":"p3","strip":true}').strip, true);
 });
 
 test('encode validates what the browser sends', () => {
@@ -45,6 +49,11 @@ test('encode validates what the browser sends', () => {
   rejects(() => encode({ ...hello, kind: 'go', passthrough: true }));
   rejects(() => encode({ ...hello, role: 'source', passthrough: true, tracks: [{ id: 'v', kind: 'video', mimeType: 'video/VP8', clockRate: 90000 }] }));
   rejects(() => decode('{"type":"hello","v":1,"role":"viewer","kind":"browser","stream":"demo","passthrough":1}'));
+  rejects(() => encode({ ...hello, kind: 'go', noVerify: true }));
+  rejects(() => encode({ ...hello, noVerify: true, passthrough: true }));
+  rejects(() => decode('{"type":"parent","peer":"p2","noVerify":true}'));
+  rejects(() => decode('{"type":"parent","peer":"p2","strip":true}'));
+  rejects(() => decode('{"type":"standby","standby":"p2","strip":true}'));
   rejects(() => encode({ type: 'signal', peer: 'p1', signal: { kind: 'answer', sdp: '' } }));
   rejects(() => encode(/** @type {any} */ ({ type: 'signal', peer: 'p1', signal: { kind: 'answer', sdp: 'v=0', extra: 1 } })));
   const answer = { type: 'signal', peer: 'p1', signal: { kind: 'answer', sdp: 'v=0\r\n' } };
@@ -64,6 +73,9 @@ test('encode and decode round trip every server message', () => {
     { type: 'signal', peer: 'src', signal: { kind: 'candidate', candidate } },
     { type: 'offline' },
     { type: 'error', code: 'not_found', reason: 'no stream "x"' },
+    { type: 'welcome', id: 'peer1', stream: 'demo', resume: 'r1.demo.peer1.1.1999999999.mac-_', grace: 10000 },
+    { type: 'welcome', id: 'peer1', stream: 'demo', resumed: true, peer: 'src', depth: 2, standby: 'sb', children: ['k1', 'k2'], held: ['k3'] },
+    { type: 'resume', resume: 'r1.demo.peer1.1.1999999999.mac' },
   ];
   for (const m of msgs) {
     assert.ok(SERVER_TYPES.has(m.type), m.type);
@@ -193,6 +205,19 @@ test('live, stalled and stats reports, as protocol.go validates them', () => {
   rejects(() => encode({ type: Type.STATS, stats: { framesDecoded: -3 } }));
   rejects(() => encode({ type: Type.STATS, stats: /** @type {any} */ ({ fps: 30 }) }));
   rejects(() => encode({ type: Type.STATS, stats: { stallMs: NaN } }));
+  assert.equal(encode({ type: Type.STATS, stats: { framesVerified: 2 ** 53 - 1, framesRejected: 2, verification: 'tampered' } }),
+    '{"type":"stats","stats":{"framesVerified":9007199254740991,"framesRejected":2,"verification":"tampered"}}');
+  rejects(() => encode({ type: Type.STATS, stats: { framesVerified: 2 ** 53 } }));
+  rejects(() => encode({ type: Type.STATS, stats: { framesRejected: -1 } }));
+  rejects(() => encode({ type: Type.STATS, stats: /** @type {any} */ ({ verification: 'trust me' }) }));
+  const uplink = { links: 3, lossy: 3, queued: 2, loss: 0.3, rttMs: 180, sentKbps: 1600, estimateKbps: 0 };
+  assert.equal(encode({ type: Type.STATS, stats: { children: 3, uplink } }),
+    '{"type":"stats","stats":{"children":3,"uplink":{"links":3,"lossy":3,"queued":2,"loss":0.3,"rttMs":180,"sentKbps":1600}}}');
+  rejects(() => encode({ type: Type.STATS, stats: { uplink: { links: 1, loss: 1.5 } } }));
+  rejects(() => encode({ type: Type.STATS, stats: { uplink: { links: 1, lossy: 2 } } }));
+  rejects(() => encode({ type: Type.STATS, stats: { uplink: { queued: 1 } } }));
+  rejects(() => encode({ type: Type.STATS, stats: { uplink: { sentKbps: -1 } } }));
+  rejects(() => encode({ type: Type.STATS, stats: { uplink: /** @type {any} */ ({ bogus: 1 }) } }));
 });
 
 test('parent messages may name a standby peer', () => {
@@ -212,8 +237,8 @@ test('standby and promote messages name one peer', () => {
   rejects(() => decode('{"type":"standby","standby":"a/b"}'));
   rejects(() => decode('{"type":"promote"}'));
   rejects(() => encode({ type: Type.PROMOTE, peer: 'not ok' }));
-  // Browsers hold no standby links yet: the client ignores both.
-  assert.ok(!SERVER_TYPES.has(Type.STANDBY) && !SERVER_TYPES.has(Type.PROMOTE));
+  // Pass-through browsers hold standby links (standby.js): the client reads both.
+  assert.ok(SERVER_TYPES.has(Type.STANDBY) && SERVER_TYPES.has(Type.PROMOTE));
 });
 
 test('capacity messages carry 0-1000 children', () => {
@@ -241,4 +266,71 @@ test('private mode rides in a viewer hello and a welcome, as in Go', () => {
   rejects(() => decode(JSON.stringify({ ...hello, private: 1 })));
   rejects(() => decode(JSON.stringify({ ...hello, private: 'yes' })));
   assert.equal(Code.UNAVAILABLE, 'unavailable');
+});
+
+test('resume fields are checked as Go checks them', () => {
+  const hello = { type: 'hello', v: 1, role: 'viewer', kind: 'browser', stream: 'demo' };
+  assert.doesNotThrow(() => decode(JSON.stringify({ ...hello, resume: 'r1.demo.p.1.2.mac' })));
+  rejects(() => decode(JSON.stringify({ ...hello, resume: 'a b' })));
+  rejects(() => decode(JSON.stringify({ ...hello, resume: 'r'.repeat(257) })));
+  rejects(() => decode(JSON.stringify({ ...hello, resume: 1 })));
+  rejects(() => decode('{"type":"resume"}'));
+  rejects(() => decode('{"type":"resume","resume":"x/y"}'));
+  rejects(() => decode('{"type":"welcome","id":"a","stream":"s","peer":"p"}')); // a place without resumed
+  rejects(() => decode('{"type":"welcome","id":"a","stream":"s","children":["p"]}'));
+  rejects(() => decode('{"type":"welcome","id":"a","stream":"s","resumed":true,"children":["a b"]}'));
+  rejects(() => decode('{"type":"welcome","id":"a","stream":"s","resumed":true,"held":[1]}'));
+  rejects(() => decode('{"type":"welcome","id":"a","stream":"s","grace":-1}'));
+});
+
+// The signing fields, with the cases of mesh/protocol/sign_test.go.
+const signKey = '11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo';
+const signHash = '47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU';
+const signSig = '5VZDAMNgrHKQhuLMgG6CioSHfx645dl02HPgZSJJAVVfuIIVkKM7rMYeOXAc-bRr0lv18FlbviRlUUFDjnoQCw';
+/** @param {string} evidence */
+const tamperedMsg = (evidence) => `{"type":"tampered","peer":"p2","evidence":${evidence}}`;
+
+test('signing fields decode as in Go', () => {
+  for (const text of [
+    `{"type":"welcome","id":"p1","stream":"demo","sourceKey":"${signKey}"}`,
+    `{"type":"parent","peer":"p2","sourceKey":"${signKey}","verify":false}`,
+    `{"type":"sourceKey","sourceKey":"${signKey}"}`,
+    '{"type":"sourceKey"}',
+    `{"type":"sourceKey","sourceKey":"${signKey}","verify":false}`,
+    tamperedMsg(`{"track":"v","counter":1099511627776,"hash":"${signHash}","sig":"${signSig}"}`),
+    tamperedMsg(`{"track":"a","counter":0,"hash":"${signHash}"}`),
+    tamperedMsg(`{"track":"v","counter":5,"hash":"${signHash}","sig":"${signSig}","last":9}`),
+  ]) decode(text);
+  assert.equal(decode(`{"type":"parent","peer":"p2","verify":false}`).verify, false);
+  assert.ok(SERVER_TYPES.has(Type.SOURCE_KEY));
+  // What a browser sends: an unsigned frame's evidence drops sig and counter, as omitempty would.
+  const sent = JSON.parse(encode({ type: Type.TAMPERED, peer: 'p2', evidence: { track: 'a', counter: 0, hash: signHash, sig: '', last: 0 } }));
+  assert.deepEqual(sent, { type: 'tampered', peer: 'p2', evidence: { track: 'a', hash: signHash } });
+});
+
+test('signing fields are refused where Go refuses them', () => {
+  const good = `{"track":"v","counter":1,"hash":"${signHash}","sig":"${signSig}"}`;
+  for (const text of [
+    `{"type":"hello","v":1,"role":"viewer","kind":"browser","stream":"demo","signKey":"${signKey}"}`,
+    `{"type":"attach","peer":"p2","sourceKey":"${signKey}"}`,
+    `{"type":"welcome","id":"p1","stream":"demo","sourceKey":"${'!'.repeat(43)}"}`,
+    '{"type":"welcome","id":"p1","stream":"demo","verify":true}',
+    `{"type":"stalled","peer":"p2","evidence":${good}}`,
+    `{"type":"tampered","evidence":${good}}`,
+    '{"type":"tampered","peer":"p2"}',
+    tamperedMsg(`{"track":"x","counter":1,"hash":"${signHash}"}`),
+    tamperedMsg(`{"track":"v","counter":9007199254740992,"hash":"${signHash}"}`),
+    tamperedMsg('{"track":"v","counter":1,"hash":"abc"}'),
+    tamperedMsg('{"track":"v","counter":1}'),
+    tamperedMsg(`{"track":"v","counter":1,"hash":"${signHash}","sig":"${signSig.slice(0, 80)}"}`),
+    tamperedMsg(`{"track":"v","counter":-1,"hash":"${signHash}"}`),
+    tamperedMsg(`{"track":"v","counter":1,"hash":"${signHash}","x":1}`),
+  ]) rejects(() => decode(text));
+});
+
+test('quiet names the parent whose signaling dropped', () => {
+  assert.equal(decode('{"type":"quiet","peer":"p4"}').peer, 'p4');
+  assert.ok(SERVER_TYPES.has(Type.QUIET));
+  rejects(() => decode('{"type":"quiet"}'));
+  rejects(() => decode('{"type":"quiet","peer":"a b"}'));
 });

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { alignPayloadTypes, preferencesFor, sameCodec, upstreamCodec } from '../js/relay-sdp.js';
-import { KEYFRAME_REQUEST_GAP_MS, KeyframeRequests, SAME_TIMELINE_S, Timeline } from '../js/relay-frames.js';
+import { BURST_SPEEDUP, FRESH_GOP_MS, KEYFRAME_REQUEST_GAP_MS, KeyframeRequests, SAME_TIMELINE_S, Timeline, burstOver, burstTimestamps, freshGop } from '../js/relay-frames.js';
 
 // An offer as Chromium makes it for a child link narrowed to H264 and Opus.
 const offer = [
@@ -120,6 +120,38 @@ test('Timeline wraps around 2^32', () => {
   assert.equal(tl.map(1, 0xffffff80, false, 30), null, 'before the wrap is earlier');
 });
 
+test('burstTimestamps replays a GOP faster than made, spaced by bytes, ending at the newest', () => {
+  const sizes = [20000, 1000, 1000, 1000, 1000, 1000];
+  const ts = burstTimestamps(1_000_000, sizes, 3000);
+  assert.equal(ts.length, sizes.length);
+  assert.equal(ts[ts.length - 1], 1_000_000);
+  for (let i = 1; i < ts.length; i++) assert.ok(ts[i] - ts[i - 1] >= 90, `frame ${i} at least 1 ms after the one before`);
+  // The span is the GOP's duration divided by the speed-up, within rounding.
+  assert.ok(Math.abs(ts[ts.length - 1] - ts[0] - (5 * 3000) / BURST_SPEEDUP) <= 5);
+  // The keyframe takes the larger share: it is 20 times a delta's bytes.
+  assert.ok(ts[1] - ts[0] > 10 * (ts[2] - ts[1]));
+  // A GOP of one frame, and timestamps wrapping around 2^32.
+  assert.deepEqual(burstTimestamps(7, [5000], 3000), [7]);
+  const w = burstTimestamps(100, [1000, 1000, 1000], 3000);
+  assert.equal(w[0], (100 - 3000) >>> 0);
+  assert.equal(((w[1] - w[0]) | 0) > 0, true);
+});
+
+test('a promoted child starts from the GOP at once only if it is the playing parent\'s and fresh', () => {
+  const s = { gopUp: 3, active: 3, frames: 40, lastVideoAt: 1000, now: 1000 + FRESH_GOP_MS };
+  assert.equal(freshGop(s), true);
+  assert.equal(freshGop({ ...s, now: 1001 + FRESH_GOP_MS }), false, 'its parent fell silent: it may be dead');
+  assert.equal(freshGop({ ...s, active: 4 }), false, 'this tab switched parent: the GOP is the old one\'s');
+  assert.equal(freshGop({ ...s, frames: 0 }), false);
+});
+
+test('burstOver: a frame 10 ms or more after the one before ends a burst', () => {
+  assert.equal(burstOver([1000]), false, 'a keyframe alone: its burst may follow');
+  assert.equal(burstOver([1000, 1090]), false, '1 ms apart: inside a Go parent\'s burst');
+  assert.equal(burstOver([1000, 4000]), true, 'a live frame at 30 fps');
+  assert.equal(burstOver([0xffffff00, 3000]), true, 'across the wrap');
+});
+
 test('KeyframeRequests merges a burst into one request per gap', () => {
   let now = 0;
   /** @type {Array<() => void>} */
@@ -141,4 +173,83 @@ test('KeyframeRequests merges a burst into one request per gap', () => {
   now = 2 * KEYFRAME_REQUEST_GAP_MS + 1;
   k.request();
   assert.equal(sent, 3, 'after a quiet gap, at once again');
+});
+
+test('pass-through offers drop the dependency descriptor, and nothing else', async () => {
+  const { withoutDependencyDescriptor, DEPENDENCY_DESCRIPTOR_URI } = await import('../js/relay-sdp.js');
+  const sdp = ['m=video 9 UDP/TLS/RTP/SAVPF 96', 'a=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid',
+    `a=extmap:11 ${DEPENDENCY_DESCRIPTOR_URI}`, 'a=rtpmap:96 VP8/90000', ''].join('\r\n');
+  const out = withoutDependencyDescriptor(sdp);
+  assert.ok(!out.includes(DEPENDENCY_DESCRIPTOR_URI));
+  assert.equal(out, sdp.replace(`a=extmap:11 ${DEPENDENCY_DESCRIPTOR_URI}\r\n`, ''));
+});
+
+test('pass-through answers get a start and floor for the sending estimate on VP8-like video codecs only', async () => {
+  const { withSendBitrates } = await import('../js/relay-sdp.js');
+  const sdp = ['v=0', 'm=audio 9 UDP/TLS/RTP/SAVPF 111', 'a=rtpmap:111 opus/48000/2', 'a=fmtp:111 minptime=10;useinbandfec=1',
+    'm=video 9 UDP/TLS/RTP/SAVPF 96 97 102', 'a=rtpmap:96 VP8/90000', 'a=rtpmap:97 rtx/90000', 'a=fmtp:97 apt=96',
+    'a=rtpmap:102 H264/90000', 'a=fmtp:102 profile-level-id=42e01f;packetization-mode=1', ''].join('\r\n');
+  const out = withSendBitrates(sdp, 4000, 1500).split('\r\n');
+  const p = 'x-google-start-bitrate=4000;x-google-min-bitrate=1500';
+  assert.ok(out.includes('a=fmtp:111 minptime=10;useinbandfec=1'), 'audio untouched');
+  assert.equal(out[out.indexOf('a=rtpmap:96 VP8/90000') + 1], `a=fmtp:96 ${p}`, 'VP8 had no fmtp: one is added');
+  assert.ok(out.includes('a=fmtp:97 apt=96'), 'RTX untouched');
+  assert.ok(out.includes('a=fmtp:102 profile-level-id=42e01f;packetization-mode=1'), 'H264 fmtp untouched');
+  assert.ok(!out.some((l) => l.startsWith('a=fmtp:102 x-google')), 'no second fmtp line for H264');
+  assert.equal(withSendBitrates(withSendBitrates(sdp)), withSendBitrates(sdp), 'idempotent');
+});
+
+test('a re-encoding standby link sends no track until promoted, then the tab\'s', async () => {
+  // A stand-in RTCPeerConnection that records what the link does with it.
+  class FakeSender {
+    constructor(track) { this.track = track ?? null; this.replaced = []; }
+    async replaceTrack(t) { this.replaced.push(t); this.track = t; }
+  }
+  class FakePC {
+    constructor() { this.transceivers = []; this.connectionState = 'new'; this.iceConnectionState = 'new'; }
+    addTransceiver(trackOrKind) {
+      const track = typeof trackOrKind === 'string' ? null : trackOrKind;
+      const tr = { sender: new FakeSender(track), setCodecPreferences() {} };
+      this.transceivers.push({ trackOrKind, tr });
+      return tr;
+    }
+    async createOffer() { return { type: 'offer', sdp: 'v=0\r\n' }; }
+    async setLocalDescription(d) { this.localDescription = d; }
+    close() {}
+  }
+  class FakeStream { constructor() { this.tracks = []; } addTrack(t) { this.tracks.push(t); } }
+  const saved = { pc: globalThis.RTCPeerConnection, ms: globalThis.MediaStream };
+  globalThis.RTCPeerConnection = /** @type {any} */ (FakePC);
+  globalThis.MediaStream = /** @type {any} */ (FakeStream);
+  try {
+    const { ChildLink } = await import('../js/relay.js');
+    const video = { kind: 'video', id: 'v1' };
+    const audio = { kind: 'audio', id: 'a1' };
+    const sent = [];
+    const link = new ChildLink(/** @type {any} */ ({
+      peer: 'child', iceServers: [], kinds: ['video', 'audio'], tracks: new Map([['video', video], ['audio', audio]]),
+      send: (s) => sent.push(s), onClosed() {}, standby: true,
+    }));
+    link.start();
+    const pc = /** @type {any} */ (link.pc);
+    assert.deepEqual(pc.transceivers.map((x) => x.trackOrKind), ['video', 'audio'], 'idle: transceivers by kind, no track');
+    link.setTrack(/** @type {any} */ ({ kind: 'video', id: 'v2' }));
+    assert.equal(link.senders.get('video').track, null, 'a new track of the tab does not start an idle link');
+    const live = { kind: 'video', id: 'v3' };
+    link.promote(new Map([['video', live], ['audio', audio]]));
+    await Promise.resolve();
+    assert.equal(link.senders.get('video').track, live, 'promoted: the tab\'s video');
+    assert.equal(link.senders.get('audio').track, audio, 'promoted: the tab\'s audio');
+    await link._chain;
+    assert.equal(sent[0]?.kind, 'offer', 'negotiated like a child link');
+    // An ordinary (not standby) re-encoding link sends the tab's tracks at once.
+    const child = new ChildLink(/** @type {any} */ ({
+      peer: 'c2', iceServers: [], kinds: ['video'], tracks: new Map([['video', video]]), send() {}, onClosed() {},
+    }));
+    child.start();
+    assert.equal(/** @type {any} */ (child.pc).transceivers[0].trackOrKind, video);
+  } finally {
+    globalThis.RTCPeerConnection = saved.pc;
+    globalThis.MediaStream = saved.ms;
+  }
 });
