@@ -130,6 +130,36 @@ func (p *peerConn) ping() {
 	p.pinger.Load().Reset(p.lim.PingInterval)
 }
 
+// attachPing is how often the edge pings a peer whose hello waits for its
+// stream's owner: an election or a takeover (cluster.ElectionWait, the
+// handover) takes seconds, the session reads nothing meanwhile, so the
+// peer's own pings go unanswered, and a Go node takes 6 s of that silence
+// for a stopped server (mesh's silenceTimeout) and leaves for the next.
+// A ping from here is as good as a pong to it.
+const attachPing = 2 * time.Second
+
+// pingWhileAttaching pings the peer every attachPing until stop.
+func (p *peerConn) pingWhileAttaching() (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(attachPing)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-p.closed:
+				return
+			case <-t.C:
+				if p.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(p.lim.WriteTimeout)) != nil {
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
 // newWriteBufferPool lends gorilla a write buffer only for the length of
 // one write, so an idle connection holds none (4 KiB each before).
 func newWriteBufferPool() websocket.BufferPool { return &sync.Pool{} }

@@ -364,7 +364,9 @@ func (s *Server) beforeHello(p *peerConn, budget *sessionBudget, data []byte, li
 			p.send(protocol.Errorf(errorCode(err), "%v", err))
 			return "unauthorized"
 		}
+		stop := p.pingWhileAttaching()
 		l, err := s.attach(p, m, p.remote)
+		stop()
 		if err != nil {
 			p.send(protocol.Errorf(errorCode(err), "%v", err))
 			return "join refused"

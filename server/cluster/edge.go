@@ -83,6 +83,12 @@ func (n *Node) Open(stream, peer string, info []byte, deliver func([]byte), clos
 	n.links[peer] = l
 	n.mu.Unlock()
 	reply, err := n.openRequest(stream, l.subject, encodeToOwner(kindOpen, peer, encodeOpen(n.id, info)))
+	if err != nil && n.adoptedWhileOpening(l) {
+		// The owner died with the open unanswered, and the next owner
+		// adopted the link meanwhile (handover.go): it is open there, and
+		// the peer may have its welcome already.
+		return l, nil
+	}
 	if errors.Is(err, errOwnerDied) {
 		// Sent to an owner that died before this server's NATS noticed:
 		// nobody will answer. Undone in case it was taken after all.
@@ -179,6 +185,22 @@ func (l *Link) Close(reason string) {
 }
 
 // drop unregisters l; it reports whether l was still registered.
+// adoptedWhileOpening reports whether a link whose open failed was
+// adopted meanwhile by the stream's next owner, which set its owner; if it
+// was not, it is dropped at once, so no adoption takes it after this.
+func (n *Node) adoptedWhileOpening(l *Link) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.links[l.peer] != l {
+		return false
+	}
+	if l.owner != "" && !l.orphaned {
+		return true
+	}
+	delete(n.links, l.peer)
+	return false
+}
+
 func (n *Node) drop(l *Link) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -264,8 +264,13 @@ func (n *Node) connect(cfg Config) error {
 		return fmt.Errorf("nats server: %w", err)
 	}
 	n.ns = ns
+	nlog := &natsLog{log: n.log.With("nats", true)}
+	ns.SetLogger(nlog, false, false)
 	go ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
+		if last := nlog.lastError(); last != "" {
+			return fmt.Errorf("nats server: not ready after 10 s: %s", last)
+		}
 		return errors.New("nats server: not ready after 10 s")
 	}
 	nc, err := nats.Connect("", append(opts, nats.InProcessServer(ns))...)

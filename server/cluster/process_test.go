@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -58,15 +60,55 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freePort is a loopback TCP port nobody listens on (a moment ago).
+// freePort is a loopback TCP port nobody listens on (a moment ago), below
+// the kernel's ephemeral range: a port bound with :0, or the local end of
+// an outgoing connection, is taken from that range, and the server
+// package's tests beside these open thousands of both. A port from inside
+// it was once taken between this pick and the server's listen, and that
+// server never started its NATS routes.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	low := ephemeralLow()
+	ports.Lock()
+	defer ports.Unlock()
+	if ports.given == nil {
+		ports.given = map[int]bool{}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	for range 1000 {
+		port := 10000 + rand.IntN(low-10000)
+		if ports.given[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		ports.given[port] = true
+		return port
+	}
+	t.Fatal("no free loopback port below the ephemeral range")
+	return 0
+}
+
+// ports are those freePort gave this test binary: each once.
+var ports struct {
+	sync.Mutex
+	given map[int]bool
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768 by
+// default, and when it cannot be read).
+func ephemeralLow() int {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				low = n
+			}
+		}
+	}
+	return low
 }
 
 // proc is a process the test started; its output goes to a log file.
