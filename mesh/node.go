@@ -502,6 +502,10 @@ func (n *Node) route(m *protocol.Message) {
 			return // a late signal for a connection already gone
 		}
 	}
+	if errors.Is(err, peer.ErrOtherLink) {
+		n.log.Debug("signal of a link replaced since; dropped", "peer", m.Peer, "kind", m.Sig.Kind)
+		return
+	}
 	if err != nil {
 		n.log.Warn("signal", "peer", m.Peer, "kind", m.Sig.Kind, "err", err)
 		if errors.Is(err, peer.ErrBadOffer) && n.cur != nil && m.Peer == n.cur.parent {

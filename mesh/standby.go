@@ -145,7 +145,7 @@ func (n *Node) reuseUpstream(id string, depth int) bool {
 // parent sends an offer on a connection whose offer was applied already:
 // the parent made a new connection (it had no standby link to promote).
 func (n *Node) renewIfReoffered(m *protocol.Message) {
-	if m.Sig.Kind != protocol.SignalOffer || !n.cur.up.HasRemote() {
+	if !n.cur.up.Reoffered(*m.Sig) {
 		return
 	}
 	uc := n.dialUpstream(n.cur.parent)
@@ -228,6 +228,14 @@ func (n *Node) promoteChild(child string) {
 // false when there is none.
 func (n *Node) routeStandby(m *protocol.Message) (ok bool, err error) {
 	if s := n.sb.link; s != nil && s.parent == m.Peer {
+		if s.up.Reoffered(*m.Sig) {
+			// The standby parent made a new link (it was planned away and
+			// back): a new connection takes its offer.
+			if fresh := n.dialUpstream(s.parent); fresh != nil {
+				n.closeUpstream(s)
+				n.sb.link, s = fresh, fresh
+			}
+		}
 		return true, s.up.HandleSignal(*m.Sig)
 	}
 	if d := n.sb.held[m.Peer]; d != nil {

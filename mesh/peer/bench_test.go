@@ -148,7 +148,7 @@ func benchPion(b *testing.B, variant string, n int) {
 					if s.Kind == protocol.SignalAnswer {
 						return c.setRemote(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: s.SDP})
 					}
-					return c.addRemoteCandidate(s.Candidate)
+					return c.addRemoteCandidate(s.Candidate, s.Link)
 				}
 			})
 			up, err := a.NewUpstream("p", []protocol.Track{vp8Track}, toDown.send, sink)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net/netip"
 	"strings"
 	"sync"
@@ -28,6 +29,10 @@ type conn struct {
 	descSent bool
 	early    []webrtc.ICECandidateInit
 	closing  atomic.Bool
+	// link names this connection in its signals (protocol.Signal.Link):
+	// the offerer's is set when it is made, the answerer's when it applies
+	// the offer; 0 until then.
+	link atomic.Uint32
 
 	// remoteMu queues remote candidates until a remote description is set;
 	// pion rejects candidates before it. remoteCount bounds what one
@@ -37,7 +42,7 @@ type conn struct {
 	// every m-section): remoteSeen holds the ones counted.
 	remoteMu      sync.Mutex
 	remoteSet     bool
-	pendingRemote []webrtc.ICECandidateInit
+	pendingRemote []pendingCandidate
 	remoteCount   int
 	remoteSeen    map[string]bool // candidate → allowed by the filter
 	// filter, if set, decides which remote candidates ICE may check
@@ -47,6 +52,29 @@ type conn struct {
 	connectedOnce, doneOnce sync.Once
 	connected, done         chan struct{}
 	failed                  atomic.Bool
+}
+
+// pendingCandidate is a remote candidate that came before the remote
+// description, with the link it named.
+type pendingCandidate struct {
+	init webrtc.ICECandidateInit
+	link uint32
+}
+
+// newLinkID is a link id for a connection this side offers: random, never 0.
+func newLinkID() uint32 {
+	for {
+		if l := mrand.Uint32(); l != 0 {
+			return l
+		}
+	}
+}
+
+// ofLink reports whether a signal naming link belongs to this connection:
+// it names none, or this connection has none yet, or the same.
+func (c *conn) ofLink(link uint32) bool {
+	own := c.link.Load()
+	return link == 0 || own == 0 || link == own
 }
 
 func newConn(pc *webrtc.PeerConnection, send func(protocol.Signal), logger *slog.Logger) *conn {
@@ -105,7 +133,7 @@ func (c *conn) sendCandidate(init webrtc.ICECandidateInit) {
 		c.logger.Warn("marshal candidate", "err", err)
 		return
 	}
-	c.send(protocol.Signal{Kind: protocol.SignalCandidate, Candidate: raw})
+	c.send(protocol.Signal{Kind: protocol.SignalCandidate, Candidate: raw, Link: c.link.Load()})
 }
 
 // sendDescription sends the local description, then any early candidates.
@@ -115,7 +143,7 @@ func (c *conn) sendDescription(kind protocol.SignalKind, sd *webrtc.SessionDescr
 	if c.closing.Load() {
 		return
 	}
-	c.send(protocol.Signal{Kind: kind, SDP: sd.SDP})
+	c.send(protocol.Signal{Kind: kind, SDP: sd.SDP, Link: c.link.Load()})
 	c.descSent = true
 	for _, init := range c.early {
 		c.sendCandidate(init)
@@ -134,8 +162,12 @@ func (c *conn) setRemote(sd webrtc.SessionDescription) error {
 		return fmt.Errorf("peer: set remote %s: %w", sd.Type, err)
 	}
 	c.remoteSet = true
-	for _, init := range c.pendingRemote {
-		if err := c.pc.AddICECandidate(init); err != nil {
+	own := c.link.Load()
+	for _, p := range c.pendingRemote {
+		if p.link != 0 && own != 0 && p.link != own {
+			continue // a candidate of the link this one replaced
+		}
+		if err := c.pc.AddICECandidate(p.init); err != nil {
 			c.logger.Debug("add queued candidate", "err", err)
 		}
 	}
@@ -143,7 +175,10 @@ func (c *conn) setRemote(sd webrtc.SessionDescription) error {
 	return nil
 }
 
-func (c *conn) addRemoteCandidate(raw json.RawMessage) error {
+func (c *conn) addRemoteCandidate(raw json.RawMessage, link uint32) error {
+	if !c.ofLink(link) {
+		return ErrOtherLink
+	}
 	var init webrtc.ICECandidateInit
 	if err := json.Unmarshal(raw, &init); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadCandidate, err)
@@ -158,7 +193,7 @@ func (c *conn) addRemoteCandidate(raw json.RawMessage) error {
 		return nil // the server's policy: ICE never checks this address
 	}
 	if !c.remoteSet {
-		c.pendingRemote = append(c.pendingRemote, init)
+		c.pendingRemote = append(c.pendingRemote, pendingCandidate{init, link})
 		return nil
 	}
 	if err := c.pc.AddICECandidate(init); err != nil {

@@ -55,6 +55,7 @@ func (a *API) newDownstream(childID string, fwds []*Forwarder, send func(protoco
 		batch:   batch,
 		hold:    hold,
 	}
+	d.link.Store(newLinkID())
 	for _, o := range opts {
 		o(d)
 	}
@@ -153,9 +154,12 @@ func (d *Downstream) readRTCP(s *webrtc.RTPSender, dt *downTrack) {
 func (d *Downstream) HandleSignal(s protocol.Signal) error {
 	switch s.Kind {
 	case protocol.SignalAnswer:
+		if !d.ofLink(s.Link) {
+			return ErrOtherLink
+		}
 		return d.setRemote(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: s.SDP})
 	case protocol.SignalCandidate:
-		return d.addRemoteCandidate(s.Candidate)
+		return d.addRemoteCandidate(s.Candidate, s.Link)
 	default:
 		return fmt.Errorf("%w: %s to a downstream", ErrUnexpectedSignal, s.Kind)
 	}

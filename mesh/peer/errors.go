@@ -12,6 +12,10 @@ var (
 	// ErrUnexpectedSignal means a signal of a kind this side does not accept
 	// (an offer sent to the offerer, an answer sent to the answerer).
 	ErrUnexpectedSignal = errors.New("peer: unexpected signal")
+	// ErrOtherLink means a signal names a link other than the
+	// connection's (protocol.Signal.Link): one of a connection already
+	// replaced, dropped.
+	ErrOtherLink = errors.New("peer: signal of another link")
 	// ErrBadCandidate means a candidate signal did not hold an RTCIceCandidateInit.
 	ErrBadCandidate = errors.New("peer: bad ICE candidate")
 	// ErrTooManyCandidates means a neighbour sent more ICE candidates than

@@ -154,6 +154,13 @@ func (u *Upstream) HandleSignal(s protocol.Signal) error {
 		if err := checkOffer(s.SDP, len(u.tracks)); err != nil {
 			return err
 		}
+		if u.HasRemote() {
+			if u.ofLink(s.Link) {
+				return nil // the offer applied already, repeated
+			}
+			return ErrOtherLink // a new connection's: see Reoffered
+		}
+		u.link.Store(s.Link)
 		if err := u.setRemote(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: s.SDP}); err != nil {
 			return err
 		}
@@ -167,10 +174,23 @@ func (u *Upstream) HandleSignal(s protocol.Signal) error {
 		u.sendDescription(protocol.SignalAnswer, u.pc.LocalDescription())
 		return nil
 	case protocol.SignalCandidate:
-		return u.addRemoteCandidate(s.Candidate)
+		return u.addRemoteCandidate(s.Candidate, s.Link)
 	default:
 		return fmt.Errorf("%w: %s to an upstream", ErrUnexpectedSignal, s.Kind)
 	}
+}
+
+// Reoffered reports whether s is an offer for a new connection from this
+// upstream's parent: one came and was applied already, and s names
+// another link (or none: a parent that names no links makes a new
+// connection whenever it offers again). The node then replaces the
+// upstream.
+func (u *Upstream) Reoffered(s protocol.Signal) bool {
+	if s.Kind != protocol.SignalOffer || !u.HasRemote() {
+		return false
+	}
+	own := u.link.Load()
+	return s.Link == 0 || own == 0 || s.Link != own
 }
 
 // RequestKeyframe sends a PLI for every video track being received; it does

@@ -211,10 +211,19 @@ type ICEServer struct {
 
 // Signal is an SDP description or an ICE candidate. Candidate is the JSON of
 // an RTCIceCandidateInit, passed through untouched.
+//
+// Link names the connection a signal belongs to: the offerer picks it for
+// each connection it makes and sends it with its offer and candidates, the
+// answerer sends back the link of the offer it answered. Two peers that
+// tear a link down and make a new one at once (a standby parent planned
+// away and back) have signals of the old link still on their way; each
+// side drops a signal of a link other than its connection's. 0 (a peer
+// that names no link) matches any.
 type Signal struct {
 	Kind      SignalKind      `json:"kind"`
 	SDP       string          `json:"sdp,omitempty"`
 	Candidate json.RawMessage `json:"candidate,omitempty"`
+	Link      uint32          `json:"link,omitempty"`
 }
 
 // Message is the one envelope every signaling message uses; Type says which

@@ -19,6 +19,7 @@ import { PassthroughRelay, receivedCodecs, waitForCodecs } from './relay-passthr
 import { QUIET_FOR_MS, QUIET_SILENCE_MS, REFUSED_RETRY_MS, SILENCE_POLL_MS, STANDBY_PER_SLOT, SilenceWatch, StandbyUpstream, parentFailed, silenceLimit } from './standby.js';
 import { FrameChecks, cannotVerify } from './framesig-client.js';
 import { cannotDecode, offeredVideoCodecs } from './codecs.js';
+import { ofLink, reoffered, setLink, stamped } from './link.js';
 
 /** @typedef {import('./protocol.js').Message} Message */
 /** @typedef {import('./protocol.js').ICEServer} ICEServer */
@@ -189,7 +190,7 @@ export class CanopyClient extends EventTarget {
     this._held = [];
     /** Tracks of the current parent's connection, by kind. @type {Map<string, MediaStreamTrack>} */
     this._incoming = new Map();
-    /** Remote candidates that arrived before the offer. @type {RTCIceCandidateInit[]} */ this._pending = [];
+    /** Remote candidates that arrived before the offer. @type {import('./protocol.js').Signal[]} */ this._pending = [];
     /** Serialises SDP and candidate handling for the current pc. */ this._chain = Promise.resolve();
     this._started = false;
     this._startedAt = 0;
@@ -613,7 +614,7 @@ export class CanopyClient extends EventTarget {
   _wireUpstream(pc, peer) {
     pc.onicecandidate = (ev) => {
       if (pc !== this.pc || !ev.candidate || !ev.candidate.candidate) return; // skip end-of-candidates
-      this._send({ type: Type.SIGNAL, peer, signal: { kind: SignalKind.CANDIDATE, candidate: ev.candidate.toJSON() } });
+      this._send({ type: Type.SIGNAL, peer, signal: stamped(pc, { kind: SignalKind.CANDIDATE, candidate: ev.candidate.toJSON() }) });
     };
     pc.ontrack = (ev) => this._onTrack(pc, peer, ev.track);
     pc.onconnectionstatechange = pc.oniceconnectionstatechange = () => {
@@ -628,16 +629,24 @@ export class CanopyClient extends EventTarget {
     const peer = this.parentId;
     const step = async () => {
       if (pc !== this.pc) return;
+      if (reoffered(pc, sig)) {
+        // The parent made a new connection: a new one here takes its offer.
+        this._newParent(/** @type {string} */ (peer), this.depth);
+        if (this.pc) this._onSignal(this.pc, sig);
+        return;
+      }
+      if (!ofLink(pc, sig)) return; // a signal of a link replaced since
       if (sig.kind === SignalKind.OFFER) {
         if (this._unplayable(cannotDecode(offeredVideoCodecs(sig.sdp ?? '')))) return;
+        setLink(pc, sig.link ?? 0);
         await pc.setRemoteDescription({ type: 'offer', sdp: sig.sdp });
-        for (const c of this._pending.splice(0)) await this._addCandidate(pc, c);
+        for (const c of this._pending.splice(0)) if (ofLink(pc, c) && c.candidate) await this._addCandidate(pc, c.candidate);
         await pc.setLocalDescription(await pc.createAnswer());
         if (pc !== this.pc || !pc.localDescription) return;
-        this._send({ type: Type.SIGNAL, peer: /** @type {string} */ (peer), signal: { kind: SignalKind.ANSWER, sdp: pc.localDescription.sdp } });
+        this._send({ type: Type.SIGNAL, peer: /** @type {string} */ (peer), signal: stamped(pc, { kind: SignalKind.ANSWER, sdp: pc.localDescription.sdp }) });
       } else if (sig.kind === SignalKind.CANDIDATE && sig.candidate) {
         if (pc.remoteDescription) await this._addCandidate(pc, sig.candidate);
-        else if (this._pending.length < MAX_EDGE_CANDIDATES) this._pending.push(sig.candidate); // the server bounds an edge's too
+        else if (this._pending.length < MAX_EDGE_CANDIDATES) this._pending.push(sig); // the server bounds an edge's too
       }
     };
     this._chain = this._chain.then(step).catch((err) => {
@@ -811,11 +820,19 @@ export class CanopyClient extends EventTarget {
   /** @param {string} id @param {{pc: RTCPeerConnection, tracks: Map<string, MediaStreamTrack>}} [from] */
   _standbyLink(id, from) {
     const relay = this.relay;
-    return new StandbyUpstream({
+    const link = new StandbyUpstream({
       peer: id, iceServers: this.iceServers, private: this.private,
       send: (signal) => this._send({ type: Type.SIGNAL, peer: id, signal }),
       receive: relay ? (pc, r) => relay.receive(pc, r) : undefined,
+      renew: (sig) => {
+        // The standby parent made a new link (planned away and back).
+        if (this.standby !== link) return;
+        link.close();
+        this.standby = this._standbyLink(id);
+        this.standby.onSignal(sig);
+      },
     }, from);
+    return link;
   }
 
   /**

@@ -119,6 +119,7 @@ export const Code = Object.freeze({
  * @property {'offer'|'answer'|'candidate'} kind
  * @property {string} [sdp]
  * @property {RTCIceCandidateInit} [candidate]
+ * @property {number} [link] the connection it belongs to (link.js)
  */
 
 /**
@@ -280,7 +281,7 @@ const TRACK_FIELDS = {
 /** @type {Record<string, FieldType>} */
 const ICE_SERVER_FIELDS = { urls: 'array', username: 'string', credential: 'string' };
 /** @type {Record<string, FieldType>} */
-const SIGNAL_FIELDS = { kind: 'string', sdp: 'string', candidate: 'any' };
+const SIGNAL_FIELDS = { kind: 'string', sdp: 'string', candidate: 'any', link: 'uint32' };
 /** @type {Record<string, FieldType>} */
 const STATS_FIELDS = {
   bytesReceived: 'uint', packetsReceived: 'uint', packetsLost: 'uint', bytesRelayed: 'uint',

@@ -11,6 +11,7 @@
 // Either way the child's connection and decoder carry on across the switch.
 
 import { MAX_EDGE_CANDIDATES, SignalKind } from './protocol.js';
+import { newLinkId, ofLink, setLink, stamped } from './link.js';
 import { passthroughOffer } from './relay-passthrough.js';
 import { withSendBitrates } from './relay-sdp.js';
 import { readLink } from './uplink.js';
@@ -133,6 +134,7 @@ export class ChildLink {
   /** Adds the transceivers and sends the offer. */
   start() {
     const pc = this.pc;
+    setLink(pc, newLinkId());
     const stream = new MediaStream();
     const pass = this._opts.passthrough;
     for (const kind of this._opts.kinds) {
@@ -152,7 +154,7 @@ export class ChildLink {
     }
     pc.onicecandidate = (ev) => {
       if (this._closed || !ev.candidate || !ev.candidate.candidate) return;
-      this._opts.send({ kind: SignalKind.CANDIDATE, candidate: ev.candidate.toJSON() });
+      this._opts.send(stamped(pc, { kind: SignalKind.CANDIDATE, candidate: ev.candidate.toJSON() }));
     };
     pc.onconnectionstatechange = () => {
       // A child that cannot be reached is the server's to re-place; it
@@ -169,7 +171,7 @@ export class ChildLink {
         await pc.setLocalDescription(await pc.createOffer());
       }
       if (!this._closed && pc.localDescription) {
-        this._opts.send({ kind: SignalKind.OFFER, sdp: pc.localDescription.sdp });
+        this._opts.send(stamped(pc, { kind: SignalKind.OFFER, sdp: pc.localDescription.sdp }));
       }
     });
   }
@@ -177,6 +179,7 @@ export class ChildLink {
   /** @param {Signal} sig the child's answer or candidate */
   onSignal(sig) {
     const pc = this.pc;
+    if (!ofLink(pc, sig)) return; // the child's answer to a connection replaced since
     this._run(async () => {
       if (sig.kind === SignalKind.ANSWER) {
         // A pass-through link's sending estimate starts high enough for a

@@ -20,6 +20,7 @@
 // (with `standby: true`) is the parent side's.
 
 import { MAX_EDGE_CANDIDATES, SignalKind } from './protocol.js';
+import { ofLink, reoffered, setLink, stamped } from './link.js';
 
 /** @typedef {import('./protocol.js').Signal} Signal */
 /** @typedef {import('./protocol.js').ICEServer} ICEServer */
@@ -155,6 +156,7 @@ export function isUp(pc) {
  * @property {boolean} private relay candidates only
  * @property {(signal: Signal) => void} send sends a signal to the standby parent through the server
  * @property {(pc: RTCPeerConnection, receiver: RTCRtpReceiver) => void} [receive] routes a receiver through the pass-through worker
+ * @property {(offer: Signal) => void} [renew] takes an offer of a new link from the standby parent (link.js): a new connection answers it
  */
 
 /**
@@ -174,13 +176,13 @@ export class StandbyUpstream {
     this.pc = from?.pc ?? new RTCPeerConnection({ iceServers: opts.iceServers, iceTransportPolicy: opts.private ? 'relay' : 'all' });
     /** The parent's tracks, by kind, muted until it is promoted. @type {Map<string, MediaStreamTrack>} */
     this.tracks = from?.tracks ?? new Map();
-    /** @type {RTCIceCandidateInit[]} */ this._pending = [];
+    /** @type {Signal[]} */ this._pending = [];
     /** Serialises SDP and candidate handling. */ this.chain = Promise.resolve();
     this._released = false;
     const pc = this.pc;
     pc.onicecandidate = (ev) => {
       if (this._released || !ev.candidate || !ev.candidate.candidate) return;
-      opts.send({ kind: SignalKind.CANDIDATE, candidate: ev.candidate.toJSON() });
+      opts.send(stamped(pc, { kind: SignalKind.CANDIDATE, candidate: ev.candidate.toJSON() }));
     };
     pc.ontrack = (ev) => {
       const receiver = pc.getReceivers().find((r) => r.track === ev.track);
@@ -200,14 +202,20 @@ export class StandbyUpstream {
     const pc = this.pc;
     this.chain = this.chain.then(async () => {
       if (this._released) return;
+      if (reoffered(pc, sig)) {
+        this._opts.renew?.(sig); // a new link's offer: a new connection takes it
+        return;
+      }
+      if (!ofLink(pc, sig)) return; // a signal of a link replaced since
       if (sig.kind === SignalKind.OFFER) {
+        setLink(pc, sig.link ?? 0);
         await pc.setRemoteDescription({ type: 'offer', sdp: sig.sdp });
-        for (const c of this._pending.splice(0)) await addCandidate(pc, c);
+        for (const c of this._pending.splice(0)) if (ofLink(pc, c) && c.candidate) await addCandidate(pc, c.candidate);
         await pc.setLocalDescription(await pc.createAnswer());
-        if (!this._released && pc.localDescription) this._opts.send({ kind: SignalKind.ANSWER, sdp: pc.localDescription.sdp });
+        if (!this._released && pc.localDescription) this._opts.send(stamped(pc, { kind: SignalKind.ANSWER, sdp: pc.localDescription.sdp }));
       } else if (sig.kind === SignalKind.CANDIDATE && sig.candidate) {
         if (pc.remoteDescription) await addCandidate(pc, sig.candidate);
-        else if (this._pending.length < MAX_EDGE_CANDIDATES) this._pending.push(sig.candidate);
+        else if (this._pending.length < MAX_EDGE_CANDIDATES) this._pending.push(sig);
       }
     }).catch((err) => {
       console.warn('canopy: signaling with the standby parent failed:', err);
