@@ -30,7 +30,11 @@ func TestStaleLinkSignalsDropped(t *testing.T) {
 	var mu sync.Mutex
 	var toChild []protocol.Signal // what the parent sent, in order
 	collect := func(s protocol.Signal) { mu.Lock(); toChild = append(toChild, s); mu.Unlock() }
-	sent := func() []protocol.Signal { mu.Lock(); defer mu.Unlock(); return append([]protocol.Signal(nil), toChild...) }
+	sent := func() []protocol.Signal {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]protocol.Signal(nil), toChild...)
+	}
 
 	first, err := a.NewDownstream("child", []*Forwarder{f}, collect)
 	if err != nil {
