@@ -3,6 +3,7 @@ package main
 import (
 	"time"
 
+	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
 )
 
@@ -192,6 +193,8 @@ func (c *coordinator) complains(child, parent string) bool {
 //     barred for a probation. Either way the child moves;
 //   - the parent delivers to others but never did to this child: the path
 //     between them is broken; the child moves, the parent pays nothing.
+//     With nowhere else for it to go, the parent offers it a new
+//     connection instead (renewEdge).
 //
 // Called with c.mu held.
 func (c *coordinator) stalled(reporter, parent string) {
@@ -237,9 +240,37 @@ func (c *coordinator) stalled(reporter, parent string) {
 			c.log.Warn("reattach", "peer", reporter, "err", err)
 			return
 		}
+		if len(changes) == 0 {
+			c.renewEdge(parent, reporter, now)
+			return
+		}
 		c.log.Info("child cannot receive from a parent that delivers to others; moving the child", "peer", reporter, "parent", parent, "moves", len(changes))
 		c.apply(changes)
 	}
+}
+
+// edgeRenewEvery bounds how often a child's connection to its parent is
+// made anew (renewEdge): a new connection has that long to deliver before
+// the next one replaces it.
+const edgeRenewEvery = 10 * time.Second
+
+// renewEdge has parent offer child a new connection: the child cannot
+// receive from a parent that delivers to others, and the tree has nowhere
+// else to put it. A connection that never came up (a negotiation that went
+// wrong, a path ICE gave up on) is the likeliest cause, and each side takes
+// the new link's offer for a new connection (protocol.Signal.Link). Called
+// with c.mu held.
+func (c *coordinator) renewEdge(parentID, childID string, now time.Time) {
+	parent, child := c.peers[parentID], c.peers[childID]
+	if parent == nil || child == nil || now.Sub(child.edgeRenewed) < edgeRenewEvery {
+		return
+	}
+	child.edgeRenewed = now
+	c.log.Info("child cannot receive from a parent that delivers to others, and has nowhere else to go; the parent offers a new connection",
+		"peer", childID, "parent", parentID)
+	parent.budgets.resetEdge(childID)
+	child.budgets.resetEdge(parentID)
+	parent.send(&protocol.Message{Type: protocol.TypeAttach, Peer: childID, Strip: c.stripFor(parentID, childID)})
 }
 
 // brokenAbove reports whether the media broke above parent: another child

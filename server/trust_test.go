@@ -275,3 +275,73 @@ func TestTrustStrippedRelayRestoredAfterProbation(t *testing.T) {
 	playsOn(t, viewers, 30, 60*time.Second)
 	waitFor(t, 30*time.Second, "relay feeds children again", func() bool { return relay.node.Children() > 0 })
 }
+
+// TestTrustBrokenEdgeRenewed: a viewer below the only relay never gets its
+// connection up (here it ignores the relay's offer) while the relay
+// delivers to others, and the tree has nowhere else for it: the source's
+// one slot is the relay's. On its stall reports the relay offers it a new
+// connection, on a new link (a stale negotiation left a real child so in
+// TestRelayCrashRecovers, reported as moved with no move, for good); the
+// reports that follow within edgeRenewEvery renew nothing more.
+func TestTrustBrokenEdgeRenewed(t *testing.T) {
+	lightTest(t)
+	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
+	src := startSource(t, url, "renew", 1)
+	relay := startPeer(t, url, "renew", protocol.RoleRelay, 8, src)
+	waitFor(t, 10*time.Second, "relay placed", func() bool { return relay.node.Parent() == src.node.ID() })
+	viewers := startViewers(t, url, "renew", 1, 30, src)
+	rid := relay.node.ID()
+	waitFor(t, 10*time.Second, "relay proven", func() bool { n, _ := nodeOf(s, "renew", rid); return n.Trust == tree.TrustProven })
+
+	p, id := join(t, url, protocol.RoleViewer, protocol.KindGo, "renew", 0)
+	waitFor(t, 10*time.Second, "the viewer below the relay", func() bool { return parentOf(s, "renew", id) == rid })
+	offers := make(chan uint32, 16)
+	go func() {
+		for {
+			select {
+			case m := <-p.in:
+				if m.Type == protocol.TypeSignal && m.Peer == rid && m.Sig != nil && m.Sig.Kind == protocol.SignalOffer {
+					offers <- m.Sig.Link
+				}
+			case <-p.done:
+				return
+			}
+		}
+	}()
+	var first uint32
+	select {
+	case first = <-offers:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no offer from the relay")
+	}
+	if first == 0 {
+		t.Fatal("the relay's offer names no link")
+	}
+	var second uint32
+	deadline := time.After(30 * time.Second)
+	for second == 0 {
+		p.send(`{"type":"stalled","peer":"` + rid + `"}`)
+		select {
+		case second = <-offers:
+		case <-time.After(time.Second): // a real peer's pace of reports
+		case <-deadline:
+			t.Fatal("the relay never offered the viewer a new connection")
+		}
+	}
+	if second == first {
+		t.Errorf("the new connection's offer names the old link %d", first)
+	}
+	if got := parentOf(s, "renew", id); got != rid {
+		t.Errorf("viewer moved to %q", got)
+	}
+	for range 3 {
+		p.send(`{"type":"stalled","peer":"` + rid + `"}`)
+		time.Sleep(time.Second) // reports at a real peer's pace, well within edgeRenewEvery
+	}
+	select {
+	case l := <-offers:
+		t.Errorf("another new connection (link %d) within %v of the last", l, edgeRenewEvery)
+	default:
+	}
+	playsOn(t, viewers, 30, 30*time.Second)
+}

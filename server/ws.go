@@ -54,13 +54,16 @@ func newGuard(cfg Config) *guard {
 
 // peerConn is one peer's signaling connection.
 type peerConn struct {
-	id         string
-	log        *slog.Logger
-	conn       wireConn                   // a WebSocket, or the pipe of a node hosted in-process (local.go)
-	out        sendQueue                  // written by a flush goroutine (sendq.go)
-	pinger     atomic.Pointer[time.Timer] // pings every PingInterval
-	iceServers []protocol.ICEServer
-	lim        Limits
+	id string
+	// edgeRenewed is when its parent last offered it a new connection
+	// (trust.go, renewEdge); under the coordinator's lock.
+	edgeRenewed time.Time
+	log         *slog.Logger
+	conn        wireConn                   // a WebSocket, or the pipe of a node hosted in-process (local.go)
+	out         sendQueue                  // written by a flush goroutine (sendq.go)
+	pinger      atomic.Pointer[time.Timer] // pings every PingInterval
+	iceServers  []protocol.ICEServer
+	lim         Limits
 	// grant is the credential verified on the upgrade request, if any;
 	// after hello, the one the peer was admitted with.
 	grant *grant
