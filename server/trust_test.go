@@ -152,13 +152,7 @@ func TestTrustSockpuppetStallsCannotStripRelay(t *testing.T) {
 	lightTest(t)
 	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
 	src := startSource(t, url, "puppets", 1)
-	relay := startPeer(t, url, "puppets", protocol.RoleRelay, 8, src)
-	waitFor(t, 10*time.Second, "relay placed", func() bool { return relay.node.Parent() == src.node.ID() })
-	viewers := startViewers(t, url, "puppets", 3, 30, src)
-	waitFor(t, 10*time.Second, "relay proven", func() bool {
-		n, _ := nodeOf(s, "puppets", relay.node.ID())
-		return n.Trust == tree.TrustProven
-	})
+	relay, viewers := provenRelay(t, s, url, "puppets", src, 3)
 	rid := relay.node.ID()
 	var puppets []*livePeer
 	for range 3 {
@@ -182,6 +176,17 @@ func TestTrustSockpuppetStallsCannotStripRelay(t *testing.T) {
 			t.Errorf("viewer %s moved off the honest relay to %s", v.node.ID(), v.node.Parent())
 		}
 	}
+}
+
+// provenRelay starts a relay of capacity 8 below src (the source's one
+// slot), n viewers that play below it, and waits until the relay is proven.
+func provenRelay(t *testing.T, s *Server, url, stream string, src *testSource, n int) (*testViewer, []*testViewer) {
+	t.Helper()
+	relay := startPeer(t, url, stream, protocol.RoleRelay, 8, src)
+	waitFor(t, 10*time.Second, "relay placed", func() bool { return relay.node.Parent() == src.node.ID() })
+	viewers := startViewers(t, url, stream, n, 30, src)
+	waitFor(t, 10*time.Second, "relay proven", func() bool { n, _ := nodeOf(s, stream, relay.node.ID()); return n.Trust == tree.TrustProven })
+	return relay, viewers
 }
 
 // uplinkAllows is the usable capacity a relay of the given capacity has
@@ -227,11 +232,8 @@ func TestTrustStallBlamedAtFirstBrokenHop(t *testing.T) {
 	lightTest(t)
 	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
 	src := startPausableSource(t, url, "upstream", 1)
-	relay := startPeer(t, url, "upstream", protocol.RoleRelay, 8, src.testSource)
-	waitFor(t, 10*time.Second, "relay placed", func() bool { return relay.node.Parent() == src.node.ID() })
-	viewers := startViewers(t, url, "upstream", 3, 30, src.testSource)
+	relay, viewers := provenRelay(t, s, url, "upstream", src.testSource, 3)
 	rid := relay.node.ID()
-	waitFor(t, 10*time.Second, "relay proven", func() bool { n, _ := nodeOf(s, "upstream", rid); return n.Trust == tree.TrustProven })
 
 	src.paused.Store(true)
 	time.Sleep(5 * time.Second) // the outage itself: reports flow meanwhile
@@ -257,11 +259,8 @@ func TestTrustStrippedRelayRestoredAfterProbation(t *testing.T) {
 	lightTest(t)
 	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
 	src := startPausableSource(t, url, "probation", 1)
-	relay := startPeer(t, url, "probation", protocol.RoleRelay, 8, src.testSource)
-	waitFor(t, 10*time.Second, "relay placed", func() bool { return relay.node.Parent() == src.node.ID() })
-	viewers := startViewers(t, url, "probation", 3, 30, src.testSource)
+	relay, viewers := provenRelay(t, s, url, "probation", src.testSource, 3)
 	rid := relay.node.ID()
-	waitFor(t, 10*time.Second, "relay proven", func() bool { n, _ := nodeOf(s, "probation", rid); return n.Trust == tree.TrustProven })
 
 	src.paused.Store(true)
 	waitFor(t, 40*time.Second, "relay stripped", func() bool { n, _ := nodeOf(s, "probation", rid); return n.Trust == tree.TrustHeld })
@@ -287,11 +286,8 @@ func TestTrustBrokenEdgeRenewed(t *testing.T) {
 	lightTest(t)
 	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
 	src := startSource(t, url, "renew", 1)
-	relay := startPeer(t, url, "renew", protocol.RoleRelay, 8, src)
-	waitFor(t, 10*time.Second, "relay placed", func() bool { return relay.node.Parent() == src.node.ID() })
-	viewers := startViewers(t, url, "renew", 1, 30, src)
+	relay, viewers := provenRelay(t, s, url, "renew", src, 1)
 	rid := relay.node.ID()
-	waitFor(t, 10*time.Second, "relay proven", func() bool { n, _ := nodeOf(s, "renew", rid); return n.Trust == tree.TrustProven })
 
 	p, id := join(t, url, protocol.RoleViewer, protocol.KindGo, "renew", 0)
 	waitFor(t, 10*time.Second, "the viewer below the relay", func() bool { return parentOf(s, "renew", id) == rid })
