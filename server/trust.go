@@ -158,6 +158,17 @@ func (c *coordinator) watchPlay(child, parent string, at time.Time, after time.D
 	})
 }
 
+// playedFromByOthers reports whether a child of parent other than child
+// played from it.
+func (c *coordinator) playedFromByOthers(parent, child string) bool {
+	for _, k := range c.tree.Children(parent) {
+		if k != child && c.trust.playedFrom(k, parent) {
+			return true
+		}
+	}
+	return false
+}
+
 // complains reports whether child reported parent stalled lately, in a way
 // that makes its silence the parent's fault: a child of the source that
 // others play from has no excuse.
@@ -169,12 +180,7 @@ func (c *coordinator) complains(child, parent string) bool {
 	if c.source == nil || parent != c.source.id {
 		return true
 	}
-	for _, k := range c.tree.Children(parent) {
-		if c.trust.playedFrom(k, parent) {
-			return false
-		}
-	}
-	return true
+	return !c.playedFromByOthers(parent, child)
 }
 
 // stalled handles a child's report that its parent's media stopped (or
@@ -222,6 +228,13 @@ func (c *coordinator) stalled(reporter, parent string) {
 		}
 	}
 	if parent == c.source.id {
+		if !c.trust.playedFrom(reporter, parent) && c.playedFromByOthers(parent, reporter) {
+			// Its connection never came up (a negotiation lost with the
+			// owner that placed it, one that went wrong): the source's
+			// children have nowhere else to go.
+			c.renewEdge(parent, reporter, now)
+			return
+		}
 		c.log.Warn("child reports the source stalled", "peer", reporter)
 		return
 	}

@@ -275,28 +275,53 @@ func TestTrustStrippedRelayRestoredAfterProbation(t *testing.T) {
 	waitFor(t, 30*time.Second, "relay feeds children again", func() bool { return relay.node.Children() > 0 })
 }
 
-// TestTrustBrokenEdgeRenewed: a viewer below the only relay never gets its
-// connection up (here it ignores the relay's offer) while the relay
-// delivers to others, and the tree has nowhere else for it: the source's
-// one slot is the relay's. On its stall reports the relay offers it a new
-// connection, on a new link (a stale negotiation left a real child so in
-// TestRelayCrashRecovers, reported as moved with no move, for good); the
-// reports that follow within edgeRenewEvery renew nothing more.
+// TestTrustBrokenEdgeRenewed: a viewer never gets its connection to its
+// parent up (here it ignores the parent's offer) while the parent delivers
+// to others, and the tree has nowhere else for it. On its stall reports
+// the parent offers it a new connection, on a new link; the reports that
+// follow within edgeRenewEvery renew nothing more. Below a relay (the
+// source's one slot is the relay's): a stale negotiation left a real child
+// so in TestRelayCrashRecovers, logged as moved with no move, for good.
+// Below the source: a viewer placed just before its owner died lost its
+// negotiation, and its reports about the source were ignored.
 func TestTrustBrokenEdgeRenewed(t *testing.T) {
 	lightTest(t)
-	s, url := startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
-	src := startSource(t, url, "renew", 1)
-	relay, viewers := provenRelay(t, s, url, "renew", src, 1)
-	rid := relay.node.ID()
+	for _, below := range []string{"relay", "source"} {
+		t.Run(below, func(t *testing.T) {
+			stream := "renew-" + below
+			var s *Server
+			var url, parent string
+			var viewers []*testViewer
+			if below == "relay" {
+				s, url = startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 1}})
+				src := startSource(t, url, stream, 1)
+				var relay *testViewer
+				relay, viewers = provenRelay(t, s, url, stream, src, 1)
+				parent = relay.node.ID()
+			} else {
+				s, url = startServerWith(t, Config{Policy: tree.Config{SourceCapacity: 2}})
+				src := startSource(t, url, stream, 2)
+				viewers = startViewers(t, url, stream, 1, 30, src)
+				parent = src.node.ID()
+			}
+			renewedEdge(t, s, url, stream, parent)
+			playsOn(t, viewers, 30, 30*time.Second)
+		})
+	}
+}
 
-	p, id := join(t, url, protocol.RoleViewer, protocol.KindGo, "renew", 0)
-	waitFor(t, 10*time.Second, "the viewer below the relay", func() bool { return parentOf(s, "renew", id) == rid })
+// renewedEdge joins a raw viewer below parent that ignores its offers and
+// reports parent stalled, and checks that parent offers again, once.
+func renewedEdge(t *testing.T, s *Server, url, stream, parent string) {
+	t.Helper()
+	p, id := join(t, url, protocol.RoleViewer, protocol.KindGo, stream, 0)
+	waitFor(t, 10*time.Second, "the raw viewer below "+parent, func() bool { return parentOf(s, stream, id) == parent })
 	offers := make(chan uint32, 16)
 	go func() {
 		for {
 			select {
 			case m := <-p.in:
-				if m.Type == protocol.TypeSignal && m.Peer == rid && m.Sig != nil && m.Sig.Kind == protocol.SignalOffer {
+				if m.Type == protocol.TypeSignal && m.Peer == parent && m.Sig != nil && m.Sig.Kind == protocol.SignalOffer {
 					offers <- m.Sig.Link
 				}
 			case <-p.done:
@@ -308,30 +333,31 @@ func TestTrustBrokenEdgeRenewed(t *testing.T) {
 	select {
 	case first = <-offers:
 	case <-time.After(10 * time.Second):
-		t.Fatal("no offer from the relay")
+		t.Fatal("no offer from the parent")
 	}
 	if first == 0 {
-		t.Fatal("the relay's offer names no link")
+		t.Fatal("the parent's offer names no link")
 	}
+	stalled := `{"type":"stalled","peer":"` + parent + `"}`
 	var second uint32
 	deadline := time.After(30 * time.Second)
 	for second == 0 {
-		p.send(`{"type":"stalled","peer":"` + rid + `"}`)
+		p.send(stalled)
 		select {
 		case second = <-offers:
 		case <-time.After(time.Second): // a real peer's pace of reports
 		case <-deadline:
-			t.Fatal("the relay never offered the viewer a new connection")
+			t.Fatal("the parent never offered the viewer a new connection")
 		}
 	}
 	if second == first {
 		t.Errorf("the new connection's offer names the old link %d", first)
 	}
-	if got := parentOf(s, "renew", id); got != rid {
+	if got := parentOf(s, stream, id); got != parent {
 		t.Errorf("viewer moved to %q", got)
 	}
 	for range 3 {
-		p.send(`{"type":"stalled","peer":"` + rid + `"}`)
+		p.send(stalled)
 		time.Sleep(time.Second) // reports at a real peer's pace, well within edgeRenewEvery
 	}
 	select {
@@ -339,5 +365,4 @@ func TestTrustBrokenEdgeRenewed(t *testing.T) {
 		t.Errorf("another new connection (link %d) within %v of the last", l, edgeRenewEvery)
 	default:
 	}
-	playsOn(t, viewers, 30, 30*time.Second)
 }
