@@ -71,9 +71,12 @@ func TestTamperBarOutlastsTheSession(t *testing.T) {
 			t.Fatalf("%s: a new viewer %+v, the barred relay %+v: want no child under it", when, n, b)
 		}
 		t.Logf("%s: the new viewer's parent %q (queued %v)", when, n.Parent, n.Queued)
-		q.sendMsg(&protocol.Message{Type: protocol.TypeLeave}) // gone at once, not suspended for its resume
-		_ = q.conn.Close()
+		// Gone at once, not suspended for its resume. The socket closes
+		// after that: closed at once, with the parent's offer unread here,
+		// it is reset, and a reset can lose the leave still unread there.
+		q.sendMsg(&protocol.Message{Type: protocol.TypeLeave})
 		waitFor(t, 10*time.Second, "the new viewer gone", func() bool { _, ok := nodeOf(s, stream, id); return !ok })
+		_ = q.conn.Close()
 	}
 	barred(bad.id, "barred")
 	// The viewers' stats reports carry the frames they refused to the stats API.

@@ -184,7 +184,6 @@ func (l *Link) Close(reason string) {
 	}
 }
 
-// drop unregisters l; it reports whether l was still registered.
 // adoptedWhileOpening reports whether a link whose open failed was
 // adopted meanwhile by the stream's next owner, which set its owner; if it
 // was not, it is dropped at once, so no adoption takes it after this.
@@ -201,6 +200,7 @@ func (n *Node) adoptedWhileOpening(l *Link) bool {
 	return false
 }
 
+// drop unregisters l; it reports whether l was still registered.
 func (n *Node) drop(l *Link) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
