@@ -173,6 +173,7 @@ func (n *Node) resumeLoop(hello *protocol.Message, first int, deadline time.Time
 	}()
 	b := Backoff{Base: resumeBackoff, Max: resumeBackoffMax}
 	var last error
+	at := first // the server to try next
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			select {
@@ -182,8 +183,14 @@ func (n *Node) resumeLoop(hello *protocol.Message, first int, deadline time.Time
 				return
 			}
 		}
-		r := n.tryResume(ctx, hello, first+attempt)
+		r := n.tryResume(ctx, hello, at)
 		var se *ServerError
+		if !errors.As(r.err, &se) || se.Code != protocol.CodeResumeLive {
+			// The next server; one that answered resume_live is checking
+			// the old connection and asked for a retry shortly: it again
+			// (the next may be the silent one, holding an attempt 6 s).
+			at++
+		}
 		switch {
 		case r.err == nil:
 			n.resumeDone(r)

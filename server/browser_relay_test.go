@@ -2,10 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
-	"net"
-	"net/url"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,73 +10,6 @@ import (
 	"canopy/mesh/protocol"
 	"canopy/mesh/tree"
 )
-
-// tcpProxy forwards loopback TCP connections to a server. Cutting it drops
-// every connection at once, which is how a crashed peer looks to the server:
-// its WebSocket ends without a leave.
-type tcpProxy struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	conns []net.Conn
-	cut   bool
-}
-
-func startProxy(t *testing.T, serverURL string) *tcpProxy {
-	t.Helper()
-	u, err := url.Parse(serverURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{ln: ln, target: u.Host}
-	go p.serve()
-	t.Cleanup(p.cutAll)
-	return p
-}
-
-// url is the proxy's address in the form mesh.Config.Server takes.
-func (p *tcpProxy) url() string { return "http://" + p.ln.Addr().String() }
-
-func (p *tcpProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		if p.cut {
-			p.mu.Unlock()
-			c.Close()
-			up.Close()
-			return
-		}
-		p.conns = append(p.conns, c, up)
-		p.mu.Unlock()
-		go func() { _, _ = io.Copy(up, c); up.Close() }()
-		go func() { _, _ = io.Copy(c, up); c.Close() }()
-	}
-}
-
-func (p *tcpProxy) cutAll() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	p.ln.Close()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
 
 // newTab opens another tab in the browser of ctx (one Chromium for several
 // viewers keeps the test light on two cores).

@@ -169,60 +169,8 @@ func TestCLIServerList(t *testing.T) {
 // server sees connections that are up but never answer.
 func halfOpenProxy(t *testing.T, target string) (url string, halfClose func()) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := strings.TrimPrefix(target, "http://")
-	var mu sync.Mutex
-	var clients, servers []net.Conn
-	var silent atomic.Bool
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", addr)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			mu.Lock()
-			clients, servers = append(clients, c), append(servers, up)
-			mu.Unlock()
-			go func() { _, _ = io.Copy(c, up) }()
-			go func() {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 && !silent.Load() {
-						_, _ = up.Write(buf[:n])
-					}
-					if err != nil {
-						return // up stays open
-					}
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range append(clients, servers...) {
-			_ = c.Close()
-		}
-	})
-	return "http://" + ln.Addr().String(), func() {
-		silent.Store(true)
-		_ = ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range clients {
-			_ = c.Close()
-		}
-	}
+	px := startProxy(t, target)
+	return px.url(), px.halfClose
 }
 
 // TestResumeOverHalfOpenConnection: a viewer whose network changed (its

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"canopy/mesh/protocol"
 )
 
 // A peer's outgoing messages wait in a sendQueue, and a goroutine writes
@@ -128,6 +130,24 @@ func (p *peerConn) ping() {
 	}
 	p.resumer.renew(p)
 	p.pinger.Load().Reset(p.lim.PingInterval)
+}
+
+// pingFrame is the ping a browser sends (static/js/client.js): its edge
+// answers it without decoding it or passing it to the owner.
+var pingFrame = []byte(`{"type":"ping"}`)
+
+// pongEvery bounds how often a peer's pings are answered: a ping costs the
+// server a write, and a tab pings at most every 2 s.
+const pongEvery = 500 * time.Millisecond
+
+// pong answers a peer's ping.
+func (p *peerConn) pong() {
+	now := time.Now().UnixNano()
+	if now-p.ponged.Load() < int64(pongEvery) {
+		return
+	}
+	p.ponged.Store(now)
+	p.send(&protocol.Message{Type: protocol.TypePong})
 }
 
 // attachPing is how often the edge pings a peer whose hello waits for its

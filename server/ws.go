@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -58,12 +59,14 @@ type peerConn struct {
 	// edgeRenewed is when its parent last offered it a new connection
 	// (trust.go, renewEdge); under the coordinator's lock.
 	edgeRenewed time.Time
-	log         *slog.Logger
-	conn        wireConn                   // a WebSocket, or the pipe of a node hosted in-process (local.go)
-	out         sendQueue                  // written by a flush goroutine (sendq.go)
-	pinger      atomic.Pointer[time.Timer] // pings every PingInterval
-	iceServers  []protocol.ICEServer
-	lim         Limits
+	// ponged is when the last pong went out (UnixNano; sendq.go, pong).
+	ponged     atomic.Int64
+	log        *slog.Logger
+	conn       wireConn                   // a WebSocket, or the pipe of a node hosted in-process (local.go)
+	out        sendQueue                  // written by a flush goroutine (sendq.go)
+	pinger     atomic.Pointer[time.Timer] // pings every PingInterval
+	iceServers []protocol.ICEServer
+	lim        Limits
 	// grant is the credential verified on the upgrade request, if any;
 	// after hello, the one the peer was admitted with.
 	grant *grant
@@ -305,6 +308,10 @@ func relayFrames(ctx context.Context, p *peerConn, link *cluster.Link, alive fun
 			return "connection closed"
 		}
 		_ = alive()
+		if bytes.Equal(data, pingFrame) {
+			p.pong() // answered here: a ping asks whether this server, the edge, is there
+			continue
+		}
 		if err := link.Send(data); err != nil {
 			p.log.Warn("lost the stream's owner", "err", err)
 			return "owner unreachable"
@@ -383,6 +390,8 @@ func (s *Server) beforeHello(p *peerConn, budget *sessionBudget, data []byte, li
 		p.send(protocol.Errorf(protocol.CodeState, "%s before hello", m.Type))
 	case protocol.TypeLeave:
 		return "left"
+	case protocol.TypePing:
+		p.pong()
 	default:
 		bad := budget.badMessage()
 		p.send(protocol.Errorf(protocol.CodeBadMessage, "peers may not send %q", m.Type))
@@ -424,6 +433,8 @@ func (s *Server) handleMessage(coord *coordinator, p *peerConn, budget *sessionB
 		// children, until they play from their new parents.
 		left()
 		coord.depart(p, "left")
+	case protocol.TypePing:
+		p.pong() // a ping its edge did not recognise (another encoding)
 	default:
 		bad = budget.badMessage()
 		p.send(protocol.Errorf(protocol.CodeBadMessage, "peers may not send %q", m.Type))

@@ -91,6 +91,13 @@ const (
 	// the child gives that media a short window (quietSilence in mesh)
 	// instead of the stall timeout before it switches to its standby.
 	TypeQuiet Type = "quiet"
+	// TypePing, peer → server, asks whether the server is there; it
+	// answers TypePong at once. A browser cannot send or see WebSocket
+	// pings, and a stopped server (SIGSTOP, a VM pause) keeps its socket
+	// open and silent: a tab pings when it has heard nothing for a while
+	// and takes a longer silence for a dead server (static/js/client.js).
+	TypePing Type = "ping"
+	TypePong Type = "pong"
 )
 
 // Role is a peer's place in a stream.
@@ -413,7 +420,7 @@ func (m *Message) Validate() error {
 			return invalid("signal needs a peer id")
 		}
 		return m.Sig.validate()
-	case TypeLeave, TypeOffline:
+	case TypeLeave, TypeOffline, TypePing, TypePong:
 		return nil
 	case TypeLive, TypeStalled:
 		if m.Peer != "" && !ValidID(m.Peer) {

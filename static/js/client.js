@@ -83,6 +83,38 @@ export const RESUME_BACKOFF = Object.freeze({ base: 250, max: 2000 });
 export const MAX_PENDING = 256;
 
 /**
+ * Keepalive. A stopped server (SIGSTOP, a paused VM, a cut path) keeps its
+ * socket open and silent, and a tab can neither send nor see WebSocket
+ * pings. So a tab that has heard nothing from its server for PING_IDLE_MS
+ * sends `ping`, which the server's edge answers at once with `pong`; a
+ * ping unanswered for PONG_TIMEOUT_MS means the server is gone, and the
+ * tab resumes as after a drop, on the next server of its list (as a Go
+ * node does after 6 s of silence: mesh/transport.go). A WebSocket that is
+ * not open after CONNECT_TIMEOUT_MS (a stopped server accepts the TCP
+ * connection and never answers the upgrade) is given up for the next
+ * server, and a hello not welcomed within HELLO_WAIT_MS (a join waits at
+ * its edge for an election up to 15 s) too. Only an unanswered ping counts,
+ * not silence: a hidden tab's timers run once a minute, and an idle viewer
+ * may hear nothing for minutes.
+ */
+export const KEEPALIVE = Object.freeze({ idle: 2000, pongTimeout: 4000, connect: 6000, hello: 20000, tick: 1000 });
+
+/**
+ * What the keepalive does now (KEEPALIVE): 'ping', a reason to give the
+ * connection up, or ''.
+ * @param {{created: number, heard: number, pinged: number, welcomed: boolean}} a
+ *   when the socket was made, last heard from (0: never) and last pinged, and whether it was welcomed
+ * @param {boolean} opened @param {number} now
+ * @returns {string}
+ */
+export function keepaliveVerdict(a, opened, now) {
+  if (!opened) return now - a.created > KEEPALIVE.connect ? 'the connection did not open' : '';
+  if (!a.welcomed) return now - a.heard > KEEPALIVE.hello ? 'no welcome' : '';
+  if (a.pinged > a.heard) return now - a.pinged > KEEPALIVE.pongTimeout ? 'no pong' : '';
+  return now - a.heard >= KEEPALIVE.idle ? 'ping' : '';
+}
+
+/**
  * The signaling WebSocket URLs of a server option: one http(s) origin or
  * several separated by commas.
  * @param {string} servers
@@ -186,6 +218,8 @@ export class CanopyClient extends EventTarget {
     /** While resuming: when the grace period ends (performance.now()); 0 otherwise. */
     this._resumeUntil = 0;
     this._resumeAttempt = 0;
+    /** The last resume attempt's server answered resume_live: try it again. */
+    this._resumeSame = false;
     /** Messages held while resuming, sent once resumed. @type {Message[]} */
     this._held = [];
     /** Tracks of the current parent's connection, by kind. @type {Map<string, MediaStreamTrack>} */
@@ -322,8 +356,26 @@ export class CanopyClient extends EventTarget {
     }
     this._ws = ws;
     let opened = false;
+    const alive = { created: performance.now(), heard: 0, pinged: 0, welcomed: false };
+    const watch = setInterval(() => {
+      if (this._ws !== ws) {
+        clearInterval(watch);
+        return;
+      }
+      const now = performance.now();
+      const why = keepaliveVerdict(alive, opened, now);
+      if (why === 'ping') {
+        alive.pinged = now;
+        this._sendNow({ type: Type.PING }, ws);
+      } else if (why) {
+        clearInterval(watch);
+        console.warn('canopy: the server is silent:', why, this.url);
+        this._abandon(ws, opened);
+      }
+    }, KEEPALIVE.tick);
     ws.onopen = () => {
       opened = true;
+      alive.heard = performance.now();
       // The hello says how this tab relays: wait for the relay's worker.
       void (this.relay?.started ?? Promise.resolve()).then(() => {
         // A worker that starts after the hello said re-encode must not
@@ -334,6 +386,7 @@ export class CanopyClient extends EventTarget {
       });
     };
     ws.onmessage = (ev) => {
+      alive.heard = performance.now();
       if (typeof ev.data !== 'string') return;
       let msg;
       try {
@@ -342,25 +395,51 @@ export class CanopyClient extends EventTarget {
         console.warn('canopy: dropping a bad message:', /** @type {Error} */ (err).message);
         return;
       }
+      if (msg.type === Type.WELCOME) alive.welcomed = true;
       this._handle(msg);
     };
-    ws.onclose = () => {
-      if (this._ws !== ws) return;
-      this._ws = null;
-      if (this._resumeStep()) return; // the place is kept for us: every connection stays
-      if (!opened) { // that server is down: the next of the list
-        this._server = (this._server + 1) % this.urls.length;
-        this.url = this.urls[this._server];
-      }
-      // The server has dropped us and re-attached our children elsewhere.
-      this._closeChildren();
-      if (this._refused) return; // 'offline' with the server's reason; no retry
-      // An offline stream stays 'offline' while we keep asking in the background.
-      if (this.state !== 'offline' && this.state !== 'ended') this._setState('reconnecting', 'lost the server');
-      const delay = backoffDelay(this._attempt++);
-      this._retryTimer = setTimeout(() => { this._retryTimer = null; this._open(); }, delay);
-    };
+    ws.onclose = () => this._lost(ws, opened);
     ws.onerror = () => {}; // onclose follows and does the work
+  }
+
+  /**
+   * Gives up a connection whose server went silent (keepaliveVerdict): no
+   * close handshake to wait for, the dropped connection's path at once.
+   * @param {WebSocket} ws @param {boolean} opened
+   */
+  _abandon(ws, opened) {
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    try {
+      ws.close(4001, 'silent');
+    } catch { /* closing already */ }
+    if (opened) {
+      // The resume starts at the next server: the silent one would hold
+      // the first attempt (a socket that never opened moves on by itself).
+      this._server = (this._server + 1) % this.urls.length;
+      this.url = this.urls[this._server];
+    }
+    this._lost(ws, opened);
+  }
+
+  /**
+   * A connection ended: resume on it or the next server, or join again.
+   * @param {WebSocket} ws @param {boolean} opened whether it was ever open
+   */
+  _lost(ws, opened) {
+    if (this._ws !== ws) return;
+    this._ws = null;
+    if (this._resumeStep()) return; // the place is kept for us: every connection stays
+    if (!opened) { // that server is down: the next of the list
+      this._server = (this._server + 1) % this.urls.length;
+      this.url = this.urls[this._server];
+    }
+    // The server has dropped us and re-attached our children elsewhere.
+    this._closeChildren();
+    if (this._refused) return; // 'offline' with the server's reason; no retry
+    // An offline stream stays 'offline' while we keep asking in the background.
+    if (this.state !== 'offline' && this.state !== 'ended') this._setState('reconnecting', 'lost the server');
+    const delay = backoffDelay(this._attempt++);
+    this._retryTimer = setTimeout(() => { this._retryTimer = null; this._open(); }, delay);
   }
 
   /**
@@ -382,7 +461,8 @@ export class CanopyClient extends EventTarget {
       return false;
     }
     const attempt = this._resumeAttempt++;
-    if (attempt > 0) this._server = (this._server + 1) % this.urls.length;
+    if (attempt > 0 && !this._resumeSame) this._server = (this._server + 1) % this.urls.length;
+    this._resumeSame = false;
     this.url = this.urls[this._server];
     const delay = attempt === 0 ? 0 : Math.min(backoffDelay(attempt - 1, RESUME_BACKOFF), this._resumeUntil - now);
     this._retryTimer = setTimeout(() => { this._retryTimer = null; this._open(); }, delay);
@@ -548,8 +628,12 @@ export class CanopyClient extends EventTarget {
         const code = msg.code ?? Code.INTERNAL;
         const reason = msg.reason ?? '';
         // Our old connection still looks alive to the server, which checks
-        // it now: the server closes, and the next resume attempt follows.
-        if (code === Code.RESUME_LIVE) return;
+        // it now: the server closes, and the next resume attempt follows,
+        // on this server again (the next may be the silent one).
+        if (code === Code.RESUME_LIVE) {
+          this._resumeSame = true;
+          return;
+        }
         this.dispatchEvent(new CustomEvent('error', { detail: { code, reason } }));
         if (code === Code.RESUME_REFUSED) {
           // The place is gone (its grace ended, say): the server closes, and

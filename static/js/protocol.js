@@ -60,12 +60,15 @@ export const Type = Object.freeze({
   TAMPERED: 'tampered',
   // server → peer {sourceKey}: the stream's source has a new key ('' : it signs nothing now)
   SOURCE_KEY: 'sourceKey',
+  // peer → server: are you there? (a tab cannot send WebSocket pings); server → peer: pong
+  PING: 'ping',
+  PONG: 'pong',
 });
 
 /** Types the server sends to a peer; a browser ignores anything else. @type {ReadonlySet<string>} */
 export const SERVER_TYPES = Object.freeze(new Set([
   Type.WELCOME, Type.PARENT, Type.ATTACH, Type.DETACH, Type.SIGNAL, Type.OFFLINE, Type.ERROR,
-  Type.STANDBY, Type.PROMOTE, Type.RESUME, Type.SOURCE_KEY, Type.QUIET,
+  Type.STANDBY, Type.PROMOTE, Type.RESUME, Type.SOURCE_KEY, Type.QUIET, Type.PONG,
 ]));
 
 /** Roles a peer may take in a stream. */
@@ -395,7 +398,7 @@ export function validate(m) {
     case Type.SIGNAL:
       if (!validID(m.peer)) throw invalid('signal needs a peer id');
       return validateSignal(m.signal);
-    case Type.LEAVE: case Type.OFFLINE:
+    case Type.LEAVE: case Type.OFFLINE: case Type.PING: case Type.PONG:
       return;
     case Type.LIVE: case Type.STALLED:
       if (m.peer && !validID(m.peer)) throw invalid(`${m.type}: bad peer id`);

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { CanopyClient, signalingURLs } from '../js/client.js';
+import { CanopyClient, KEEPALIVE, keepaliveVerdict, signalingURLs } from '../js/client.js';
 
 /** A stand-in for the browser's WebSocket: records what is sent. */
 class FakeWS {
@@ -130,4 +130,23 @@ test('a browser without a receive transform says noVerify, and its panel says wh
   } finally {
     c.close();
   }
+});
+
+test('the keepalive pings an idle server, and gives up one that does not answer', () => {
+  const a = { created: 0, heard: 0, pinged: 0, welcomed: false };
+  assert.equal(keepaliveVerdict(a, false, KEEPALIVE.connect), '', 'connecting, within the timeout');
+  assert.match(keepaliveVerdict(a, false, KEEPALIVE.connect + 1), /did not open/);
+  a.heard = 100; // opened
+  assert.equal(keepaliveVerdict(a, true, 100 + KEEPALIVE.hello), '', 'a hello waiting at its edge');
+  assert.match(keepaliveVerdict(a, true, 101 + KEEPALIVE.hello), /no welcome/);
+  a.welcomed = true;
+  assert.equal(keepaliveVerdict(a, true, 100 + KEEPALIVE.idle - 1), '');
+  assert.equal(keepaliveVerdict(a, true, 100 + KEEPALIVE.idle), 'ping');
+  a.pinged = 100 + KEEPALIVE.idle;
+  assert.equal(keepaliveVerdict(a, true, a.pinged + KEEPALIVE.pongTimeout), '', 'the pong may still come');
+  assert.match(keepaliveVerdict(a, true, a.pinged + KEEPALIVE.pongTimeout + 1), /no pong/);
+  // A pong (any message) settles it; a minute of silence without a ping
+  // (a hidden tab's timers) is not a dead server: the next tick pings.
+  a.heard = a.pinged + 10;
+  assert.equal(keepaliveVerdict(a, true, a.heard + 60_000), 'ping');
 });

@@ -334,3 +334,9 @@ test('quiet names the parent whose signaling dropped', () => {
   rejects(() => decode('{"type":"quiet"}'));
   rejects(() => decode('{"type":"quiet","peer":"a b"}'));
 });
+
+test('a ping encodes as the exact bytes the server\'s edge answers without decoding', () => {
+  assert.equal(encode({ type: Type.PING }), '{"type":"ping"}'); // server/sendq.go, pingFrame
+  assert.equal(decode('{"type":"pong"}').type, Type.PONG);
+  assert.ok(SERVER_TYPES.has(Type.PONG) && !SERVER_TYPES.has(Type.PING));
+});
