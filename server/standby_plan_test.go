@@ -5,7 +5,9 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -111,16 +113,22 @@ func (m *standbyModel) apply(to string, msg *protocol.Message) {
 // made at once, and with the re-plans of joins and live reports batched
 // (standby_batch.go): then the batch is planned after a random few
 // operations, the rules must hold between batches too, and a record must
-// be what a plan made now would say only right after one, and what the
-// peers were told is compared with the records only when every re-plan is
-// made at once. With live
+// be what a plan made now would say only right after one. With live
 // reports among the operations (trust opens slots: a change not near the
 // peers it serves, which the server reaches by retrying a few peers
-// without a standby per plan) only the rules are checked.
+// without a standby per plan) a record need not be what a plan made now
+// would say; the rules, and what the peers were told, are checked all the
+// same. (What the peers were told went unchecked with live reports or
+// batches until session 7, when 1 100 runs, CANOPY_PLAN_SEEDS=200 among
+// them, found no disagreement left.)
 func TestStandbyPlanProperty(t *testing.T) {
+	seeds := uint64(4) // CANOPY_PLAN_SEEDS=N runs N of each
+	if n, err := strconv.Atoi(os.Getenv("CANOPY_PLAN_SEEDS")); err == nil && n > 0 {
+		seeds = uint64(n)
+	}
 	for _, lives := range []bool{false, true} {
 		for _, batched := range []bool{false, true} {
-			for seed := range uint64(4) {
+			for seed := range seeds {
 				t.Run(fmt.Sprint("lives=", lives, "/batched=", batched, "/seed", seed), func(t *testing.T) { standbyPlanRun(t, seed, batched, lives) })
 			}
 		}
@@ -248,14 +256,6 @@ func standbyPlanRun(t *testing.T, seed uint64, batched, withLives bool) {
 			}
 		}
 		for id := range live {
-			if withLives || batched {
-				// Not with live reports: a seed in ten or so then finds a
-				// peer told otherwise than the server records, with every
-				// re-plan made at once as with batches; nor batched: one
-				// run in ~70 found a peer told no standby that the server
-				// records (op 746 of a seed). Both left for later.
-				break
-			}
 			if got, want := model.child[id], c.standby.of[id]; got != want {
 				c.mu.Unlock()
 				t.Fatalf("op %d: %s was told standby %q, the server records %q", op, id, got, want)
