@@ -41,6 +41,15 @@ export const MAX_IN_FLIGHT = 32;
  */
 export const PATH_GRACE_MS = 2000;
 
+/**
+ * After the stream's key changes (its source came back with a new one),
+ * the old source's last frames may still be on their way through the tree:
+ * for this long (ms) a frame that fails is dropped, not reported (as a Go
+ * viewer's: mesh/verify.go keyGrace). Reported, they made the server bar
+ * honest relays (a soak whose source rejoined with a new key).
+ */
+export const KEY_GRACE_MS = 2000;
+
 /** @template {FrameLike} F */
 export class TrackVerifier {
   /**
@@ -67,6 +76,7 @@ export class TrackVerifier {
     this._onBad = o.onBad ?? (() => {});
     this._now = o.now ?? (() => performance.now());
     this._graceUntil = -Infinity;
+    this._keyGraceUntil = -Infinity;
     this._tail = Promise.resolve();
     this._inFlight = 0;
     /** Video only: deltas are dropped until a verified keyframe. */
@@ -123,6 +133,7 @@ export class TrackVerifier {
    */
   setKey(key, required = this.required) {
     if (required && !this.required) this._graceUntil = this._now() + PATH_GRACE_MS;
+    if (key && this.key && key !== this.key) this._keyGraceUntil = this._now() + KEY_GRACE_MS;
     this.key = key;
     this.required = required;
     this._counters = new Counters(this._shared);
@@ -148,6 +159,7 @@ export class TrackVerifier {
       this.counts.rejected++;
       this.lastBad = v;
       if (this.kind === 'v') this.waitKey = true;
+      if (this._now() < this._keyGraceUntil) return; // the old source's, still on its way
       this._onBad(v);
       return;
     }

@@ -374,3 +374,32 @@ test('cannotVerify: only a running receive worker checks and strips', async () =
   const unsigned = new FrameChecks(null, () => {});
   assert.equal((await unsigned.sample(null, 0)).unverifiedWhy, 'unsigned stream');
 });
+
+test('TrackVerifier: the old source\'s frames just after the key changed are dropped, not reported', async () => {
+  const old = await keyPair();
+  const next = await keyPair();
+  let now = 0;
+  const bad = [];
+  const out = [];
+  const v = new TrackVerifier({ kind: 'v', h264: false, key: old.key, shared: { high: null },
+    deliver: (f) => out.push(f), onBad: (x) => bad.push(x), now: () => now });
+  const media = new Uint8Array([4, 5, 6]);
+  v.setKey(next.key); // the source came back with a new key
+  v.push({ data: (await trailed(old.priv, 'v', 7n, media)).buffer, type: 'key' });
+  await v.drain();
+  assert.equal(bad.length, 0, 'in flight when the key changed');
+  assert.equal(v.counts.rejected, 1, 'not played either');
+  assert.equal(out.length, 0);
+  v.push({ data: (await trailed(next.priv, 'v', 1n, media)).buffer, type: 'key' });
+  await v.drain();
+  assert.equal(out.length, 1, 'the new source plays');
+  now = 2001;
+  v.push({ data: (await trailed(old.priv, 'v', 8n, media)).buffer, type: 'key' });
+  await v.drain();
+  assert.equal(bad.length, 1, 'past the grace an old key\'s frame is tampering');
+  // Setting the same key again (a path change) starts no grace.
+  v.setKey(next.key);
+  v.push({ data: (await trailed(old.priv, 'v', 9n, media)).buffer, type: 'key' });
+  await v.drain();
+  assert.equal(bad.length, 2);
+});
