@@ -46,7 +46,8 @@ func inPool(t *testing.T, pool chan struct{}) {
 }
 
 // raiseParallel lifts -test.parallel above the pools' sizes unless the
-// command line set it.
+// command line set it, and go test's default timeout above what this
+// package takes.
 func raiseParallel() {
 	if !flag.Parsed() {
 		flag.Parse()
@@ -55,5 +56,13 @@ func raiseParallel() {
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
 	if !set {
 		_ = flag.Set("test.parallel", "64")
+	}
+	// go test passes -test.timeout=10m0s when it was given no -timeout,
+	// and this package's end-to-end tests take 10-11 minutes on 2 cores
+	// (README "Test it"): plain `go test ./...` would panic at 10 minutes
+	// on a machine like CI's. That default becomes 30m; any other value
+	// stands.
+	if f := flag.Lookup("test.timeout"); f != nil && f.Value.String() == "10m0s" {
+		_ = flag.Set("test.timeout", "30m")
 	}
 }
