@@ -33,9 +33,12 @@ func TestClusterStoppedServerPeersMove(t *testing.T) {
 	const stream = "stopped"
 	s1, s2, s3 := servers[0].url, servers[1].url, servers[2].url
 	source := sourceAndRelay(t, servers, client, stream, s1+","+s2, 1, 6, "-log-level", "info")
-	// 35 s of frames: the stop lands after 8 s, the peers resume ~6 s
-	// later, server 1 stays stopped for the grace after that.
-	const frames = 1050
+	// 45 s of frames: the stop lands after 8 s, the peers resume 6-10 s
+	// later (6 s of silence, then the takeover), server 1 stays stopped
+	// for the grace after that, and the viewers must still be playing 5 s
+	// after its SIGCONT (35 s ran out 4.1 s after it once, at a resume
+	// of 9.6 s on a loaded machine).
+	const frames = 1350
 	started := time.Now()
 	watch := func(name, list string) *proc {
 		return start(t, name, client, "watch", "-server", list, "-stream", stream, "-frames", fmt.Sprint(frames),
