@@ -85,15 +85,15 @@ export const MAX_PENDING = 256;
 /**
  * Keepalive. A stopped server (SIGSTOP, a paused VM, a cut path) keeps its
  * socket open and silent, and a tab can neither send nor see WebSocket
- * pings. So a tab that has heard nothing from its server for PING_IDLE_MS
+ * pings. So a tab that has heard nothing from its server for `idle` ms
  * sends `ping`, which the server's edge answers at once with `pong`; a
- * ping unanswered for PONG_TIMEOUT_MS means the server is gone, and the
- * tab resumes as after a drop, on the next server of its list (as a Go
- * node does after 6 s of silence: mesh/transport.go). A WebSocket that is
- * not open after CONNECT_TIMEOUT_MS (a stopped server accepts the TCP
- * connection and never answers the upgrade) is given up for the next
- * server, and a hello not welcomed within HELLO_WAIT_MS (a join waits at
- * its edge for an election up to 15 s) too. Only an unanswered ping counts,
+ * ping unanswered for `pongTimeout` means the server is gone, and the tab
+ * resumes as after a drop, on the next server of its list (as a Go node
+ * does after 6 s of silence: mesh/transport.go). A WebSocket that is not
+ * open after `connect` (a stopped server accepts the TCP connection and
+ * never answers the upgrade) is given up for the next server, and a hello
+ * not welcomed within `hello` (a join waits at its edge for an election up
+ * to 15 s) too; `tick` is how often this is judged. Only an unanswered ping counts,
  * not silence: a hidden tab's timers run once a minute, and an idle viewer
  * may hear nothing for minutes.
  */
