@@ -41,7 +41,7 @@ func (r *run) soak(ctx context.Context) (*Report, error) {
 	}
 	r.extra = append(r.extra, src)
 	if err := waitUntil(ctx, 60*time.Second, func() bool {
-		n, ok := treeAt(r.urls[0], stream)
+		n, ok := TreeAt(r.urls[0], stream)
 		return ok && len(n) == 1
 	}); err != nil {
 		return nil, fmt.Errorf("the source never joined: %w\n%s", err, src.logTail(1000))
@@ -106,10 +106,10 @@ func (r *run) soak(ctx context.Context) (*Report, error) {
 	// Settle: every live peer in the tree with a parent, no place left of
 	// a peer that went, every live peer playing.
 	settleStart := time.Now()
-	var lastNodes []treeNode
+	var lastNodes []TreeNode
 	err = waitUntil(ctx, cfg.Settle, func() bool {
 		r.check()
-		n, ok := treeAt(r.urls[0], stream)
+		n, ok := TreeAt(r.urls[0], stream)
 		if !ok {
 			return false
 		}
@@ -128,10 +128,10 @@ func (r *run) soak(ctx context.Context) (*Report, error) {
 	// Every live peer leaves; their reports come.
 	r.stopAll()
 	if err := waitUntil(ctx, 30*time.Second, func() bool {
-		n, ok := treeAt(r.urls[0], stream)
+		n, ok := TreeAt(r.urls[0], stream)
 		return ok && len(n) == 1
 	}); err != nil {
-		n, _ := treeAt(r.urls[0], stream)
+		n, _ := TreeAt(r.urls[0], stream)
 		r.violate("%d places left in the tree 30 s after every peer left", len(n)-1)
 	}
 	if sim != nil {
@@ -205,7 +205,7 @@ func (r *run) liveIDs() (map[string]bool, int) {
 // treeFaults counts, in the tree, non-source nodes without a parent, nodes
 // that are no live peer's (a place kept for one that went), and live peers
 // missing from it.
-func (r *run) treeFaults(nodes []treeNode) (noParent, ghosts, missing int) {
+func (r *run) treeFaults(nodes []TreeNode) (noParent, ghosts, missing int) {
 	ids, _ := r.liveIDs()
 	in := make(map[string]bool, len(nodes))
 	for _, n := range nodes {
@@ -228,7 +228,7 @@ func (r *run) treeFaults(nodes []treeNode) (noParent, ghosts, missing int) {
 	return noParent, ghosts, missing
 }
 
-func (r *run) settled(nodes []treeNode) bool {
+func (r *run) settled(nodes []TreeNode) bool {
 	ids, live := r.liveIDs()
 	if len(ids) != live {
 		return false
@@ -288,7 +288,7 @@ func (r *run) startSim(ctx context.Context) (*proc, error) {
 	}
 	r.extra = append(r.extra, src)
 	if err := waitUntil(ctx, 60*time.Second, func() bool {
-		n, ok := treeAt(r.urls[0], simStream)
+		n, ok := TreeAt(r.urls[0], simStream)
 		return ok && len(n) == 1
 	}); err != nil {
 		return nil, fmt.Errorf("the simulated stream's source never joined: %w", err)
@@ -325,7 +325,7 @@ func (r *run) sample(what string) Sample {
 		s.Goroutines = append(s.Goroutines, g)
 		s.RSSMB = append(s.RSSMB, round1(m))
 	}
-	if n, ok := treeAt(r.urls[0], stream); ok {
+	if n, ok := TreeAt(r.urls[0], stream); ok {
 		s.Tree = len(n)
 	}
 	r.mu.Lock()

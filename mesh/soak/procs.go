@@ -177,15 +177,16 @@ func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) err
 	return nil
 }
 
-// treeNode is a row of GET /api/streams/:id/tree.
-type treeNode struct {
+// TreeNode is a row of GET /api/streams/:id/tree.
+type TreeNode struct {
 	ID     string `json:"id"`
 	Parent string `json:"parent"`
 	Role   string `json:"role"`
 }
 
-// treeAt reads the stream's tree from a server (its owner's, wherever asked).
-func treeAt(url, stream string) ([]treeNode, bool) {
+// TreeAt reads the stream's tree from a server (its owner's, wherever
+// asked): GET /api/streams/<stream>/tree, false on any failure.
+func TreeAt(url, stream string) ([]TreeNode, bool) {
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(url + "/api/streams/" + stream + "/tree")
 	if err != nil {
@@ -196,7 +197,7 @@ func treeAt(url, stream string) ([]treeNode, bool) {
 		return nil, false
 	}
 	var body struct {
-		Nodes []treeNode `json:"nodes"`
+		Nodes []TreeNode `json:"nodes"`
 	}
 	if json.NewDecoder(resp.Body).Decode(&body) != nil {
 		return nil, false

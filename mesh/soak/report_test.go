@@ -73,7 +73,7 @@ func TestTreeFaults(t *testing.T) {
 		fakePeer("", progress{Peer: "b"}, false),
 		fakePeer("", progress{Peer: "c"}, false),
 	}}
-	nodes := []treeNode{
+	nodes := []TreeNode{
 		{ID: "src", Role: "source"},
 		{ID: "a", Parent: "src", Role: "viewer"},
 		{ID: "b", Role: "viewer"},                 // no parent

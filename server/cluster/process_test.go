@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"canopy/mesh/soak"
 )
 
 // The tests here run real processes: three canopy servers forming a NATS
@@ -240,32 +242,11 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// treeNode is a row of GET /api/streams/:id/tree.
-type treeNode struct {
-	ID     string `json:"id"`
-	Parent string `json:"parent"`
-	Role   string `json:"role"`
-}
+// treeNode, treeAt: a stream's tree as a server's API gives it (the soak
+// reads it the same way).
+type treeNode = soak.TreeNode
 
-// treeAt reads the stream's tree from a server (its owner's, wherever
-// asked).
-func treeAt(url, stream string) ([]treeNode, bool) {
-	resp, err := http.Get(url + "/api/streams/" + stream + "/tree")
-	if err != nil {
-		return nil, false
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, false
-	}
-	var body struct {
-		Nodes []treeNode `json:"nodes"`
-	}
-	if json.NewDecoder(resp.Body).Decode(&body) != nil {
-		return nil, false
-	}
-	return body.Nodes, true
-}
+var treeAt = soak.TreeAt
 
 // watchReport is what `client watch -json` prints.
 type watchReport struct {
