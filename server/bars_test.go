@@ -45,6 +45,19 @@ func TestTamperBarOutlastsTheSession(t *testing.T) {
 			return p != "" && p != bad.id
 		})
 	}
+	// They play again, genuine frames: the honest relay's child proves it,
+	// and its second slot opens (a relay on trial feeds one child).
+	for _, v := range viewers {
+		before, _, _ := v.counts()
+		waitFor(t, 30*time.Second, "the viewers play away from the tampering relay", func() bool {
+			n, _, _ := v.counts()
+			return n >= before+10
+		})
+	}
+	waitFor(t, 30*time.Second, "the honest relay proven", func() bool {
+		n, ok := nodeOf(s, stream, good.node.ID())
+		return ok && n.Trust == tree.TrustProven
+	})
 	// The honest slots (the source's 2, the honest relay's 2) hold the
 	// relays and the viewers, whichever way the tree arranged them: the
 	// barred relay's slots are the only ones left.

@@ -53,6 +53,26 @@ const framesPresentedJS = `(() => {
   return window.__canopyPresented;
 })()`
 
+// waitPresented polls p until its <video> has presented at least n frames
+// since framesPresentedJS was installed, and returns the count. A loaded
+// machine composites rarely (a headless Firefox beside two Chromiums on
+// 2 cores presented 14 frames while it decoded 90), so the picture moving
+// is a condition to wait for, not a sample.
+func waitPresented(t *testing.T, p tab, name string, n float64, timeout time.Duration) float64 {
+	t.Helper()
+	var got float64
+	var err error
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if got, err = tabEval[float64](p, framesPresentedJS); err == nil && got >= n {
+			return got
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("%s presented %v frames in %s (%v), want %v: the picture does not move", name, got, timeout, err, n)
+	return got
+}
+
 // waitPagePlaying polls p until it has decoded more than minFrames video
 // frames with a picture size, the way waitPlaying does for chromedp tabs.
 func waitPagePlaying(t *testing.T, p tab, name string, minFrames float64, timeout time.Duration) pageStats {
