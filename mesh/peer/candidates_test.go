@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +29,23 @@ func candidateFor(t testing.TB, i int, addr *net.UDPAddr) protocol.Signal {
 		t.Fatal(err)
 	}
 	return protocol.Signal{Kind: protocol.SignalCandidate, Candidate: raw}
+}
+
+// withCandidate adds a host candidate for addr to sdp's first media
+// section, after its a=mid line.
+func withCandidate(t testing.TB, sdp string, addr *net.UDPAddr) string {
+	t.Helper()
+	line := fmt.Sprintf("a=candidate:9000 1 udp 2130706431 %s %d typ host\r\n", addr.IP, addr.Port)
+	i := strings.Index(sdp, "a=mid:")
+	if i < 0 {
+		t.Fatal("the answer has no a=mid line")
+	}
+	end := strings.Index(sdp[i:], "\n")
+	if end < 0 {
+		t.Fatal("the answer's a=mid line does not end")
+	}
+	at := i + end + 1
+	return sdp[:at] + line + sdp[at:]
 }
 
 // TestPendingCandidatesBounded: a child that never answers cannot make its
@@ -127,10 +145,14 @@ func listenSTUN(t *testing.T) *stunListener {
 
 func (l *stunListener) addr() *net.UDPAddr { return l.conn.LocalAddr().(*net.UDPAddr) }
 
-// probe connects a Downstream from parentAPI to an Upstream whose answer is
-// preceded by a trickled candidate pointing at l, and reports whether STUN
-// reached l within wait once the pair is connected.
-func probe(t *testing.T, parentAPI *API, l *stunListener, wait time.Duration) bool {
+// probe connects a Downstream from parentAPI to an Upstream whose answer
+// carries a candidate pointing at l (inSDP: an a=candidate line of the
+// answer; else trickled just before it), and reports whether STUN reached l
+// within wait once the pair is connected. Only a candidate in the answer is
+// sure to be checked: ICE pings every pair until one is valid, and on
+// loopback the honest pair is valid within a millisecond, so a trickled
+// candidate that pion adds a moment later may never be pinged at all.
+func probe(t *testing.T, parentAPI *API, l *stunListener, inSDP bool, wait time.Duration) bool {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -145,7 +167,11 @@ func probe(t *testing.T, parentAPI *API, l *stunListener, wait time.Duration) bo
 	var err error
 	u, err = newTestAPI(t).NewUpstream("parent", []protocol.Track{vp8Track}, func(s protocol.Signal) {
 		if s.Kind == protocol.SignalAnswer {
-			toParent.send(candidateFor(t, 0, l.addr())) // the extra candidate, before the answer
+			if inSDP {
+				s.SDP = withCandidate(t, s.SDP, l.addr())
+			} else {
+				toParent.send(candidateFor(t, 0, l.addr())) // the extra candidate, before the answer
+			}
 		}
 		toParent.send(s)
 	}, func(protocol.Track, *rtp.Packet) {})
@@ -180,10 +206,12 @@ func TestRemoteCandidateFilter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if probe(t, filtered, l, 3*time.Second) {
-		t.Fatal("STUN reached a candidate the filter refuses")
+	for _, inSDP := range []bool{false, true} {
+		if probe(t, filtered, l, inSDP, 3*time.Second) {
+			t.Fatalf("STUN reached a candidate the filter refuses (in the answer: %v)", inSDP)
+		}
 	}
-	if !probe(t, newTestAPI(t), l, 10*time.Second) {
+	if !probe(t, newTestAPI(t), l, true, 10*time.Second) {
 		t.Fatal("no STUN reached the candidate without a filter: the probe sees nothing")
 	}
 }
