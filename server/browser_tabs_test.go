@@ -53,6 +53,27 @@ const framesPresentedJS = `(() => {
   return window.__canopyPresented;
 })()`
 
+// pollPage evaluates js in p every 100 ms until done accepts its value or
+// timeout passes; it returns the last value read, whether done accepted
+// it, and the last error.
+func pollPage[T any](p tab, js string, timeout time.Duration, done func(T) bool) (T, bool, error) {
+	var last T
+	var lastErr error
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		v, err := tabEval[T](p, js)
+		lastErr = err
+		if err == nil {
+			last = v
+			if done(v) {
+				return v, true, nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return last, false, lastErr
+}
+
 // waitPresented polls p until its <video> has presented at least n frames
 // since framesPresentedJS was installed, and returns the count. A loaded
 // machine composites rarely (a headless Firefox beside two Chromiums on
@@ -60,16 +81,10 @@ const framesPresentedJS = `(() => {
 // is a condition to wait for, not a sample.
 func waitPresented(t *testing.T, p tab, name string, n float64, timeout time.Duration) float64 {
 	t.Helper()
-	var got float64
-	var err error
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if got, err = tabEval[float64](p, framesPresentedJS); err == nil && got >= n {
-			return got
-		}
-		time.Sleep(100 * time.Millisecond)
+	got, ok, err := pollPage(p, framesPresentedJS, timeout, func(v float64) bool { return v >= n })
+	if !ok {
+		t.Errorf("%s presented %v frames in %s (%v), want %v: the picture does not move", name, got, timeout, err, n)
 	}
-	t.Errorf("%s presented %v frames in %s (%v), want %v: the picture does not move", name, got, timeout, err, n)
 	return got
 }
 
@@ -77,21 +92,10 @@ func waitPresented(t *testing.T, p tab, name string, n float64, timeout time.Dur
 // frames with a picture size, the way waitPlaying does for chromedp tabs.
 func waitPagePlaying(t *testing.T, p tab, name string, minFrames float64, timeout time.Duration) pageStats {
 	t.Helper()
-	var last pageStats
-	var lastErr error
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		s, err := tabEval[pageStats](p, statsJS)
-		lastErr = err
-		if err == nil {
-			last = s
-			if s.FramesDecoded > minFrames && s.VideoWidth > 0 {
-				return s
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
+	last, ok, err := pollPage(p, statsJS, timeout, func(s pageStats) bool { return s.FramesDecoded > minFrames && s.VideoWidth > 0 })
+	if !ok {
+		t.Fatalf("%s did not play within %s: last stats %+v (%v)", name, timeout, last, err)
 	}
-	t.Fatalf("%s did not play within %s: last stats %+v (%v)", name, timeout, last, lastErr)
 	return last
 }
 
