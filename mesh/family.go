@@ -32,7 +32,7 @@ type upstreamConn struct {
 	stalled  time.Time // when the server was last told this parent stalled
 	reported bool      // the server was told this connection is live
 	retired  time.Time // when it became the previous connection
-	quiet    time.Time // when the server said this parent's signaling dropped
+	quiet    time.Time // when the server said this parent's signaling dropped; zero once it said it is back
 }
 
 // setParent connects to a new parent. The old connection stays open until

@@ -461,8 +461,12 @@ func (n *Node) handle(m *protocol.Message) {
 		n.promoteChild(m.Peer)
 	case protocol.TypeQuiet:
 		if n.cur != nil && n.cur.parent == m.Peer {
-			n.cur.quiet = time.Now()
-			n.watchdog()
+			if m.Resumed {
+				n.cur.quiet = time.Time{} // back: the stall timeout again
+			} else {
+				n.cur.quiet = time.Now()
+				n.watchdog()
+			}
 		}
 	case protocol.TypeSignal:
 		n.route(m)

@@ -151,6 +151,34 @@ func TestResumeKeepsTheTree(t *testing.T) {
 	}
 }
 
+// TestQuietEndsWhenTheParentResumes: a relay's signaling drops, and its
+// child is told (quiet: a short silence is then enough to switch to its
+// standby); the relay resumes, and the child is told it is back (quiet,
+// resumed), so a gap in a live parent's media on a loaded machine no
+// longer moves it (TestResumeKeepsTheTree saw a 370 ms one in CI).
+func TestQuietEndsWhenTheParentResumes(t *testing.T) {
+	lightTest(t)
+	const stream = "quiet-back"
+	s, url := startServer(t, tree.Config{SourceCapacity: 1})
+	src := startSource(t, url, stream, 1)
+	relay := startPeer(t, url, stream, protocol.RoleRelay, 2, nil)
+	waitFor(t, 10*time.Second, "relay under the source", func() bool { return relay.node.Parent() == src.node.ID() })
+	child := dialLive(t, url, nil)
+	child.sendMsg(&protocol.Message{Type: protocol.TypeHello, Version: protocol.Version, Role: protocol.RoleViewer, Kind: protocol.KindGo, Stream: stream})
+	id := child.next(protocol.TypeWelcome).ID
+	if p := parentOf(s, stream, id); p != relay.node.ID() {
+		t.Fatalf("the child's parent is %q, want the relay", p)
+	}
+	old := cutSignaling(t, s, stream, relay.node.ID())
+	if m := child.next(protocol.TypeQuiet); m.Peer != relay.node.ID() || m.Resumed {
+		t.Fatalf("after the cut: %+v, want quiet for the relay", m)
+	}
+	waitFor(t, 15*time.Second, "the relay resumes", func() bool { return resumedFrom(s, stream, relay.node.ID(), old) })
+	if m := child.next(protocol.TypeQuiet); m.Peer != relay.node.ID() || !m.Resumed {
+		t.Fatalf("after the resume: %+v, want quiet with resumed for the relay", m)
+	}
+}
+
 // TestSuspendedPeerRemovedAfterGrace cuts a relay off the server for good
 // (its proxy stops listening): its place is kept for the grace period,
 // then it is removed, and its viewer re-attaches to the source and plays.

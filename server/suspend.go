@@ -60,15 +60,23 @@ func (c *coordinator) suspend(p *peerConn) bool {
 	c.suspended[p.id] = s
 	c.resume.counts.suspended.Add(1)
 	c.log.Info("peer suspended; its place is kept", "peer", p.id, "grace", c.resume.grace)
-	// A crashed relay looks like a blip until its media stops: its children
-	// give that media a short window, not the stall timeout, before they
-	// switch to their standbys (a SIGKILLed relay otherwise costs them 1.5 s).
-	for _, kid := range c.tree.Children(p.id) {
+	c.tellQuiet(p.id, false)
+	return true
+}
+
+// tellQuiet tells id's children that its signaling dropped (back false) or
+// came back (back true). A crashed relay looks like a blip until its media
+// stops: its children give that media a short window, not the stall
+// timeout, before they switch to their standbys (a SIGKILLed relay
+// otherwise costs them 1.5 s). Once it resumed, that window ends: a parent
+// that is back is a live one, and a gap in its media on a loaded machine
+// (370 ms in CI) is not a reason to leave it. Called with c.mu held.
+func (c *coordinator) tellQuiet(id string, back bool) {
+	for _, kid := range c.tree.Children(id) {
 		if k := c.peers[kid]; k != nil {
-			k.send(&protocol.Message{Type: protocol.TypeQuiet, Peer: p.id})
+			k.send(&protocol.Message{Type: protocol.TypeQuiet, Peer: id, Resumed: back})
 		}
 	}
-	return true
 }
 
 // expire ends p's suspension when the grace period passed without a
@@ -135,6 +143,7 @@ func (c *coordinator) resumePeer(p *peerConn, hello *protocol.Message, tok resum
 	for _, data := range held {
 		p.sendData(data)
 	}
+	c.tellQuiet(p.id, true)
 	// A resume from a barred address bars the peer too (bars.go).
 	if hello.Role != protocol.RoleSource && !c.signed.barred[p.id] && c.barredForStream(p, time.Now()) {
 		c.apply(c.rebar(p))

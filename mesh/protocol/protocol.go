@@ -90,6 +90,7 @@ const (
 	// A parent whose process died looks the same until its media stops, so
 	// the child gives that media a short window (quietSilence in mesh)
 	// instead of the stall timeout before it switches to its standby.
+	// With Resumed the parent's signaling is back: the window ends.
 	TypeQuiet Type = "quiet"
 	// TypePing, peer → server, asks whether the server is there; it
 	// answers TypePong at once. A browser cannot send or see WebSocket
@@ -289,7 +290,8 @@ type Message struct {
 	// Resumed, in a welcome, says the hello's resume token was accepted:
 	// the peer has its old id and place, which Peer (parent), Depth,
 	// Standby, Children and Held describe as they are now. The peer makes
-	// its connections match (see README "Resume").
+	// its connections match (see README "Resume"). In a quiet, it says the
+	// parent's signaling is back.
 	Resumed  bool     `json:"resumed,omitempty"`
 	Children []string `json:"children,omitempty"`
 	Held     []string `json:"held,omitempty"`

@@ -574,6 +574,11 @@ export class CanopyClient extends EventTarget {
         this._promoteChild(/** @type {string} */ (msg.peer));
         return;
       case Type.QUIET:
+        if (msg.resumed) {
+          // The parent's signaling is back: the short window ends.
+          if (this._quiet.peer === msg.peer) this._quiet = { peer: '', at: 0 };
+          return;
+        }
         this._quiet = { peer: msg.peer ?? '', at: performance.now() };
         this._checkSilence();
         return;

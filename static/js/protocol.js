@@ -186,7 +186,7 @@ export const UPLINK_QUEUE_MS = 40;
  * @property {string} [reclaim] welcome to a source: the secret that reclaims its stream name after a drop; hello from a source: that secret
  * @property {string} [resume] welcome, resume: this peer's resume token; hello: resume the place that token names
  * @property {number} [grace] welcome: milliseconds the server keeps a dropped peer's place for its resume
- * @property {boolean} [resumed] welcome: the resume was accepted; peer, depth, standby, children and held describe the place now
+ * @property {boolean} [resumed] welcome: the resume was accepted; peer, depth, standby, children and held describe the place now; quiet: the parent's signaling is back
  * @property {string[]} [children] resumed welcome: the children this peer feeds
  * @property {string[]} [held] resumed welcome: the children it holds standby links for
  * @property {string} [peer] parent, attach, detach, signal: the other peer; resumed welcome: the parent

@@ -331,6 +331,7 @@ test('signing fields are refused where Go refuses them', () => {
 test('quiet names the parent whose signaling dropped', () => {
   assert.equal(decode('{"type":"quiet","peer":"p4"}').peer, 'p4');
   assert.ok(SERVER_TYPES.has(Type.QUIET));
+  assert.equal(decode('{"type":"quiet","peer":"p4","resumed":true}').resumed, true); // its signaling is back
   rejects(() => decode('{"type":"quiet"}'));
   rejects(() => decode('{"type":"quiet","peer":"a b"}'));
 });
