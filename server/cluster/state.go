@@ -24,17 +24,20 @@ import (
 // and when the deltas since the last one add up to its size, so a server
 // that lost a message without noticing (the last delta before a silence)
 // converges, at an amortised O(change) cost: a change costs its own
-// entries, never the whole state.
+// entries, never the whole state. Once a stateBeat the owner also says
+// the number of its last delta (17 bytes): a server whose copy is behind
+// it, or that has none (it missed the first snapshot: its subscription
+// had not reached the owner's NATS server yet, or it joined the cluster
+// later), asks for a snapshot, so even a quiet stream's copies converge
+// within a beat.
 
 const (
 	// deltaPeriod bounds how long a change waits before it is published:
 	// what changed in the last deltaPeriod before an owner's crash is what
 	// the new owner does not know (a peer that joined then joins again).
 	deltaPeriod = 5 * time.Millisecond
-	// snapshotPeriod: a snapshot at least this often while the state
-	// changes, whatever the deltas' size (a server that missed the last
-	// delta before a quiet spell converges within it).
-	snapshotPeriod = 30 * time.Second
+	// stateBeat: how often an owner says the number of its last delta.
+	stateBeat = time.Second
 	// minSnapshotBytes: deltas under this much since the last snapshot
 	// never call for another one by their size.
 	minSnapshotBytes = 64 << 10
@@ -62,6 +65,7 @@ const (
 	stateSnap  byte = 's' // one chunk of every entry, as of delta seq: part | parts | entries
 	stateHand  byte = 'h' // the owner hands the stream over (after a last snapshot)
 	stateEnded byte = 'e' // the stream ended: forget its state
+	stateSeq   byte = 'b' // the owner's last delta is seq (a beat, no body)
 )
 
 // Entry is one keyed part of a stream's state; a nil Value removes Key.
@@ -119,9 +123,9 @@ type statePublisher struct {
 	mu  sync.Mutex // one publication at a time: the loop, a handover
 	seq uint64
 	// since is the bytes of deltas since the last snapshot, snapBytes
-	// that snapshot's size, snapAt its time.
+	// that snapshot's size; beatAt is when the last beat went out.
 	since, snapBytes int
-	snapAt           time.Time
+	beatAt           time.Time
 	want             atomic.Bool // a server asked for a snapshot
 	// sent counts what was published (for the figures).
 	sent struct{ deltas, entries, bytes, snaps atomic.Uint64 }
@@ -180,9 +184,12 @@ func (p *statePublisher) publish(full bool) {
 	p.delta(stateDelta)
 	switch {
 	case p.want.Swap(false),
-		p.since >= max(p.snapBytes, minSnapshotBytes),
-		p.since > 0 && time.Since(p.snapAt) >= snapshotPeriod:
+		p.since >= max(p.snapBytes, minSnapshotBytes):
 		p.snapshot(p.src.All())
+	}
+	if time.Since(p.beatAt) >= stateBeat {
+		p.o.publishState(stateSeq, p.seq, nil)
+		p.beatAt = time.Now()
 	}
 }
 
@@ -230,7 +237,7 @@ func (p *statePublisher) snapshot(all []Entry) {
 		p.o.publishState(stateSnap, p.seq, append(head, c...))
 		size += len(c)
 	}
-	p.snapBytes, p.since, p.snapAt = size, 0, time.Now()
+	p.snapBytes, p.since = size, 0
 	p.sent.snaps.Add(1)
 }
 
@@ -365,6 +372,15 @@ func (n *Node) hearState(m *nats.Msg) {
 		}
 	case stateSnap:
 		ask = n.heardChunk(cur, epoch, seq, body)
+	case stateSeq:
+		// In order with the deltas (one subject, one publisher): a copy
+		// behind the owner's last delta lost one; no copy in step, a
+		// snapshot (or all of it).
+		if cur.synced && seq > cur.seq {
+			n.stateCounts.Gaps++
+			cur.synced = false
+		}
+		ask = !cur.synced
 	}
 	if ask && time.Since(cur.asked) >= askEvery {
 		cur.asked = time.Now()

@@ -125,6 +125,71 @@ func TestStateDeltasReachEveryServer(t *testing.T) {
 	}
 }
 
+// TestStateReachesEveryServerOfAQuietStream: a server that missed the
+// owner's first snapshot (here it joined the cluster after it) and a
+// server that lost the last delta before a quiet spell both converge,
+// with no change to publish: the owner's beat says the number of its
+// last delta, and a copy behind it asks for a snapshot.
+func TestStateReachesEveryServerOfAQuietStream(t *testing.T) {
+	addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	routes := make([]string, len(addrs))
+	for i, a := range addrs {
+		routes[i] = "nats://" + a
+	}
+	var nodes []*Node
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, a := range addrs[:2] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, err := Start(Config{ID: fmt.Sprintf("q%d", i+1), Name: "quiet-test", Listen: a, Routes: routes[:2], StoreDir: t.TempDir(), Log: quiet})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			nodes = append(nodes, n)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+	const stream = "quietstate"
+	src := newMemState()
+	src.set("m", "meta")
+	o := claimEventually(t, nodes[0], stream, echo{}, nil)
+	o.SetState(src)
+	other := nodes[1]
+	inStep(t, other, stream, src, 10*time.Second)
+
+	// The last delta before a quiet spell is lost at the other server.
+	before := other.StateCounts()
+	other.dropDeltas.Store(1)
+	src.set("n/last", "the last change for a while")
+	waitUntil(t, 10*time.Second, "the lost delta", func() bool { return other.dropDeltas.Load() <= 0 })
+	inStep(t, other, stream, src, 10*time.Second)
+	if after := other.StateCounts(); after.Gaps == before.Gaps || after.Snapshots == before.Snapshots {
+		t.Errorf("the copy converged without seeing the gap and taking a snapshot: %+v → %+v", before, after)
+	}
+
+	// A third server joins the cluster: the stream's first snapshot and
+	// every delta are long gone.
+	late, err := Start(Config{ID: "q3", Name: "quiet-test", Listen: addrs[2], Routes: routes, StoreDir: t.TempDir(), Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(late.Close)
+	inStep(t, late, stream, src, 20*time.Second)
+}
+
 // TestStateChangeBeforeOwnerDies: a change made 20 ms before its owner
 // dies (its NATS connection and server cut, no handover) is in the other
 // servers' copies, which a new owner rebuilds from.
