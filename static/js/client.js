@@ -840,11 +840,17 @@ export class CanopyClient extends EventTarget {
     if (!codec) return false;
     const reason = `this browser cannot decode ${codec} video`;
     console.warn('canopy:', reason);
-    this._refused = true; // onclose: no retry
+    this._refused = true;
     this._closeChildren();
     this._closePC();
     this.parentId = null;
+    // Stopped from here: no socket (nothing it still says is heard, its
+    // close event finds it detached), no reconnect pending.
     const ws = this._ws;
+    this._ws = null;
+    if (ws) ws.onmessage = null;
+    if (this._retryTimer) clearTimeout(this._retryTimer);
+    this._retryTimer = null;
     if (ws && ws.readyState === WebSocket.OPEN) {
       this._send({ type: Type.LEAVE }, ws);
       ws.close(1000, 'leave');
