@@ -180,6 +180,38 @@ const sendersJS = `(async () => {
   return out;
 })()`
 
+// parentIn is id's parent in tr ("" if it is not there, or queued).
+func parentIn(tr treeResponse, id string) string {
+	for _, n := range tr.Nodes {
+		if n.ID == id {
+			return n.Parent
+		}
+	}
+	return ""
+}
+
+// waitTree waits until the stream's tree is as want says; on a timeout
+// it logs every node (who was moved, queued or held, and why not) first.
+func waitTree(t *testing.T, srvURL, stream string, within time.Duration, what string, want func(treeResponse) bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var tr treeResponse
+		getJSON(t, srvURL+"/api/streams/"+stream+"/tree", &tr)
+		if want(tr) {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, n := range tr.Nodes {
+				t.Logf("tree: %s parent %q trust %s usable %d/%d queued %v passthrough %v hops %d children %v",
+					n.ID, n.Parent, n.Trust, n.Usable, n.Capacity, n.Queued, n.Passthrough, n.Hops, n.Children)
+			}
+			t.Fatalf("timed out after %v waiting for the tree to have %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func relayMode(t *testing.T, ctx context.Context) string {
 	t.Helper()
 	m, err := evalJS[string](ctx, `window.canopy.client.relayMode`)
@@ -221,9 +253,10 @@ func passthroughChain(t *testing.T, stream string, source func(srvURL, stream st
 		t.Fatalf("B's parent is %q, want A %s", bState.Parent, aState.ID)
 	}
 	c := openViewer(t, srvURL, stream, "?relay=0", "C")
-	if cs := readRelayState(t, c); cs.Parent != bState.ID {
-		t.Fatalf("C's parent is %q, want B %s", cs.Parent, bState.ID)
-	}
+	cID := readRelayState(t, c).ID
+	waitTree(t, srvURL, stream, 30*time.Second, "C under B under A", func(tr treeResponse) bool {
+		return parentIn(tr, cID) == bState.ID && parentIn(tr, bState.ID) == aState.ID
+	})
 	for name, ctx := range map[string]context.Context{"A": a, "B": b} {
 		if m := relayMode(t, ctx); m != "pass-through" {
 			t.Errorf("%s relays in mode %q, want pass-through", name, m)
