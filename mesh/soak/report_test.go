@@ -1,6 +1,8 @@
 package soak
 
 import (
+	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +87,29 @@ func TestTreeFaults(t *testing.T) {
 	}
 	if r.settled(nodes) {
 		t.Error("settled with faults")
+	}
+}
+
+// TestDeparturesFollowTheCrashShare: any run of departures holds within
+// one of its share of crashes, whatever the random start, so a short soak
+// has both kinds.
+func TestDeparturesFollowTheCrashShare(t *testing.T) {
+	for _, share := range []float64{0.5, 0.25, 0.9} {
+		for seed := range uint64(50) {
+			r := &run{cfg: Config{CrashShare: share}, rng: rand.New(rand.NewPCG(seed, 1))}
+			r.owed = r.rng.Float64()
+			crashes := 0
+			for n := 1; n <= 40; n++ {
+				if r.nextCrashes() {
+					crashes++
+				}
+				if want := float64(n) * share; math.Abs(float64(crashes)-want) > 1 {
+					t.Fatalf("share %v, seed %d: %d crashes of %d departures", share, seed, crashes, n)
+				}
+				if n >= 4 && share == 0.5 && (crashes == 0 || crashes == n) {
+					t.Fatalf("share 0.5, seed %d: %d crashes of %d departures, want both kinds", seed, crashes, n)
+				}
+			}
+		}
 	}
 }

@@ -39,7 +39,7 @@ type Config struct {
 	SourceCapacity int           // children of the source
 	Duration       time.Duration // churn time, after the ramp
 	Churn          float64       // share of the peers replaced per minute
-	CrashShare     float64       // share of departures that are SIGKILL (the rest leave gracefully)
+	CrashShare     float64       // share of departures that are SIGKILL (the rest leave gracefully), exactly: see depart
 	MinAge         time.Duration // a peer this young is not chosen to go
 	Sim            int           // simulated signaling-only viewers (client load) on a second stream; 0: none
 	SimRate        float64       // their joins per second
@@ -199,6 +199,12 @@ type run struct {
 	joins      int
 	leaves     int
 	crashes    int
+	// owed is the crashes CrashShare calls for that are not made yet
+	// (from a random start in [0, 1)): depart crashes a peer when it
+	// reaches 1, so any n departures hold within one of n×CrashShare
+	// crashes, and a short run has both kinds (a coin per departure
+	// gave a 30 s run 4 graceful leaves and no crash, 1 run in 16).
+	owed float64
 }
 
 func (r *run) logf(format string, args ...any) {
@@ -262,6 +268,17 @@ func (r *run) startPeer(ctx context.Context) error {
 	return nil
 }
 
+// nextCrashes reports whether the next departure is a crash (owed).
+// Called with r.mu held.
+func (r *run) nextCrashes() bool {
+	r.owed += r.cfg.CrashShare
+	if r.owed < 1 {
+		return false
+	}
+	r.owed--
+	return true
+}
+
 // depart makes one live peer old enough go: SIGKILL (a crash) or SIGINT
 // (a graceful leave); false when none is old enough.
 func (r *run) depart() bool {
@@ -279,7 +296,7 @@ func (r *run) depart() bool {
 	i := old[r.rng.IntN(len(old))]
 	p := r.live[i]
 	r.live = append(r.live[:i], r.live[i+1:]...)
-	crash := r.rng.Float64() < r.cfg.CrashShare
+	crash := r.nextCrashes()
 	if crash {
 		r.crashes++
 	} else {
@@ -371,6 +388,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	r := &run{cfg: cfg, dir: dir, rng: rand.New(rand.NewPCG(cfg.Seed, 0x50a4)), started: time.Now()}
+	r.owed = r.rng.Float64()
 	rep, err := r.soak(ctx)
 	if rep != nil {
 		rep.Dir = dir
