@@ -450,14 +450,25 @@ func (c *coordinator) report(p *peerConn, m *protocol.Message) {
 	case protocol.TypeLive:
 		c.log.Debug("peer live", "peer", p.id, "parent", m.Peer)
 		if parent, ok := c.tree.Parent(p.id); ok && parent == m.Peer {
-			if from, ok := c.moving[p.id]; ok {
+			_, moved := c.moving[p.id]
+			if moved {
+				from := c.moving[p.id]
 				delete(c.moving, p.id)
 				if from != parent { // back to the parent it left: that edge is the new one
 					c.cut(from, p.id)
 				}
 			}
 			c.onLive(p.id, parent)
-			c.replanStandbys(nil, p.id) // its old parent, and slots trust opened, may serve now
+			if moved {
+				c.replanStandbys(nil, p.id) // its old parent may serve now
+			} else {
+				// Trust's re-plans (slots it opened) were made at once
+				// in onLive; what is left is p's own standby, a hint
+				// that may wait for the joins' batch.
+				end := c.batchStandbys()
+				c.replanStandbys(nil, p.id)
+				end()
+			}
 		}
 	case protocol.TypeStalled:
 		c.lostMedia(m.Peer, p.id) // a suspended parent that crashed (suspend.go)

@@ -6,10 +6,11 @@ import (
 	"canopy/mesh/tree"
 )
 
-// standbyCoalesce is how long the standby re-plans of joins wait to be
-// made together. (Live reports' were batched too, for most of the gain,
-// until TestLoadHarnessShort saw a real viewer moved below simulated
-// relays with them: README "Load".) A standby is a hint its child checks
+// standbyCoalesce is how long the standby re-plans of joins, and of the
+// live reports that change no slots, wait to be made together. (The re-plans
+// of trust's changes to slots were batched too for a while, until
+// TestLoadHarnessShort saw a real viewer moved below simulated relays with
+// them: README "Load"; they are made at once.) A standby is a hint its child checks
 // (the server stays authoritative: tree.LeaveVia and tree.Adopt refuse a
 // link that no longer fits), so a plan a few tens of ms old is as good;
 // making one per join planned the new parent's and grandparent's

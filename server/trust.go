@@ -93,12 +93,21 @@ func (b *trustBook) playedFrom(child, parent string) bool { return b.played[chil
 
 // setTrust changes a peer's trust in the tree and signals the moves.
 func (c *coordinator) setTrust(id string, level tree.Trust, why string) {
+	slotless := c.tree.Usable(id) == 0
 	changes, err := c.tree.SetTrust(id, level)
 	if err != nil {
 		c.log.Warn("set trust", "peer", id, "trust", level, "err", err)
 		return
 	}
 	c.log.Info("trust changed", "peer", id, "trust", level, "why", why, "moves", len(changes))
+	if len(changes) == 0 && slotless && c.tree.Usable(id) == 0 {
+		// A peer without slots before and after (a leaf viewer that
+		// played) is nothing to any plan: ranks and slots read trust
+		// only through usable slots. Re-planning here flushed the
+		// joins' standby batch at every viewer's first live report.
+		c.refreshVerify()
+		return
+	}
 	c.apply(changes)
 }
 

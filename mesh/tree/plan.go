@@ -21,6 +21,10 @@ type planner struct {
 	reference bool
 	// via names hot standby parents to try first (planLeaveVia).
 	via map[string]string
+	// noSlot remembers the orphans findSlot found no slot for, by what its
+	// search depends on: the re-encodes their subtree bears (bit maxClass)
+	// of strict ones ([1]) and others ([0]). See findSlot.
+	noSlot [2]uint64
 }
 
 type planMove struct{ n, to *node }
@@ -93,6 +97,9 @@ func (p *planner) move(n, to *node) {
 	m.vpar, m.moved = to, true
 	if to != nil {
 		p.mark(to).delta++
+		if n.use > 0 || len(n.children) > 0 {
+			p.noSlot = [2]uint64{} // n's slots, or its subtree's, are in reach now
+		}
 	}
 	p.moves = append(p.moves, planMove{n, to})
 }
@@ -323,7 +330,27 @@ func (p *planner) placeAll(work []*node, heir *node) {
 }
 
 // findSlot returns the shallowest usable free slot for o's subtree.
+//
+// Once it finds none for an orphan, it finds none for a later one with the
+// same maxClass and strictness (what the heaps scanned and feeds depend on)
+// until a node with slots, or with a subtree, is placed: during a plan free
+// slots outside gone nodes only ever fill (an eviction frees the slot it
+// takes), and the other reasons a slot fails (below a gone or pending node,
+// or below the orphan itself, which is then placed or gone) stay true until
+// such a move. In a full tree (relays still earning their slots) every
+// orphan of a wide relay scanned every heap in vain: most of a load ramp's
+// CPU.
 func (p *planner) findSlot(o *node, maxClass int) *node {
+	key, bit := 0, uint64(0)
+	if p.t.strict(o) {
+		key = 1
+	}
+	if maxClass < 64 && !p.reference {
+		bit = 1 << maxClass
+		if p.noSlot[key]&bit != 0 {
+			return nil
+		}
+	}
 	ix := p.t.ix
 	for d := range ix.slots {
 		for c := 0; c <= maxClass && c < ix.classes; c++ {
@@ -335,6 +362,7 @@ func (p *planner) findSlot(o *node, maxClass int) *node {
 			}
 		}
 	}
+	p.noSlot[key] |= bit
 	return nil
 }
 
