@@ -239,10 +239,7 @@ func (s *Server) LocalTransport(gr *grant) mesh.Transport {
 		}()
 		return nodeEnd{pipe}
 	}
-	go func() {
-		defer release()
-		s.session(context.Background(), p)
-	}()
+	go s.session(context.Background(), p, release)
 	return nodeEnd{pipe}
 }
 

@@ -203,11 +203,7 @@ func (s *Server) handleWS(c *gin.Context) {
 	// stack. Nothing of c may be used past this point. The request's
 	// context would end with the handler; a hijacked connection's never
 	// ended before it anyway.
-	go func() {
-		defer release()
-		defer releasePeer()
-		s.session(context.Background(), p)
-	}()
+	go s.session(context.Background(), p, func() { releasePeer(); release() })
 }
 
 // refuseSocket sends one error message on a fresh connection and closes it
@@ -225,10 +221,17 @@ func refuseSocket(conn *websocket.Conn, timeout time.Duration, err error) {
 }
 
 // session reads the peer's messages until it leaves or fails: its edge's
-// half (owner.go has the other). Before the hello it answers here; the
-// admitted hello goes to the stream's owner, and so does every frame after
-// it. A panic while handling one peer ends only that peer.
-func (s *Server) session(ctx context.Context, p *peerConn) {
+// half (owner.go has the other). Before the hello it answers here
+// (awaitHello); the admitted hello goes to the stream's owner, and so does
+// every frame after it (relayFrames). done runs once the session has
+// ended. A panic while handling one peer ends only that peer.
+//
+// An admitted peer's frames are read on a goroutine of its own, so that an
+// idle peer's stack holds only the read: the runtime halves a stack at a
+// collection only while less than a quarter of it is used, and below the
+// hello's frames an idle session kept the 8 KB the hello had grown (half of
+// its signaling connection's memory); on its own it keeps 4 KB.
+func (s *Server) session(ctx context.Context, p *peerConn, done func()) {
 	var link *cluster.Link
 	reason := "connection closed"
 	defer func() {
@@ -236,94 +239,129 @@ func (s *Server) session(ctx context.Context, p *peerConn) {
 			p.log.Error("panic in peer session", "panic", r)
 			reason = "internal error"
 		}
-		if link != nil {
-			link.Close(reason)
+		if link != nil && reason == "" {
+			go s.relaySession(ctx, p, link, done)
+			return
 		}
-		p.close()
+		endSession(p, link, reason, done)
 	}()
+	reason = s.awaitHello(ctx, p, &link)
+}
 
+// relaySession is session's second half, once p is admitted.
+func (s *Server) relaySession(ctx context.Context, p *peerConn, link *cluster.Link, done func()) {
+	reason := "internal error"
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("panic in peer session", "panic", r)
+		}
+		endSession(p, link, reason, done)
+	}()
+	reason = relayFrames(ctx, p, link)
+}
+
+// endSession closes p's session: its link to the owner, if any, then p.
+func endSession(p *peerConn, link *cluster.Link, reason string, done func()) {
+	defer done()
+	if link != nil {
+		link.Close(reason)
+	}
+	p.close()
+}
+
+// awaitHello reads p's frames until its hello is admitted (*link set, "") or
+// the session ends (why).
+func (s *Server) awaitHello(ctx context.Context, p *peerConn, link **cluster.Link) string {
 	conn := p.conn
 	conn.SetReadLimit(maxFrameSize)
 	_ = conn.SetReadDeadline(time.Now().Add(p.lim.HelloTimeout))
-	// A pong or any message proves the peer is alive; one that answers
-	// neither within PongTimeout is dropped and its children re-attached.
-	alive := func() error {
-		p.probing.Store(false) // it answered (suspend.go, probe)
-		return conn.SetReadDeadline(time.Now().Add(p.lim.PongTimeout))
-	}
-	conn.SetPongHandler(func(string) error {
-		if link == nil {
-			return nil // before hello the hello timeout stands
-		}
-		return alive()
-	})
+	// Before the hello the hello timeout stands: pongs do not extend it.
+	conn.SetPongHandler(func(string) error { return nil })
 	budget := newSessionBudget(p.lim)
 	for {
 		_, data, err := conn.ReadMessage()
 		if err != nil {
-			var ne net.Error
-			switch {
-			case errors.Is(err, websocket.ErrReadLimit):
-				reason = "frame too large" // gorilla has sent close 1009
-			case errors.As(err, &ne) && ne.Timeout() && !p.probing.Load():
-				reason = "ping timeout" // silent for PongTimeout: gone, not resumable (suspend.go)
-			}
-			return
+			return readEnded(p, err)
 		}
-		if end := s.beforeHello(p, budget, data, &link); end != "" {
-			reason = end
-			return
+		if end := s.beforeHello(p, budget, data, link); end != "" {
+			return end
 		}
-		if link != nil {
-			_ = alive()
+		if *link != nil {
 			// The owner holds the admitted hello and runs the rest; what
 			// the edge kept of it for admission can go.
 			p.hello, p.grant = nil, nil
-			reason = relayFrames(ctx, p, link, alive)
-			return
+			return ""
 		}
 		select {
 		case <-p.closed:
-			return
+			return "connection closed"
 		case <-ctx.Done():
-			return
+			return "connection closed"
 		default:
 		}
 	}
 }
 
+// readEnded is why a read error ends p's session.
+func readEnded(p *peerConn, err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		return "frame too large" // gorilla has sent close 1009
+	case errors.As(err, &ne) && ne.Timeout() && !p.probing.Load():
+		return "ping timeout" // silent for PongTimeout: gone, not resumable (suspend.go)
+	}
+	return "connection closed"
+}
+
+// alive extends p's read deadline: a pong or any message proves the peer
+// is alive; one that answers neither within PongTimeout is dropped and its
+// children re-attached.
+func (p *peerConn) alive() {
+	p.probing.Store(false) // it answered (suspend.go, probe)
+	_ = p.conn.SetReadDeadline(time.Now().Add(p.lim.PongTimeout))
+}
+
 // relayFrames passes an admitted peer's frames to its stream's owner until
-// the connection ends; it returns why.
-func relayFrames(ctx context.Context, p *peerConn, link *cluster.Link, alive func() error) string {
+// the connection ends; it returns why. Its loop only reads: what a frame
+// needs is relayFrame's, whose locals are off the stack while the peer is
+// idle (see session).
+func relayFrames(ctx context.Context, p *peerConn, link *cluster.Link) string {
+	p.alive()
+	p.conn.SetPongHandler(func(string) error { p.alive(); return nil })
 	for {
 		_, data, err := p.conn.ReadMessage()
 		if err != nil {
-			var ne net.Error
-			switch {
-			case errors.Is(err, websocket.ErrReadLimit):
-				return "frame too large" // gorilla has sent close 1009
-			case errors.As(err, &ne) && ne.Timeout() && !p.probing.Load():
-				return "ping timeout" // silent for PongTimeout: gone, not resumable (suspend.go)
-			}
-			return "connection closed"
+			return readEnded(p, err)
 		}
-		_ = alive()
-		if bytes.Equal(data, pingFrame) {
-			p.pong() // answered here: a ping asks whether this server, the edge, is there
-			continue
-		}
-		if err := link.Send(data); err != nil {
-			p.log.Warn("lost the stream's owner", "err", err)
-			return "owner unreachable"
-		}
-		select {
-		case <-p.closed:
-			return "connection closed"
-		case <-ctx.Done():
-			return "connection closed"
-		default:
+		if why := relayFrame(ctx, p, link, data); why != "" {
+			return why
 		}
 	}
+}
+
+// relayFrame passes one frame of p's to the owner, or answers a ping; it
+// returns why the session ends, or "".
+//
+//go:noinline
+func relayFrame(ctx context.Context, p *peerConn, link *cluster.Link, data []byte) string {
+	p.alive()
+	if bytes.Equal(data, pingFrame) {
+		p.pong() // answered here: a ping asks whether this server, the edge, is there
+		return ""
+	}
+	if err := link.Send(data); err != nil {
+		p.log.Warn("lost the stream's owner", "err", err)
+		return "owner unreachable"
+	}
+	select {
+	case <-p.closed:
+		return "connection closed"
+	case <-ctx.Done():
+		return "connection closed"
+	default:
+	}
+	return ""
 }
 
 // decodeWithin decodes one frame of p's within its budgets. It returns the
