@@ -292,12 +292,8 @@ func (s *Server) awaitHello(ctx context.Context, p *peerConn, link **cluster.Lin
 			p.hello, p.grant = nil, nil
 			return ""
 		}
-		select {
-		case <-p.closed:
+		if ended(ctx, p) {
 			return "connection closed"
-		case <-ctx.Done():
-			return "connection closed"
-		default:
 		}
 	}
 }
@@ -354,14 +350,22 @@ func relayFrame(ctx context.Context, p *peerConn, link *cluster.Link, data []byt
 		p.log.Warn("lost the stream's owner", "err", err)
 		return "owner unreachable"
 	}
-	select {
-	case <-p.closed:
+	if ended(ctx, p) {
 		return "connection closed"
-	case <-ctx.Done():
-		return "connection closed"
-	default:
 	}
 	return ""
+}
+
+// ended reports whether p's connection is closed or ctx done.
+func ended(ctx context.Context, p *peerConn) bool {
+	select {
+	case <-p.closed:
+		return true
+	case <-ctx.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // decodeWithin decodes one frame of p's within its budgets. It returns the
