@@ -450,9 +450,8 @@ func (c *coordinator) report(p *peerConn, m *protocol.Message) {
 	case protocol.TypeLive:
 		c.log.Debug("peer live", "peer", p.id, "parent", m.Peer)
 		if parent, ok := c.tree.Parent(p.id); ok && parent == m.Peer {
-			_, moved := c.moving[p.id]
+			from, moved := c.moving[p.id]
 			if moved {
-				from := c.moving[p.id]
 				delete(c.moving, p.id)
 				if from != parent { // back to the parent it left: that edge is the new one
 					c.cut(from, p.id)
