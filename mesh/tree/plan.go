@@ -23,8 +23,9 @@ type planner struct {
 	via map[string]string
 	// noSlot remembers the orphans findSlot found no slot for, by what its
 	// search depends on: the re-encodes their subtree bears (bit maxClass)
-	// of strict ones ([1]) and others ([0]). See findSlot.
-	noSlot [2]uint64
+	// of strict ones ([1]) and others ([0]). See findSlot. noEvict is the
+	// same for findEvict.
+	noSlot, noEvict [2]uint64
 }
 
 type planMove struct{ n, to *node }
@@ -98,7 +99,8 @@ func (p *planner) move(n, to *node) {
 	if to != nil {
 		p.mark(to).delta++
 		if n.use > 0 || len(n.children) > 0 {
-			p.noSlot = [2]uint64{} // n's slots, or its subtree's, are in reach now
+			// n's slots, or its subtree's slots and leaves, are in reach now
+			p.noSlot, p.noEvict = [2]uint64{}, [2]uint64{}
 		}
 	}
 	p.moves = append(p.moves, planMove{n, to})
@@ -341,15 +343,9 @@ func (p *planner) placeAll(work []*node, heir *node) {
 // orphan of a wide relay scanned every heap in vain: most of a load ramp's
 // CPU.
 func (p *planner) findSlot(o *node, maxClass int) *node {
-	key, bit := 0, uint64(0)
-	if p.t.strict(o) {
-		key = 1
-	}
-	if maxClass < 64 && !p.reference {
-		bit = 1 << maxClass
-		if p.noSlot[key]&bit != 0 {
-			return nil
-		}
+	key, bit := p.memoKey(o, maxClass)
+	if p.noSlot[key]&bit != 0 {
+		return nil
 	}
 	ix := p.t.ix
 	for d := range ix.slots {
@@ -366,13 +362,40 @@ func (p *planner) findSlot(o *node, maxClass int) *node {
 	return nil
 }
 
+// memoKey is where noSlot and noEvict keep o's failure: which array
+// (strict or not) and which bit (maxClass); bit 0 (nothing remembered) in
+// reference mode or past 63 re-encodes.
+func (p *planner) memoKey(o *node, maxClass int) (key int, bit uint64) {
+	if p.t.strict(o) {
+		key = 1
+	}
+	if maxClass < 64 && !p.reference {
+		bit = 1 << maxClass
+	}
+	return key, bit
+}
+
 // findEvict returns the deepest cheapest leaf whose slot bears o's subtree,
 // and that slot's parent.
+//
+// Its failures are remembered as findSlot's are, for the same reasons: the
+// candidates are leaves not yet planned, and a plan only takes them away
+// (an eviction places an orphan with a subtree, which resets the memo)
+// until a node with slots or a subtree is placed, bringing its leaves in
+// reach. At 30 000 peers over 3 servers every relay orphan of a full tree
+// scanned every leaf of the deepest level: 17 % of the owner's CPU.
 func (p *planner) findEvict(o *node, maxClass int) (leaf, parent *node) {
+	key, bit := p.memoKey(o, maxClass)
+	if p.noEvict[key]&bit != 0 {
+		return nil, nil
+	}
 	ix := p.t.ix
 	for d := len(ix.leaves) - 1; d > 0; d-- {
 		for h := 0; h <= maxClass && h < ix.classes; h++ {
-			if l := p.search(ix.leaves[d][h], func(l *node) bool {
+			// The cheapest leaves are the newest, which in a ramp are most
+			// often o's own children (their slot is below o): popping them
+			// does not count against the pops before a scan of the depth.
+			if l := p.searchOwn(ix.leaves[d][h], o, func(l *node) bool {
 				if _, moved := p.planned(l); moved || p.isPending(l) || p.delta(l) != 0 || l.parent == nil {
 					return false
 				}
@@ -383,6 +406,7 @@ func (p *planner) findEvict(o *node, maxClass int) (leaf, parent *node) {
 			}
 		}
 	}
+	p.noEvict[key] |= bit
 	return nil, nil
 }
 
@@ -398,16 +422,24 @@ const searchPops = 8
 // being total makes the same node. Popping all of a heap of 4 000 leaves
 // that all failed was a third of a load run's CPU.
 func (p *planner) search(h *nodeHeap, ok func(*node) bool) *node {
-	var stash [searchPops]*node
-	popped := 0
+	return p.searchOwn(h, nil, ok)
+}
+
+// searchOwn is search where popped children of own (which ok rejects) do
+// not count against the pops before the scan.
+func (p *planner) searchOwn(h *nodeHeap, own *node, ok func(*node) bool) *node {
+	var buf [searchPops]*node // more only past own children: a bigger array costs every search its clearing
+	stash := buf[:0]
 	var found *node
 	if p.reference {
 		return p.searchAll(h, ok)
 	}
-	for h.len() > 0 && popped < searchPops {
+	for pops := 0; h.len() > 0 && pops < searchPops; {
 		n := h.pop()
-		stash[popped] = n
-		popped++
+		stash = append(stash, n)
+		if own == nil || n.parent != own {
+			pops++
+		}
 		if !p.isGone(n) && ok(n) {
 			found = n
 			break
@@ -423,7 +455,7 @@ func (p *planner) search(h *nodeHeap, ok func(*node) bool) *node {
 			}
 		}
 	}
-	for _, n := range stash[:popped] {
+	for _, n := range stash {
 		h.push(n)
 	}
 	return found
