@@ -6,11 +6,13 @@ import (
 	"canopy/mesh/tree"
 )
 
-// standbyCoalesce is how long the standby re-plans of joins, and of the
-// live reports that change no slots, wait to be made together. (The re-plans
-// of trust's changes to slots were batched too for a while, until
+// standbyCoalesce is how long the standby re-plans of joins, of live
+// reports, and of trust changes that only open slots, wait to be made
+// together. (Trust's were made at once for a while, after
 // TestLoadHarnessShort saw a real viewer moved below simulated relays with
-// them: README "Load"; they are made at once.) A standby is a hint its child checks
+// them batched: the harness's fault, fixed since, its real viewers joined as
+// viewers, which a joining relay may displace until a child plays from
+// them.) A standby is a hint its child checks
 // (the server stays authoritative: tree.LeaveVia and tree.Adopt refuse a
 // link that no longer fits), so a plan a few tens of ms old is as good;
 // making one per join planned the new parent's and grandparent's

@@ -42,6 +42,7 @@ func TestCrashKeepsStaleStandbys(t *testing.T) {
 	b := mk(protocol.RoleViewer, protocol.KindBrowser, 2)
 	live(b, x)
 	c.mu.Lock()
+	c.flushStandbys() // the joins' and live reports' batch, without its 25 ms
 	if pa, _ := c.tree.Parent(a.id); pa != x.id {
 		t.Fatalf("a under %s, want x", pa)
 	}
