@@ -12,8 +12,8 @@
 // credentials, so the server places, signals and heals a tree as deep as a
 // real audience's, while no PeerConnection is made below the real peers.
 // The real viewers join first with capacity Config.MediaCapacity (default
-// 1): a Go peer with capacity is relay-class, so no later joiner takes its
-// place next to the source, and its media path is source → real viewers
+// 1), as relays: a Go relay with capacity is relay-class, so no later
+// joiner takes its place next to the source, and its media path is source → real viewers
 // only (the report says if a real viewer's parent was ever a simulated
 // one). A real parent of a simulated child (the source or a real viewer)
 // makes a PeerConnection for it that never connects; it is one per free

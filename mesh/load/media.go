@@ -43,8 +43,16 @@ type MediaFigures struct {
 
 func startWatcher(ctx context.Context, cfg *Config, server string) (*watcher, error) {
 	w := &watcher{started: time.Now()}
+	// With capacity a real viewer joins as a relay: a Go viewer is
+	// relay-class only once a child played from it, and until then a
+	// joining simulated relay may take its place and adopt it (a run of
+	// 45 000 moved one under simulated parents that never deliver).
+	role := protocol.RoleViewer
+	if cfg.MediaCapacity > 0 {
+		role = protocol.RoleRelay
+	}
 	node, err := mesh.Dial(ctx, mesh.Config{
-		Server: server, Stream: cfg.Stream, Role: protocol.RoleViewer, Capacity: cfg.MediaCapacity,
+		Server: server, Stream: cfg.Stream, Role: role, Capacity: cfg.MediaCapacity,
 		Token: cfg.Token, LoopbackOnly: cfg.LoopbackOnly, Logger: cfg.Logger, OnPacket: w.onPacket,
 		OnEvent: func(e mesh.Event) {
 			w.mu.Lock()

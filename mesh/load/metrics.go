@@ -22,6 +22,7 @@ type sample struct {
 	cpu        float64 // process_cpu_seconds_total
 	goroutines float64
 	peers      float64 // canopy_peers summed over roles and kinds
+	conns      float64 // canopy_http_conns: open TCP connections, any client's
 	gcForced   bool    // the heap figure is right after a collection
 }
 
@@ -63,6 +64,7 @@ func scrape(ctx context.Context, server, debug string) (sample, error) {
 	s.cpu = val("process_cpu_seconds_total")
 	s.goroutines = val("go_goroutines")
 	s.peers = val("canopy_peers")
+	s.conns = val("canopy_http_conns")
 	return s, nil
 }
 
@@ -108,7 +110,11 @@ func get(ctx context.Context, url string, w io.Writer) error {
 type ServerFigures struct {
 	Server string `json:"server"`
 	// Conns is how many connections the memory figures are divided by:
-	// the harness's own on this server, when they were all up and idle.
+	// the growth of the server's open connections (canopy_http_conns)
+	// from before the ramp to when the harness's own were all up and idle,
+	// so harnesses running side by side against one server each divide
+	// the growth they saw by every connection behind it; the harness's own
+	// on this server when the server does not report it.
 	Conns int `json:"conns"`
 	// HeapStackPerConnKB is the growth of the Go heap in use plus
 	// goroutine stacks per connection (after a forced collection when
@@ -118,7 +124,8 @@ type ServerFigures struct {
 	GCForced           bool    `json:"gcForced"`
 	GoroutinesPerConn  float64 `json:"goroutinesPerConn"`
 	// RampCPU is the server's CPU while peers joined, in cores;
-	// CPUPerJoinMicros that CPU per peer placed. HoldCPU is its CPU
+	// CPUPerJoinMicros that CPU per connection it took over the ramp (the
+	// same growth; the harness's own joins without it). HoldCPU is its CPU
 	// afterwards (idle peers, their stats, churn), in cores.
 	RampCPU          float64 `json:"rampCPUCores"`
 	CPUPerJoinMicros float64 `json:"cpuPerJoinUs"`
@@ -127,6 +134,12 @@ type ServerFigures struct {
 }
 
 func figures(server string, conns, joins int, before, ramped, idle, end sample) ServerFigures {
+	if grown := int(idle.conns - before.conns); grown > 0 {
+		conns = grown
+	}
+	if grown := int(ramped.conns - before.conns); grown > 0 {
+		joins = grown
+	}
 	f := ServerFigures{Server: server, Conns: conns, GCForced: before.gcForced && idle.gcForced, PeersReported: idle.peers}
 	if conns > 0 {
 		n := float64(conns)
