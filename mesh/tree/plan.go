@@ -26,6 +26,9 @@ type planner struct {
 	// of strict ones ([1]) and others ([0]). See findSlot. noEvict is the
 	// same for findEvict.
 	noSlot, noEvict [2]uint64
+	// evict keeps, per leaf heap, what findEvict's scans of it left (see
+	// evictCands), for each memo key it was scanned with.
+	evict map[*nodeHeap][]*evictCands
 }
 
 type planMove struct{ n, to *node }
@@ -101,6 +104,9 @@ func (p *planner) move(n, to *node) {
 		if n.use > 0 || len(n.children) > 0 {
 			// n's slots, or its subtree's slots and leaves, are in reach now
 			p.noSlot, p.noEvict = [2]uint64{}, [2]uint64{}
+			if len(n.children) > 0 && p.evict != nil {
+				p.evictReach(n)
+			}
 		}
 	}
 	p.moves = append(p.moves, planMove{n, to})
@@ -390,24 +396,148 @@ func (p *planner) findEvict(o *node, maxClass int) (leaf, parent *node) {
 		return nil, nil
 	}
 	ix := p.t.ix
+	fits := func(l *node) bool {
+		if _, moved := p.planned(l); moved || p.isPending(l) || p.delta(l) != 0 || l.parent == nil {
+			return false
+		}
+		ok, cl := p.locate(l.parent, o)
+		return ok && cl <= maxClass && p.t.feeds(l.parent, o)
+	}
 	for d := len(ix.leaves) - 1; d > 0; d-- {
 		for h := 0; h <= maxClass && h < ix.classes; h++ {
+			hp := ix.leaves[d][h]
+			if p.reference {
+				if l := p.searchAll(hp, fits); l != nil {
+					return l, l.parent
+				}
+				continue
+			}
+			if c := p.evictCandsOf(hp, key, maxClass); c != nil {
+				if l := c.first(p, fits); l != nil {
+					return l, l.parent
+				}
+				continue
+			}
 			// The cheapest leaves are the newest, which in a ramp are most
 			// often o's own children (their slot is below o): popping them
-			// does not count against the pops before a scan of the depth.
-			if l := p.searchOwn(ix.leaves[d][h], o, func(l *node) bool {
-				if _, moved := p.planned(l); moved || p.isPending(l) || p.delta(l) != 0 || l.parent == nil {
-					return false
-				}
-				ok, cl := p.locate(l.parent, o)
-				return ok && cl <= maxClass && p.t.feeds(l.parent, o)
-			}); l != nil {
+			// does not count against the pops before the heap is scanned.
+			if l, whole := p.popSearch(hp, o, fits); l != nil {
+				return l, l.parent
+			} else if whole {
+				continue
+			}
+			if l := p.scanEvict(hp, key, maxClass, fits).first(p, fits); l != nil {
 				return l, l.parent
 			}
 		}
 	}
 	p.noEvict[key] |= bit
 	return nil, nil
+}
+
+// evictCands is what findEvict keeps of one leaf heap for one memo key
+// during a plan: the leaves that fitted when it scanned the heap, and those
+// that came in reach since, as a heap in the leaf heap's order.
+//
+// A leaf that does not fit an orphan keeps not fitting later ones of the
+// same key until a node with a subtree is placed (findEvict's memo, for the
+// same reasons: it is gone, moved, pending, holds a planned child, or sits
+// below a gone or pending node or below the orphan, which is then placed or
+// gone), and such a placement adds that subtree's leaves here. So each
+// scan of a heap serves the rest of the plan: the first candidate that
+// fits is the heap's first leaf in order that fits, and one that does not
+// is dropped for good. Scanning a whole depth for each relay orphan of a
+// full tree was 68 % of the owner's CPU at 54 000 viewers over 3 servers.
+type evictCands struct {
+	key, maxClass int
+	less          func(a, b *node) bool
+	items         []*node
+}
+
+func (p *planner) evictCandsOf(h *nodeHeap, key, maxClass int) *evictCands {
+	for _, c := range p.evict[h] {
+		if c.key == key && c.maxClass == maxClass {
+			return c
+		}
+	}
+	return nil
+}
+
+// scanEvict scans h once for the leaves that fit and keeps them.
+func (p *planner) scanEvict(h *nodeHeap, key, maxClass int, fits func(*node) bool) *evictCands {
+	c := &evictCands{key: key, maxClass: maxClass, less: h.less}
+	for _, n := range h.items {
+		if !p.isGone(n) && fits(n) {
+			c.items = append(c.items, n)
+		}
+	}
+	for i := len(c.items)/2 - 1; i >= 0; i-- {
+		c.down(i)
+	}
+	if p.evict == nil {
+		p.evict = make(map[*nodeHeap][]*evictCands)
+	}
+	p.evict[h] = append(p.evict[h], c)
+	return c
+}
+
+// first returns the least candidate that fits, dropping those that do not.
+func (c *evictCands) first(p *planner, fits func(*node) bool) *node {
+	for len(c.items) > 0 {
+		if n := c.items[0]; !p.isGone(n) && fits(n) {
+			return n
+		}
+		last := len(c.items) - 1
+		c.items[0] = c.items[last]
+		c.items[last] = nil
+		c.items = c.items[:last]
+		c.down(0)
+	}
+	return nil
+}
+
+func (c *evictCands) push(n *node) {
+	c.items = append(c.items, n)
+	for i := len(c.items) - 1; i > 0; {
+		up := (i - 1) / 2
+		if !c.less(c.items[i], c.items[up]) {
+			break
+		}
+		c.items[i], c.items[up] = c.items[up], c.items[i]
+		i = up
+	}
+}
+
+func (c *evictCands) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(c.items) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(c.items) && c.less(c.items[r], c.items[l]) {
+			m = r
+		}
+		if !c.less(c.items[m], c.items[i]) {
+			return
+		}
+		c.items[i], c.items[m] = c.items[m], c.items[i]
+		i = m
+	}
+}
+
+// evictReach adds the leaves of n's subtree, which n's placement brought
+// in reach, to every scanned leaf heap's candidates they belong to.
+func (p *planner) evictReach(n *node) {
+	for _, k := range n.children {
+		if len(k.children) > 0 {
+			p.evictReach(k)
+			continue
+		}
+		for _, c := range p.evict[k.heap[hLeaf]] {
+			c.push(k)
+		}
+	}
 }
 
 // searchPops is how many nodes search takes from a heap in order before
@@ -422,18 +552,29 @@ const searchPops = 8
 // being total makes the same node. Popping all of a heap of 4 000 leaves
 // that all failed was a third of a load run's CPU.
 func (p *planner) search(h *nodeHeap, ok func(*node) bool) *node {
-	return p.searchOwn(h, nil, ok)
-}
-
-// searchOwn is search where popped children of own (which ok rejects) do
-// not count against the pops before the scan.
-func (p *planner) searchOwn(h *nodeHeap, own *node, ok func(*node) bool) *node {
-	var buf [searchPops]*node // more only past own children: a bigger array costs every search its clearing
-	stash := buf[:0]
-	var found *node
 	if p.reference {
 		return p.searchAll(h, ok)
 	}
+	found, whole := p.popSearch(h, nil, ok)
+	if found == nil && !whole {
+		for _, n := range h.items {
+			if p.isGone(n) || (found != nil && !h.less(n, found)) {
+				continue
+			}
+			if ok(n) {
+				found = n
+			}
+		}
+	}
+	return found
+}
+
+// popSearch pops the first searchPops nodes of h in order (children of own,
+// which ok rejects, not counted) and pushes them back, returning the first
+// that satisfies ok; whole reports that they were all of h.
+func (p *planner) popSearch(h *nodeHeap, own *node, ok func(*node) bool) (found *node, whole bool) {
+	var buf [searchPops]*node // more only past own children: a bigger array costs every search its clearing
+	stash := buf[:0]
 	for pops := 0; h.len() > 0 && pops < searchPops; {
 		n := h.pop()
 		stash = append(stash, n)
@@ -445,20 +586,11 @@ func (p *planner) searchOwn(h *nodeHeap, own *node, ok func(*node) bool) *node {
 			break
 		}
 	}
-	if found == nil {
-		for _, n := range h.items {
-			if p.isGone(n) || (found != nil && !h.less(n, found)) {
-				continue
-			}
-			if ok(n) {
-				found = n
-			}
-		}
-	}
+	whole = found == nil && h.len() == 0
 	for _, n := range stash {
 		h.push(n)
 	}
-	return found
+	return found, whole
 }
 
 // searchAll is search by popping in order until ok: the reference.
