@@ -1,6 +1,9 @@
 package tree
 
-import "slices"
+import (
+	"container/heap"
+	"slices"
+)
 
 // A planner decides where orphaned subtrees go without touching the tree, so
 // that Leave and Standby share one rule. It sees the tree through the moves
@@ -471,9 +474,7 @@ func (p *planner) scanEvict(h *nodeHeap, key, maxClass int, fits func(*node) boo
 			c.items = append(c.items, n)
 		}
 	}
-	for i := len(c.items)/2 - 1; i >= 0; i-- {
-		c.down(i)
-	}
+	heap.Init(c)
 	if p.evict == nil {
 		p.evict = make(map[*nodeHeap][]*evictCands)
 	}
@@ -487,43 +488,23 @@ func (c *evictCands) first(p *planner, fits func(*node) bool) *node {
 		if n := c.items[0]; !p.isGone(n) && fits(n) {
 			return n
 		}
-		last := len(c.items) - 1
-		c.items[0] = c.items[last]
-		c.items[last] = nil
-		c.items = c.items[:last]
-		c.down(0)
+		heap.Pop(c)
 	}
 	return nil
 }
 
-func (c *evictCands) push(n *node) {
-	c.items = append(c.items, n)
-	for i := len(c.items) - 1; i > 0; {
-		up := (i - 1) / 2
-		if !c.less(c.items[i], c.items[up]) {
-			break
-		}
-		c.items[i], c.items[up] = c.items[up], c.items[i]
-		i = up
-	}
-}
-
-func (c *evictCands) down(i int) {
-	for {
-		l := 2*i + 1
-		if l >= len(c.items) {
-			return
-		}
-		m := l
-		if r := l + 1; r < len(c.items) && c.less(c.items[r], c.items[l]) {
-			m = r
-		}
-		if !c.less(c.items[m], c.items[i]) {
-			return
-		}
-		c.items[i], c.items[m] = c.items[m], c.items[i]
-		i = m
-	}
+// heap.Interface, in the leaf heap's order (nodeHeap keeps its place in
+// the nodes, so it cannot hold them twice).
+func (c *evictCands) Len() int           { return len(c.items) }
+func (c *evictCands) Less(i, j int) bool { return c.less(c.items[i], c.items[j]) }
+func (c *evictCands) Swap(i, j int)      { c.items[i], c.items[j] = c.items[j], c.items[i] }
+func (c *evictCands) Push(x any)         { c.items = append(c.items, x.(*node)) }
+func (c *evictCands) Pop() any {
+	last := len(c.items) - 1
+	n := c.items[last]
+	c.items[last] = nil
+	c.items = c.items[:last]
+	return n
 }
 
 // evictReach adds the leaves of n's subtree, which n's placement brought
@@ -535,7 +516,7 @@ func (p *planner) evictReach(n *node) {
 			continue
 		}
 		for _, c := range p.evict[k.heap[hLeaf]] {
-			c.push(k)
+			heap.Push(c, k)
 		}
 	}
 }
