@@ -461,9 +461,9 @@ func (c *coordinator) report(p *peerConn, m *protocol.Message) {
 			if moved {
 				c.replanStandbys(nil, p.id) // its old parent may serve now
 			} else {
-				// Trust's re-plans (slots it opened) were made at once
-				// in onLive; what is left is p's own standby, a hint
-				// that may wait for the joins' batch.
+				// onLive batched trust's re-plans if they only opened
+				// slots (setTrust); p's own standby, a hint, waits for
+				// the same batch.
 				end := c.batchStandbys()
 				c.replanStandbys(nil, p.id)
 				end()

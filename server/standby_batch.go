@@ -40,8 +40,8 @@ const standbyBatchRetries = 32 * standbyRetries
 // (it may be full now) and the ancestors of every new parent (a standby of
 // theirs may now be their descendant).
 //
-// Within a join (standbyLinks.batch) the affected peers
-// are only marked, and planned together within standbyCoalesce, as long as
+// Within a join, a live report or a trust change that only opens slots
+// (standbyLinks.batch) the affected peers are only marked, and planned together within standbyCoalesce, as long as
 // every standby record still holds the rules (standbyStillValid): a record
 // the change broke is planned again at once, with everything marked
 // before. Any other re-plan (a departure, a capacity change, a move that
