@@ -506,3 +506,70 @@ func TestFirefoxVerifiesSignedFrames(t *testing.T) {
 		t.Errorf("Firefox decoded %v video frames but verified only %v", v.Decoded, v.Video.Verified)
 	}
 }
+
+// TestChromiumPlaysLateRepairedFrames and TestFirefoxPlaysLateRepairedFrames:
+// a signing Go source → an honest relay M on a lossy link (every 60 frames,
+// 6 frames come after the one behind them, as NACK repairs do:
+// server/tamper_relay_test.go lateRepairs) → the browser. The browser hands
+// its transform each frame as it completes, so the late frames reach the
+// verifier out of order: each must play once, and none read as a replay
+// (in CI, a Firefox under load reported its honest parent for that).
+func TestChromiumPlaysLateRepairedFrames(t *testing.T) {
+	browserTest(t)
+	playsLateRepairs(t, "siglatechromium", func(srvURL, stream string) tab {
+		return chromiumTab{openViewer(t, srvURL, stream, "?relay=0&stats=1", "C")}
+	})
+}
+
+func TestFirefoxPlaysLateRepairedFrames(t *testing.T) {
+	playsLateRepairs(t, "siglatefirefox", func(srvURL, stream string) tab {
+		return openFirefoxViewer(t, srvURL, stream, "?relay=0&stats=1", "F")
+	})
+}
+
+func playsLateRepairs(t *testing.T, stream string, open func(srvURL, stream string) tab) {
+	_, srvURL := startServer(t, tree.Config{SourceCapacity: 1})
+	src := demoSignedSource(t, srvURL, stream, 1, "")
+	m := startTamperRelay(t, srvURL, stream, 1, lateRepairs)
+	waitFor(t, 20*time.Second, "the lossy relay under the source, with a slot", func() bool {
+		var tr treeResponse
+		getJSON(t, srvURL+"/api/streams/"+stream+"/tree", &tr)
+		for _, n := range tr.Nodes {
+			if n.ID == m.id {
+				return n.Parent == src.ID() && n.Usable > 0
+			}
+		}
+		return false
+	})
+	v := open(srvURL, stream)
+	placed, ok, err := pollPage(v, verifyStateJS, 30*time.Second, func(s verifyState) bool { return s.Parent != "" })
+	if !ok {
+		t.Fatalf("the viewer was not placed: %+v (%v)", placed, err)
+	}
+	if placed.Parent != m.id {
+		t.Fatalf("the viewer plays from %s, want the lossy relay %s", placed.Parent, m.id)
+	}
+	waitPagePlaying(t, v, "the viewer", 0, 30*time.Second)
+	m.armed.Store(true)
+	waitFor(t, 60*time.Second, "the relay delayed 3 runs of frames", func() bool { return m.forged.Load() >= 18 })
+	now, err := tabEval[verifyState](v, verifyStateJS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitPagePlaying(t, v, "the viewer", now.Decoded+60, 60*time.Second)
+	s, err := tabEval[verifyState](v, verifyStateJS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after %d late frames: %q panel %q; video %+v audio %+v; decoded %v; parent %s",
+		m.forged.Load(), s.Verification, s.Panel, s.Video, s.Audio, s.Decoded, s.Parent)
+	if s.Video.Rejected+s.Audio.Rejected != 0 || s.Reports != 0 || s.Verification != "verified" {
+		t.Errorf("the viewer refused an honest relay's late frames: %+v", s)
+	}
+	if s.Parent != m.id {
+		t.Errorf("the viewer was moved off the honest relay, to %s", s.Parent)
+	}
+	if s.Decoded > s.Video.Verified {
+		t.Errorf("decoded %v video frames but verified only %v", s.Decoded, s.Video.Verified)
+	}
+}

@@ -35,6 +35,10 @@ const (
 	flipBits  tamperMode = iota // flip a byte inside every 5th video frame
 	replayOld                   // every 60 frames, replay 10 recorded old frames in a row
 	injectOwn                   // every 10th frame, insert a frame of its own with a forged trailer
+	// An honest relay on a lossy link: every 60 frames, 6 frames in a row
+	// come late, after the one behind them, as NACK repairs do. It forges
+	// nothing; forged counts the frames it delayed.
+	lateRepairs
 )
 
 type tamperRelay struct {
@@ -64,6 +68,7 @@ type tamperRelay struct {
 	lastTS   uint32
 	frame    []*rtp.Packet   // the current frame's packets, as received
 	recorded [][]*rtp.Packet // old frames, for replayOld
+	late     []*rtp.Packet   // frames held back, for lateRepairs
 }
 
 func startTamperRelay(t *testing.T, url, stream string, capacity int, mode tamperMode) *tamperRelay {
@@ -313,9 +318,18 @@ func (r *tamperRelay) forward(p *rtp.Packet) {
 	case r.mode == replayOld && r.frames <= 20:
 		r.recorded = append(r.recorded, cloneFrame(frame))
 	}
+	if r.mode == lateRepairs && (armed && r.frames%60 >= 10 && r.frames%60 < 16) {
+		r.late = append(r.late, frame...)
+		r.forged.Add(1)
+		return
+	}
 	for _, q := range frame {
 		r.send(q)
 	}
+	for _, q := range r.late {
+		r.write(q) // their own sequence numbers, below the frame just sent
+	}
+	r.late = nil
 	r.lastTS = frame[0].Timestamp
 	switch {
 	case armed && r.mode == replayOld && r.frames%60 == 0:

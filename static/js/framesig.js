@@ -24,9 +24,9 @@ export const KEY_LEN = 32;
 export const SIG_LEN = 64;
 
 /**
- * Stale frames (counter not above the last accepted) tolerated in a row
- * from a parent that already gave fresh ones: a reordered audio packet on
- * the network is one; a relay replaying what it sent is many.
+ * Stale frames (a counter played already, or older than REORDER_WINDOW)
+ * tolerated in a row from a parent that already gave fresh ones: a packet
+ * the network duplicated is one; a relay replaying what it sent is many.
  */
 export const STALE_RUN_LIMIT = 4;
 
@@ -299,10 +299,26 @@ export async function checkFrame(key, kind, data, h264) {
 }
 
 /**
+ * How far below the newest counter a parent gave a frame may come and still
+ * play, once: a frame a NACK repaired. The browser hands the transform each
+ * frame when its last packet arrives, before it puts frames back in order
+ * (libwebrtc's OnAssembledFrame), so a frame whose packets were lost comes
+ * after the ones sent behind it, and the decoder needs it: they reference
+ * it. Read as stale, a loss burst over 5 frames was a "replay" and the tab
+ * reported an honest parent (TestFirefoxVerifiesSignedFrames in CI, under
+ * load). 128 frames: 4 s of 30 fps video, 2.5 s of Opus, past any repair.
+ */
+export const REORDER_WINDOW = 128;
+const WINDOW_MASK = (1n << BigInt(REORDER_WINDOW)) - 1n;
+
+/**
  * The counter rules of one track for one parent connection (one decoder):
- * counters must rise strictly. A new parent's first frames may repeat what
- * the last one sent (its cached GOP) and are dropped quietly; once it gave
- * a fresh frame, more than STALE_RUN_LIMIT stale ones in a row is a replay.
+ * each counter plays once. A frame above the newest accepted plays; one
+ * below it plays if it is within REORDER_WINDOW and was not played (a late
+ * repair). A new parent's first frames may repeat what the last one sent
+ * (its cached GOP) and are dropped quietly; once it gave a fresh frame,
+ * more than STALE_RUN_LIMIT stale ones in a row (repeated, or older than
+ * the window) is a replay.
  */
 export class Counters {
   /** @param {{high: bigint|null}} shared the newest counter accepted on this track over every parent */
@@ -310,6 +326,8 @@ export class Counters {
     this._shared = shared;
     /** @type {bigint|null} */
     this.last = null;
+    /** Bit i set: counter last - i was accepted (i < REORDER_WINDOW). */
+    this._seen = 0n;
     this._staleRun = 0;
     this._burst = false;
   }
@@ -321,17 +339,26 @@ export class Counters {
    */
   check(counter, key = false) {
     const high = this._shared.high;
-    const fresh = this.last === null
-      ? high === null || counter + BigInt(REPLAY_WINDOW) > high
-      : counter > this.last;
-    if (!fresh) {
-      if (this.last === null) return 'stale';
-      if (this._staleRun === 0) this._burst = key;
-      return ++this._staleRun > (this._burst ? BURST_RUN_LIMIT : STALE_RUN_LIMIT) ? 'replay' : 'stale';
+    const last = this.last;
+    if (last === null) {
+      if (high !== null && counter + BigInt(REPLAY_WINDOW) <= high) return 'stale';
+      this.last = counter;
+      this._seen = 1n;
+    } else if (counter > last) {
+      const shift = counter - last;
+      this._seen = shift >= BigInt(REORDER_WINDOW) ? 1n : ((this._seen << shift) | 1n) & WINDOW_MASK;
+      this.last = counter;
+    } else {
+      const behind = last - counter;
+      if (behind >= BigInt(REORDER_WINDOW) || (this._seen & (1n << behind)) !== 0n) {
+        if (this._staleRun === 0) this._burst = key;
+        return ++this._staleRun > (this._burst ? BURST_RUN_LIMIT : STALE_RUN_LIMIT) ? 'replay' : 'stale';
+      }
+      this._seen |= 1n << behind; // a late repair: it neither starts nor ends a stale run
+      return 'ok';
     }
     this._staleRun = 0;
     this._burst = false;
-    this.last = counter;
     if (high === null || counter > high) this._shared.high = counter;
     return 'ok';
   }

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 
 import {
-  BURST_RUN_LIMIT, Counters, REPLAY_WINDOW, SEI_UUID, STALE_RUN_LIMIT, TRAILER_LEN, b64url, checkFrame, decide, fromB64url,
+  BURST_RUN_LIMIT, Counters, REORDER_WINDOW, REPLAY_WINDOW, SEI_UUID, STALE_RUN_LIMIT, TRAILER_LEN, b64url, checkFrame, decide, fromB64url,
   importKey, message, parseH264, parseTrailer, splitAnnexB, unescapeRBSP,
 } from '../js/framesig.js';
 import { TrackVerifier } from '../js/framesig-track.js';
@@ -211,6 +211,39 @@ test('Counters: a parent repeating its GOP after its own switch is a burst, up t
   assert.equal(b.check(1n, true), 'stale');
   for (let i = 1; i < BURST_RUN_LIMIT; i++) assert.equal(b.check(1n), 'stale');
   assert.equal(b.check(1n), 'replay');
+});
+
+test('Counters: frames a NACK repaired play late, once; older ones or repeats are stale', () => {
+  const a = new Counters({ high: null });
+  assert.equal(a.check(100n, true), 'ok');
+  // 101..106 lost, 107 and 108 came; the repairs follow (libwebrtc hands
+  // the transform frames as they complete): more than STALE_RUN_LIMIT late
+  // frames in a row, each played once, none a replay.
+  assert.equal(a.check(107n), 'ok');
+  assert.equal(a.check(108n), 'ok');
+  for (let c = 101n; c <= 106n; c++) assert.equal(a.check(c), 'ok', `repaired ${c}`);
+  for (let i = 0; i < STALE_RUN_LIMIT; i++) assert.equal(a.check(103n), 'stale', 'a repeat of a late frame');
+  assert.equal(a.check(103n), 'replay');
+  // A late frame neither ends a run of repeats nor starts one.
+  const b = new Counters({ high: null });
+  b.check(500n);
+  b.check(510n);
+  for (let i = 0; i < STALE_RUN_LIMIT; i++) assert.equal(b.check(510n), 'stale');
+  assert.equal(b.check(505n), 'ok');
+  assert.equal(b.check(510n), 'replay');
+  // Only within the window: older than it is stale, played or not.
+  const c = new Counters({ high: null });
+  c.check(1000n);
+  c.check(1000n + BigInt(REORDER_WINDOW));
+  assert.equal(c.check(1001n), 'ok', 'the oldest the window holds');
+  assert.equal(c.check(1000n), 'stale', 'at the window\'s edge, played');
+  assert.equal(c.check(999n), 'stale', 'past it');
+  // A jump past the window forgets what was played below it; far below is stale at once.
+  const d = new Counters({ high: null });
+  d.check(10n);
+  d.check(10n + 10n * BigInt(REORDER_WINDOW));
+  assert.equal(d.check(11n), 'stale');
+  assert.equal(d.check(0n), 'stale');
 });
 
 test('decide: unsigned, forged and replayed frames carry evidence', async () => {
