@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -445,4 +446,70 @@ func TestBrowserPassthroughParentSwitch(t *testing.T) {
 	}
 	w := readWorker(t, a)
 	t.Logf("A's worker: %s", workerLine(w))
+}
+
+// TestBrowserRelayForwardsLateRepairedFrames: a signing Go source → an
+// honest Go relay M on a lossy link (every 60 frames, 6 come after the one
+// behind them, as NACK repairs do: tamper_relay_test.go lateRepairs) →
+// Chromium A (passes frames through) → Chromium B. A's transform gets the
+// late frames after newer ones; it must forward them (B's next frames
+// reference them), not drop them as repeats: dropped, B froze to the next
+// keyframe each time and decoded a fifth of what A did.
+func TestBrowserRelayForwardsLateRepairedFrames(t *testing.T) {
+	browserTest(t)
+	const stream = "passlate"
+	_, srvURL := startServer(t, tree.Config{SourceCapacity: 1, BrowserMaxCapacity: 1})
+	src := demoSignedSource(t, srvURL, stream, 1, "")
+	m := startTamperRelay(t, srvURL, stream, 1, lateRepairs)
+	waitFor(t, 20*time.Second, "the lossy relay under the source, with a slot", func() bool {
+		var tr treeResponse
+		getJSON(t, srvURL+"/api/streams/"+stream+"/tree", &tr)
+		for _, n := range tr.Nodes {
+			if n.ID == m.id {
+				return n.Parent == src.ID() && n.Usable > 0
+			}
+		}
+		return false
+	})
+	a := openViewer(t, srvURL, stream, "?stats=1", "A")
+	b := openViewer(t, srvURL, stream, "?relay=0&stats=1", "B")
+	if s := readRelayState(t, b); s.Parent != readRelayState(t, a).ID {
+		t.Fatalf("B's parent is %q, want A", s.Parent)
+	}
+	if mode := relayMode(t, a); mode != "pass-through" {
+		t.Fatalf("A relays in mode %q", mode)
+	}
+	const heldJS = `window.canopy.client.relay.stats().then((s) => { const [k] = Object.values(s.children); return k ? k.video.held : -1; })`
+	steady := waitPlaying(t, b, 0, 30*time.Second).FramesDecoded
+	waitPlaying(t, b, steady+30, 30*time.Second)
+	read := func() (float64, float64, float64) {
+		pa, err1 := evalJS[childPlayback](a, childPlaybackJS)
+		pb, err2 := evalJS[childPlayback](b, childPlaybackJS)
+		held, err3 := evalJS[float64](a, heldJS)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			t.Fatal(err)
+		}
+		return pa.Frames, pb.Frames, held
+	}
+	a0, b0, held0 := read()
+	m.armed.Store(true)
+	waitFor(t, 60*time.Second, "the relay delayed 4 runs of frames", func() bool { return m.forged.Load() >= 24 })
+	// Past the last run's repairs: B decodes what A forwarded.
+	time.Sleep(time.Second)
+	a1, b1, held1 := read()
+	vb := readVerify(t, b)
+	t.Logf("over %d late frames: A decoded %.0f, B %.0f; A held %.0f of B's; B video %+v",
+		m.forged.Load(), a1-a0, b1-b0, held1-held0, vb.Video)
+	if held1-held0 > 2 {
+		t.Errorf("A held back %.0f video frames from B: it dropped the late ones", held1-held0)
+	}
+	// B lags A by its jitter buffer, which grows to absorb the late frames
+	// (100–200 ms): 0.70–0.98 of A's frames here; 0.16–0.25 when A
+	// dropped the late ones.
+	if b1-b0 < 0.5*(a1-a0) {
+		t.Errorf("B decoded %.0f frames while A decoded %.0f: B froze on the frames A did not forward", b1-b0, a1-a0)
+	}
+	if vb.Video.Rejected != 0 || vb.Reports != 0 {
+		t.Errorf("B rejected frames an honest path forwarded: %+v", vb)
+	}
 }

@@ -23,6 +23,19 @@ export const KEYFRAME_RETRY_MS = 1000;
 export const SAME_TIMELINE_S = 30;
 
 /**
+ * A frame of the playing parent that comes after a newer one (its packets
+ * were lost and a NACK repaired them: the browser hands the transform each
+ * frame as it completes) still goes to the children if it is this recent
+ * and was not sent: the frames after it reference it. Dropped, a loss on a
+ * relay's uplink froze its children until the next keyframe: under a relay
+ * that delays 6 frames in 60, the child decoded a fifth of the frames its
+ * parent did (TestBrowserRelayForwardsLateRepairedFrames, session 12).
+ */
+export const LATE_S = 1;
+/** How many sent timestamps a Timeline remembers to tell a late frame from a repeat (LATE_S of 50 fps audio). */
+const SENT_MEMORY = 64;
+
+/**
  * A burst to a promoted child replays the cached GOP this many times
  * faster than it was made. Chromium paces what a link sends, and a link's
  * estimate collapses when media starts on it (a promoted standby link
@@ -135,6 +148,11 @@ export class Timeline {
     /** Id of the upstream the last frame came from. @type {number|null} */
     this.upstream = null;
     this._rebase = false;
+    /** The first timestamp sent from this upstream (late frames come after it). @type {number|null} */
+    this._since = null;
+    /** The last SENT_MEMORY timestamps sent, a ring. @type {number[]} */
+    this._sent = [];
+    this._next = 0;
   }
 
   /**
@@ -148,6 +166,7 @@ export class Timeline {
   map(upstream, ts, key, now) {
     if (upstream !== this.upstream) {
       this.upstream = upstream;
+      this._since = null;
       if (this.last !== null) {
         const d = i32(((ts + this.offset) >>> 0) - this.last);
         if (Math.abs(d) > SAME_TIMELINE_S * this.clockRate) {
@@ -166,12 +185,30 @@ export class Timeline {
     const out = (ts + this.offset) >>> 0;
     if (this.last !== null) {
       const d = i32(out - this.last);
-      if (d <= 0) return null; // sent already: a new parent's first frames repeat the old one's
+      if (d <= 0) return this._late(out, d) ? this._remember(out) : null; // else sent already: a new parent's first frames repeat the old one's
       if (d <= this.clockRate / 5) this.step = d;
     }
     this.waitKey = false;
     this.last = out;
     this.lastAt = now;
+    if (this._since === null) this._since = out;
+    return this._remember(out);
+  }
+
+  /**
+   * Whether a frame at out, d ticks behind the last sent, is a late one of
+   * this upstream's that was not sent (LATE_S).
+   * @param {number} out @param {number} d
+   */
+  _late(out, d) {
+    return d < 0 && -d <= LATE_S * this.clockRate && this._since !== null &&
+      i32(out - this._since) > 0 && !this._sent.includes(out);
+  }
+
+  /** @param {number} out a timestamp being sent @returns {number} out */
+  _remember(out) {
+    this._sent[this._next] = out;
+    this._next = (this._next + 1) % SENT_MEMORY;
     return out;
   }
 }

@@ -196,8 +196,14 @@ function tsOf(frame) {
 function remember(frame, up, key) {
   const Video = /** @type {any} */ (RTCEncodedVideoFrame); // the copy constructor, which the lib does not declare
   if (key) gop = { up, frames: [new Video(frame)] };
-  else if (gop.up === up && gop.frames.length > 0 && gop.frames.length < GOP_MAX_FRAMES) gop.frames.push(new Video(frame));
-  else gop.frames = [];
+  else if (gop.up === up && gop.frames.length > 0 && gop.frames.length < GOP_MAX_FRAMES) {
+    // A late frame (a NACK repair) goes where its timestamp puts it, after
+    // the keyframe: a burst replays the cache in order.
+    const ts = tsOf(frame);
+    let at = gop.frames.length;
+    while (at > 1 && ((ts - tsOf(gop.frames[at - 1])) | 0) < 0) at--;
+    gop.frames.splice(at, 0, new Video(frame));
+  } else gop.frames = [];
 }
 
 /**

@@ -117,7 +117,26 @@ test('Timeline wraps around 2^32', () => {
   const tl = new Timeline(48000, false);
   assert.equal(tl.map(1, 0xffffff00, false, 0), 0xffffff00);
   assert.equal(tl.map(1, 0x000002c0, false, 20), 0x2c0, 'past the wrap is later, not earlier');
-  assert.equal(tl.map(1, 0xffffff80, false, 30), null, 'before the wrap is earlier');
+  assert.equal(tl.map(1, 0xffffff00, false, 30), null, 'before the wrap is earlier: a repeat');
+});
+
+test('Timeline: a late frame of the playing parent goes out once; a repeat or an old one does not', () => {
+  const tl = new Timeline(90000, true);
+  tl.map(1, 10_000, true, 0);
+  // 13 000 and 16 000 were lost; 19 000 came, then the repairs.
+  assert.equal(tl.map(1, 19_000, false, 100), 19_000);
+  assert.equal(tl.map(1, 13_000, false, 110), 13_000, 'late, not sent: it goes, with its timestamp');
+  assert.equal(tl.map(1, 16_000, false, 111), 16_000);
+  assert.equal(tl.last, 19_000, 'the timeline goes on from the newest');
+  assert.equal(tl.map(1, 13_000, false, 112), null, 'sent already');
+  assert.equal(tl.map(1, 22_000, false, 133), 22_000);
+  assert.equal(tl.map(1, 22_000 - 90_000 - 3000, false, 140), null, 'older than LATE_S');
+  assert.equal(tl.map(1, 5_000, false, 141), null, 'before this parent\'s first frame');
+  // After a parent switch on the same timeline, what the new parent repeats
+  // is not late: nothing goes out before its first fresh frame.
+  assert.equal(tl.map(2, 20_500, false, 150), null);
+  assert.equal(tl.map(2, 25_000, false, 166), 25_000);
+  assert.equal(tl.map(2, 20_500, false, 167), null, 'before the new parent\'s first frame sent');
 });
 
 test('burstTimestamps replays a GOP faster than made, spaced by bytes, ending at the newest', () => {
