@@ -64,13 +64,39 @@ func tabGap(t *testing.T, p tab, name string, at, minFrames float64, timeout tim
 // server's plan differed), within maxBrowserStall. CANOPY_FSTANDBY=n
 // repeats it in fresh trees for the figures.
 func TestFirefoxStandbyGoRelayKilled(t *testing.T) {
+	firefoxStandbyKills(t, "fsgo", func(t *testing.T, srvURL, stream, srcID string) (string, func()) {
+		relay, id := startGoRelayUnderSource(t, srvURL, stream, srcID)
+		return id, func() {
+			if err := relay.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+// TestFirefoxStandbyBrowserRelayKilled: the same with a Chromium relay
+// (passing frames through) in the Go relay's place, its browser SIGKILLed:
+// the Firefox orphans of a browser relay.
+func TestFirefoxStandbyBrowserRelayKilled(t *testing.T) {
+	firefoxStandbyKills(t, "fschromium", func(t *testing.T, srvURL, stream, srcID string) (string, func()) {
+		c := openStandbyTab(t, srvURL, stream, "", "C")
+		if s := readStandby(t, c.ctx); s.Parent != srcID {
+			t.Fatalf("the Chromium relay plays from %s, not the source %s", s.Parent, srcID)
+		}
+		return c.id, func() { c.kill(t) }
+	})
+}
+
+// firefoxStandbyKills runs the trials with the relay start makes (its id,
+// and how to kill it) and logs the figures.
+func firefoxStandbyKills(t *testing.T, stream string, start func(t *testing.T, srvURL, stream, srcID string) (string, func())) {
 	browserTest(t)
 	firefoxPath(t)
 	var gaps, firsts, baseline []float64
 	orphans, hot := 0, 0
 	for trial := range firefoxStandbyTrials() {
 		t.Run(fmt.Sprint("trial", trial), func(t *testing.T) {
-			g, f, b, h := firefoxStandbyTrial(t, fmt.Sprintf("fsgo%d", trial))
+			g, f, b, h := firefoxStandbyTrial(t, fmt.Sprintf("%s%d", stream, trial), start)
 			gaps, firsts, baseline = append(gaps, g...), append(firsts, f...), append(baseline, b...)
 			orphans += len(g)
 			hot += h
@@ -84,10 +110,10 @@ func TestFirefoxStandbyGoRelayKilled(t *testing.T) {
 // firefoxStandbyTrial runs one tree and one kill; it returns the orphans'
 // gaps, times to the first frame after the kill and their gaps before
 // (ms), and how many switched over their standby link.
-func firefoxStandbyTrial(t *testing.T, stream string) (gaps, firsts, before []float64, hot int) {
+func firefoxStandbyTrial(t *testing.T, stream string, start func(t *testing.T, srvURL, stream, srcID string) (string, func())) (gaps, firsts, before []float64, hot int) {
 	_, srvURL := startServer(t, tree.Config{SourceCapacity: 1})
 	src := startSource(t, srvURL, stream, 1)
-	relay, relayID := startGoRelayUnderSource(t, srvURL, stream, src.node.ID())
+	relayID, kill := start(t, srvURL, stream, src.node.ID())
 	tabs := map[string]*firefox{"F1": openFirefoxViewer(t, srvURL, stream, "", "F1"), "F2": openFirefoxViewer(t, srvURL, stream, "", "F2")}
 	names := []string{"F1", "F2"}
 	for _, name := range names {
@@ -164,9 +190,7 @@ func firefoxStandbyTrial(t *testing.T, stream string) (gaps, firsts, before []fl
 		t.Logf("the Firefox viewers do not play steadily; measuring anyway")
 	}
 	killed := time.Now()
-	if err := relay.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	kill()
 	at := wallMs(killed)
 	for _, name := range names {
 		g := tabGap(t, tabs[name], name, at, 60, 60*time.Second)

@@ -58,6 +58,7 @@ func TestBrowserLeavesAStoppedServer(t *testing.T) {
 	startSource(t, url, "silent", 2)
 	px := startProxy(t, url)
 	ctx := newBrowser(t)
+	logConsole(t, ctx, "tab")
 	// A page of no CSP of Canopy's (connect-src 'self' would refuse the
 	// proxy's origin): a site that embeds the player with a server list.
 	if err := chromedp.Do(ctx, chromedp.Navigate(url+"/healthz")); err != nil {

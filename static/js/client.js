@@ -551,7 +551,11 @@ export class CanopyClient extends EventTarget {
         }
         this.dispatchEvent(new CustomEvent('welcome', { detail: msg }));
         if (this._unplayable(cannotDecode(this.tracks.filter((t) => t.kind === 'video').map((t) => t.mimeType)))) return;
-        if (msg.resumed && resuming) {
+        if (msg.resumed) {
+          // The server kept this place: reconcile with it, even if this tab
+          // had stopped counting on it (a hello that carried the token
+          // could not have been welcomed otherwise).
+          if (!resuming) console.warn('canopy: resumed on', this.url, 'after this tab had given the resume up');
           this._reconcile(msg);
           return;
         }
@@ -636,6 +640,7 @@ export class CanopyClient extends EventTarget {
         // it now: the server closes, and the next resume attempt follows,
         // on this server again (the next may be the silent one).
         if (code === Code.RESUME_LIVE) {
+          console.info('canopy: the server still sees the old connection; resuming on', this.url, 'again');
           this._resumeSame = true;
           return;
         }
