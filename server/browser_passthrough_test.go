@@ -452,9 +452,12 @@ func TestBrowserPassthroughParentSwitch(t *testing.T) {
 // honest Go relay M on a lossy link (every 60 frames, 6 come after the one
 // behind them, as NACK repairs do: tamper_relay_test.go lateRepairs) →
 // Chromium A (passes frames through) → Chromium B. A's transform gets the
-// late frames after newer ones; it must forward them (B's next frames
-// reference them), not drop them as repeats: dropped, B froze to the next
-// keyframe each time and decoded a fifth of what A did.
+// late frames after newer ones: its verifier must play each once (read as
+// replays, a Chromium viewer under M rejected 18 frames, held 396 and
+// reported M 6 times),
+// and it must forward them (B's next frames reference them), not drop them
+// as repeats: dropped, B froze to the next keyframe each time and decoded a
+// fifth of what A did.
 func TestBrowserRelayForwardsLateRepairedFrames(t *testing.T) {
 	browserTest(t)
 	const stream = "passlate"
@@ -497,9 +500,9 @@ func TestBrowserRelayForwardsLateRepairedFrames(t *testing.T) {
 	// Past the last run's repairs: B decodes what A forwarded.
 	time.Sleep(time.Second)
 	a1, b1, held1 := read()
-	vb := readVerify(t, b)
-	t.Logf("over %d late frames: A decoded %.0f, B %.0f; A held %.0f of B's; B video %+v",
-		m.forged.Load(), a1-a0, b1-b0, held1-held0, vb.Video)
+	va, vb := readVerify(t, a), readVerify(t, b)
+	t.Logf("over %d late frames: A decoded %.0f, B %.0f; A held %.0f of B's; A video %+v, B video %+v",
+		m.forged.Load(), a1-a0, b1-b0, held1-held0, va.Video, vb.Video)
 	if held1-held0 > 2 {
 		t.Errorf("A held back %.0f video frames from B: it dropped the late ones", held1-held0)
 	}
@@ -508,6 +511,9 @@ func TestBrowserRelayForwardsLateRepairedFrames(t *testing.T) {
 	// dropped the late ones.
 	if b1-b0 < 0.5*(a1-a0) {
 		t.Errorf("B decoded %.0f frames while A decoded %.0f: B froze on the frames A did not forward", b1-b0, a1-a0)
+	}
+	if va.Video.Rejected+va.Audio.Rejected != 0 || va.Reports != 0 || va.Verification != "verified" {
+		t.Errorf("A refused the honest relay's late frames: %+v", va)
 	}
 	if vb.Video.Rejected != 0 || vb.Reports != 0 {
 		t.Errorf("B rejected frames an honest path forwarded: %+v", vb)

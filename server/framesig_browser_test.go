@@ -507,20 +507,14 @@ func TestFirefoxVerifiesSignedFrames(t *testing.T) {
 	}
 }
 
-// TestChromiumPlaysLateRepairedFrames and TestFirefoxPlaysLateRepairedFrames:
-// a signing Go source → an honest relay M on a lossy link (every 60 frames,
-// 6 frames come after the one behind them, as NACK repairs do:
-// server/tamper_relay_test.go lateRepairs) → the browser. The browser hands
-// its transform each frame as it completes, so the late frames reach the
-// verifier out of order: each must play once, and none read as a replay
-// (in CI, a Firefox under load reported its honest parent for that).
-func TestChromiumPlaysLateRepairedFrames(t *testing.T) {
-	browserTest(t)
-	playsLateRepairs(t, "siglatechromium", func(srvURL, stream string) tab {
-		return chromiumTab{openViewer(t, srvURL, stream, "?relay=0&stats=1", "C")}
-	})
-}
-
+// TestFirefoxPlaysLateRepairedFrames: a signing Go source → an honest relay
+// M on a lossy link (every 60 frames, 6 frames come after the one behind
+// them, as NACK repairs do: server/tamper_relay_test.go lateRepairs) →
+// Firefox. The browser hands its transform each frame as it completes, so
+// the late frames reach the verifier out of order: each must play once,
+// and none read as a replay (in CI, a Firefox under load reported its
+// honest parent for that). TestBrowserRelayForwardsLateRepairedFrames
+// checks the same in Chromium, as a relay and below one.
 func TestFirefoxPlaysLateRepairedFrames(t *testing.T) {
 	playsLateRepairs(t, "siglatefirefox", func(srvURL, stream string) tab {
 		return openFirefoxViewer(t, srvURL, stream, "?relay=0&stats=1", "F")
