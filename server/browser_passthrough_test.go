@@ -462,18 +462,7 @@ func TestBrowserRelayForwardsLateRepairedFrames(t *testing.T) {
 	browserTest(t)
 	const stream = "passlate"
 	_, srvURL := startServer(t, tree.Config{SourceCapacity: 1, BrowserMaxCapacity: 1})
-	src := demoSignedSource(t, srvURL, stream, 1, "")
-	m := startTamperRelay(t, srvURL, stream, 1, lateRepairs)
-	waitFor(t, 20*time.Second, "the lossy relay under the source, with a slot", func() bool {
-		var tr treeResponse
-		getJSON(t, srvURL+"/api/streams/"+stream+"/tree", &tr)
-		for _, n := range tr.Nodes {
-			if n.ID == m.id {
-				return n.Parent == src.ID() && n.Usable > 0
-			}
-		}
-		return false
-	})
+	m := startLateRelay(t, srvURL, stream)
 	a := openViewer(t, srvURL, stream, "?stats=1", "A")
 	b := openViewer(t, srvURL, stream, "?relay=0&stats=1", "B")
 	if s := readRelayState(t, b); s.Parent != readRelayState(t, a).ID {

@@ -523,18 +523,7 @@ func TestFirefoxPlaysLateRepairedFrames(t *testing.T) {
 
 func playsLateRepairs(t *testing.T, stream string, open func(srvURL, stream string) tab) {
 	_, srvURL := startServer(t, tree.Config{SourceCapacity: 1})
-	src := demoSignedSource(t, srvURL, stream, 1, "")
-	m := startTamperRelay(t, srvURL, stream, 1, lateRepairs)
-	waitFor(t, 20*time.Second, "the lossy relay under the source, with a slot", func() bool {
-		var tr treeResponse
-		getJSON(t, srvURL+"/api/streams/"+stream+"/tree", &tr)
-		for _, n := range tr.Nodes {
-			if n.ID == m.id {
-				return n.Parent == src.ID() && n.Usable > 0
-			}
-		}
-		return false
-	})
+	m := startLateRelay(t, srvURL, stream)
 	v := open(srvURL, stream)
 	placed, ok, err := pollPage(v, verifyStateJS, 30*time.Second, func(s verifyState) bool { return s.Parent != "" })
 	if !ok {

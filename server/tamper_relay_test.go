@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -75,6 +76,25 @@ func startTamperRelay(t *testing.T, url, stream string, capacity int, mode tampe
 	t.Helper()
 	return startTamperRelayOn(t, dialLive(t, url, nil), &protocol.Message{Type: protocol.TypeHello, Version: protocol.Version,
 		Role: protocol.RoleRelay, Kind: protocol.KindGo, Stream: stream, Capacity: capacity}, mode)
+}
+
+// startLateRelay starts a signing demo source (one slot) and, under it, a
+// lateRepairs relay of one slot, and waits until the relay has earned it.
+func startLateRelay(t *testing.T, srvURL, stream string) *tamperRelay {
+	t.Helper()
+	src := demoSignedSource(t, srvURL, stream, 1, "")
+	m := startTamperRelay(t, srvURL, stream, 1, lateRepairs)
+	waitFor(t, 20*time.Second, "the lossy relay under the source, with a slot", func() bool {
+		var tr treeResponse
+		getJSON(t, srvURL+"/api/streams/"+stream+"/tree", &tr)
+		for _, n := range tr.Nodes {
+			if n.ID == m.id {
+				return n.Parent == src.ID() && n.Usable > 0
+			}
+		}
+		return false
+	})
+	return m
 }
 
 // startTamperRelayOn runs the relay on a connection of the test's (from
