@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -177,10 +178,29 @@ func (r *recorder) count(id string) int {
 	return len(r.payloads[id])
 }
 
+// get returns the payloads of track id in sequence-number order, the order
+// a receiver plays them in: a packet lost on loopback under load and
+// repaired by NACK arrives after later ones (TestRelayChain failed on that
+// in CI, "packet 92 differs or is out of order", every packet there).
 func (r *recorder) get(id string) [][]byte {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([][]byte(nil), r.payloads[id]...)
+	seqs, payloads := r.seqs[id], r.payloads[id]
+	order := make([]int, len(payloads))
+	for i := range order {
+		order[i] = i
+	}
+	if len(seqs) > 0 {
+		first := seqs[0]
+		// Distances from the first packet received, wrap-aware: runs here are
+		// far shorter than 2^15 packets.
+		sort.SliceStable(order, func(a, b int) bool { return int16(seqs[order[a]]-first) < int16(seqs[order[b]]-first) })
+	}
+	out := make([][]byte, len(order))
+	for i, j := range order {
+		out[i] = payloads[j]
+	}
+	return out
 }
 
 // vp8Payload builds a VP8 payload with a 2-byte descriptor (X=1, I=1 with a
