@@ -2,6 +2,7 @@ package impair
 
 import (
 	"fmt"
+	"os"
 	"testing"
 	"time"
 )
@@ -76,7 +77,15 @@ func browserHopLoss(t *testing.T, name string, upstream bool) {
 	const window = 15 * time.Second
 	// The first window has the delay only: what this machine gives the
 	// tabs without loss, for the figures.
-	for _, p := range []float64{0, 0.01, 0.05} {
+	levels := []float64{0, 0.01, 0.05}
+	if upstream && os.Getenv("CANOPY_UPLINK_5") == "" {
+		// Upstream, 5 % is a figure only (below); CI's package runs beside
+		// the server's browser tests, and a window of two more browsers
+		// slowed them into a flake (TestWHEPPlayersOfAWHIPStream): measured
+		// with CANOPY_UPLINK_5=1.
+		levels = levels[:2]
+	}
+	for _, p := range levels {
 		loss := fmt.Sprintf("%.0f %%", 100*p)
 		hop.set(p, 50*time.Millisecond)
 		// Let what was queued before drain, and the jitter buffer adapt.
