@@ -87,9 +87,13 @@ func TestFirefoxStandbyBrowserRelayKilled(t *testing.T) {
 	})
 }
 
-// firefoxStandbyKills runs the trials with the relay start makes (its id,
-// and how to kill it) and logs the figures.
-func firefoxStandbyKills(t *testing.T, stream string, start func(t *testing.T, srvURL, stream, srcID string) (string, func())) {
+// relayStarter starts the relay under the source srcID and returns its id
+// and how to kill it.
+type relayStarter func(t *testing.T, srvURL, stream, srcID string) (id string, kill func())
+
+// firefoxStandbyKills runs the trials with the relay start makes and logs
+// the figures.
+func firefoxStandbyKills(t *testing.T, stream string, start relayStarter) {
 	browserTest(t)
 	firefoxPath(t)
 	var gaps, firsts, baseline []float64
@@ -110,7 +114,7 @@ func firefoxStandbyKills(t *testing.T, stream string, start func(t *testing.T, s
 // firefoxStandbyTrial runs one tree and one kill; it returns the orphans'
 // gaps, times to the first frame after the kill and their gaps before
 // (ms), and how many switched over their standby link.
-func firefoxStandbyTrial(t *testing.T, stream string, start func(t *testing.T, srvURL, stream, srcID string) (string, func())) (gaps, firsts, before []float64, hot int) {
+func firefoxStandbyTrial(t *testing.T, stream string, start relayStarter) (gaps, firsts, before []float64, hot int) {
 	_, srvURL := startServer(t, tree.Config{SourceCapacity: 1})
 	src := startSource(t, srvURL, stream, 1)
 	relayID, kill := start(t, srvURL, stream, src.node.ID())

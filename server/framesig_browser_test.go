@@ -516,15 +516,10 @@ func TestFirefoxVerifiesSignedFrames(t *testing.T) {
 // honest parent for that). TestBrowserRelayForwardsLateRepairedFrames
 // checks the same in Chromium, as a relay and below one.
 func TestFirefoxPlaysLateRepairedFrames(t *testing.T) {
-	playsLateRepairs(t, "siglatefirefox", func(srvURL, stream string) tab {
-		return openFirefoxViewer(t, srvURL, stream, "?relay=0&stats=1", "F")
-	})
-}
-
-func playsLateRepairs(t *testing.T, stream string, open func(srvURL, stream string) tab) {
+	const stream = "siglatefirefox"
 	_, srvURL := startServer(t, tree.Config{SourceCapacity: 1})
 	m := startLateRelay(t, srvURL, stream)
-	v := open(srvURL, stream)
+	v := openFirefoxViewer(t, srvURL, stream, "?relay=0&stats=1", "F")
 	placed, ok, err := pollPage(v, verifyStateJS, 30*time.Second, func(s verifyState) bool { return s.Parent != "" })
 	if !ok {
 		t.Fatalf("the viewer was not placed: %+v (%v)", placed, err)
