@@ -42,6 +42,14 @@ type FrameCollector struct {
 	started bool
 	holeAt  time.Time
 	dropped uint64
+	// After a hole is given up the packets behind it may be the rest of
+	// the broken frame, and an H264 slice is a partition head like a
+	// frame's first NAL: until a frame that is surely new, nothing goes
+	// out. broken is the timestamp of the broken frame, when its head was
+	// in (brokenKnown); without it the next frame whole is given up too.
+	resync      bool
+	broken      uint32
+	brokenKnown bool
 }
 
 // NewFrameCollector makes a collector for VP8, H264 or Opus.
@@ -120,6 +128,13 @@ func (f *FrameCollector) take() (Collected, bool) {
 	first := f.pending[f.next]
 	dep := f.newDep()
 	head := dep.IsPartitionHead(first.Payload)
+	if f.resync {
+		// Past this frame's marker the next packet starts a frame.
+		f.resync = false
+		if !f.brokenKnown || first.Timestamp == f.broken {
+			head = false
+		}
+	}
 	var data []byte
 	for s := f.next; ; s++ {
 		p := f.pending[s]
@@ -146,10 +161,12 @@ func (f *FrameCollector) take() (Collected, bool) {
 
 // skip gives up the first missing packet at or after f.next: the packets
 // before it (the head of a broken frame) are dropped, and the next frame
-// taken starts at the oldest packet after it (take drops that too if it is
-// not a frame start).
+// taken starts at the oldest packet after it; take drops that too if it is
+// not a frame start, or may be the broken frame's tail (resync).
 func (f *FrameCollector) skip() {
-	for f.pending[f.next] != nil {
+	f.resync, f.brokenKnown = !f.audio, false
+	for p := f.pending[f.next]; p != nil; p = f.pending[f.next] {
+		f.broken, f.brokenKnown = p.Timestamp, true
 		delete(f.pending, f.next)
 		f.next++
 		f.dropped++

@@ -93,3 +93,43 @@ func framesEqualNALs(a, b []byte) bool {
 	}
 	return true
 }
+
+// TestFrameCollectorDropsBrokenFrameTails: an H264 frame of several slices,
+// each its own packet, whose first or middle packet is lost, is given up
+// whole: the slices behind the hole are partition heads too, but they are
+// not a frame (a signing source would sign and send a frame the encoder
+// never made). The frame after it comes out.
+func TestFrameCollectorDropsBrokenFrameTails(t *testing.T) {
+	nal := func(seq uint16, ts uint32, typ byte, body string, marker bool) *rtp.Packet {
+		return &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts, Marker: marker},
+			Payload: append([]byte{0x60 | typ}, body...)}
+	}
+	pkts := []*rtp.Packet{
+		nal(1, 1000, 5, "a1", false), nal(2, 1000, 5, "a2", true),
+		nal(3, 2000, 1, "b1", false), nal(4, 2000, 1, "b2", false), nal(5, 2000, 1, "b3", true),
+		nal(6, 3000, 1, "c1", true),
+	}
+	for _, lost := range []uint16{3, 4} {
+		col, err := NewFrameCollector(H264)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		var got []uint32
+		for _, p := range pkts {
+			if p.SequenceNumber == lost {
+				continue
+			}
+			at := now
+			if p.SequenceNumber == 6 {
+				at = now.Add(collectWait) // the hole is given up
+			}
+			for _, fr := range col.Push(p, at) {
+				got = append(got, fr.Timestamp)
+			}
+		}
+		if len(got) != 2 || got[0] != 1000 || got[1] != 3000 {
+			t.Errorf("packet %d lost: frames %v out, want [1000 3000] (the broken frame given up whole)", lost, got)
+		}
+	}
+}
