@@ -556,6 +556,7 @@ export class CanopyClient extends EventTarget {
           // had stopped counting on it (a hello that carried the token
           // could not have been welcomed otherwise).
           if (!resuming) console.warn('canopy: resumed on', this.url, 'after this tab had given the resume up');
+          else console.info('canopy: resumed on', this.url, 'as', this.id);
           this._reconcile(msg);
           return;
         }
