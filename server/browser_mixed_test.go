@@ -55,7 +55,7 @@ func TestFirefoxWatchesGoSource(t *testing.T) {
 // types suit Firefox's answer), and its re-encoded track plays in Chromium.
 // Every viewer decodes; A's sender encodes nothing, F's encodes.
 func TestMixedBrowsersFirefoxRelaysBetweenChromiums(t *testing.T) {
-	browserTest(t)
+	heavyBrowserTest(t)
 	firefoxPath(t) // skip (or fail in CI) before starting anything
 	chromiumPath(t)
 	const stream = "mixed"
@@ -156,7 +156,7 @@ func TestMixedBrowsersFirefoxRelaysBetweenChromiums(t *testing.T) {
 // source: F swaps the new tracks into C's sender (replaceTrack), so C keeps
 // its connection to F and keeps playing.
 func TestMixedBrowsersParentSwitches(t *testing.T) {
-	browserTest(t)
+	heavyBrowserTest(t)
 	firefoxPath(t) // skip (or fail in CI) before starting anything
 	chromiumPath(t)
 	const stream = "mixedswitch"
@@ -291,7 +291,7 @@ func TestFirefoxH264Stream(t *testing.T) {
 // and Opus unlike Chromium and the Go peers), so C gets B's frames byte for
 // byte while B encodes nothing.
 func TestMixedBrowsersPassthroughBelowFirefox(t *testing.T) {
-	browserTest(t)
+	heavyBrowserTest(t)
 	firefoxPath(t) // skip (or fail in CI) before starting anything
 	chromiumPath(t)
 	const stream = "mixedbelow"

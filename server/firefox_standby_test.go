@@ -94,7 +94,7 @@ type relayStarter func(t *testing.T, srvURL, stream, srcID string) (id string, k
 // firefoxStandbyKills runs the trials with the relay start makes and logs
 // the figures.
 func firefoxStandbyKills(t *testing.T, stream string, start relayStarter) {
-	browserTest(t)
+	heavyBrowserTest(t)
 	firefoxPath(t)
 	var gaps, firsts, baseline []float64
 	orphans, hot := 0, 0

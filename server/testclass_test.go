@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"sync"
 	"testing"
 )
 
@@ -17,7 +18,8 @@ import (
 //     lightSlots at once.
 //   - Browser tests (a Chromium uses a core while it starts and decodes)
 //     call browserTest and run up to browserSlots at once, beside the
-//     light tests.
+//     light tests; those that relay through Firefox between two other
+//     browsers call heavyBrowserTest and take every browser slot.
 //
 // go test's own -parallel would cap both classes together, so TestMain
 // raises it unless it was given, and the slots below do the capping.
@@ -37,6 +39,28 @@ func lightTest(t *testing.T) { inPool(t, lightPool) }
 // browserTest runs t in parallel with the light tests and at most
 // browserSlots-1 other browser tests.
 func browserTest(t *testing.T) { inPool(t, browserPool) }
+
+// heavyBrowserTest runs t beside the light tests only: a Firefox that
+// relays between other browsers (three browsers, one of them Firefox, whose
+// start costs more than a Chromium's) next to another browser test starved
+// its relaying on CI's 2 cores for 10 s (TestMixedBrowsersPassthroughBelowFirefox:
+// its child moved off it).
+func heavyBrowserTest(t *testing.T) {
+	t.Helper()
+	t.Parallel()
+	heavyMu.Lock() // one heavy test gathers the slots at a time: no two hold half each
+	for range browserSlots {
+		browserPool <- struct{}{}
+	}
+	heavyMu.Unlock()
+	t.Cleanup(func() {
+		for range browserSlots {
+			<-browserPool
+		}
+	})
+}
+
+var heavyMu sync.Mutex
 
 func inPool(t *testing.T, pool chan struct{}) {
 	t.Helper()
